@@ -1,0 +1,80 @@
+"""nox sessions: the test matrix, lint, typecheck, codegen check and benchmarks.
+
+``nox`` runs the default sessions (what CI runs); ``nox -s bench`` runs the benchmarks.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.error_on_missing_interpreters = True
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "typecheck", "codegen", "tests"]
+
+PYTHONS = ["3.11", "3.12", "3.13"]
+BACKENDS = ["asyncio", "trio"]
+
+
+def _expose_pyenv_interpreters() -> None:
+    """Put every pyenv-installed CPython on PATH so nox finds ``python3.X``."""
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    dirs = sorted(glob.glob(str(root / "versions" / "3.*" / "bin")), reverse=True)
+    os.environ["PATH"] = os.pathsep.join([*dirs, os.environ.get("PATH", "")])
+
+
+_expose_pyenv_interpreters()
+
+
+def _install(session: nox.Session, *groups: str, extras: str = "") -> None:
+    """Install streaq (editable) with ``extras`` and the dependency ``groups``."""
+    target = f".[{extras}]" if extras else "."
+    args = [arg for group in groups for arg in ("--group", group)]
+    session.install("-e", target, *args)
+
+
+@nox.session(python=PYTHONS)
+@nox.parametrize("backend", [*BACKENDS, "asyncio+uvloop"])
+def tests(session: nox.Session, backend: str) -> None:
+    """Run the test suite on one Python and one event loop backend."""
+    if backend == "asyncio+uvloop" and session.python != PYTHONS[0]:
+        session.skip("uvloop runs on one Python only")
+    _install(session, "test", extras="trio,uvloop")
+    session.run(
+        "pytest",
+        *session.posargs,
+        env={"STREAQ_TEST_BACKEND": backend, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+
+
+@nox.session(python=PYTHONS[0])
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check on the whole tree."""
+    session.install("--group", "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHONS[0])
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on src, tests, tools, benchmarks and this file."""
+    _install(session, "typecheck", "bench", extras="trio,uvloop")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHONS[0])
+def codegen(session: nox.Session) -> None:
+    """Fail when generated code is stale (tools/gen_chains.py --check)."""
+    _install(session)
+    session.run("python", "tools/gen_chains.py", "--check")
+
+
+@nox.session(python=PYTHONS[0], default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks against peers measured in the same run (see benchmarks/README.md)."""
+    _install(session, "bench", extras="trio,uvloop")
+    session.run("python", "-m", "benchmarks", *session.posargs)
