@@ -1,0 +1,319 @@
+"""The ``streaq`` command line: ``streaq run``, ``streaq web`` and ``streaq --version``.
+
+Process model of ``streaq run module:worker``:
+
+- ``--workers 1`` (the default): this process imports the worker and runs it.
+- ``--workers N``: this process is a *supervisor*. It never imports the worker; it starts N
+  children (``python -m streaq run module:worker --workers 1 …``), forwards SIGINT/SIGTERM to
+  them, restarts a child that crashes (capped exponential backoff) and gives up when a child
+  keeps failing right after it starts (a bad import path, say).
+- ``--reload``: this process is a *reloader*. It runs the same command without ``--reload`` as
+  a child and restarts it whenever a ``.py`` file under the working directory changes.
+
+Children run in their own process group, so a Ctrl-C at the terminal reaches only the parent,
+which forwards it once: a worker must not see the same interrupt twice (a second signal may
+mean "stop now" to it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import logging.config
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import FrameType
+from typing import Any
+
+from . import __version__
+from .utils import default_log_config, import_string
+
+__all__ = ["main"]
+
+logger = logging.getLogger("streaq.cli")
+
+#: a child exiting with an error this soon after starting counts as failing at start
+STARTUP_WINDOW = 2.0
+#: give up after this many consecutive failures at start of one child
+MAX_STARTUP_FAILURES = 3
+#: a child that ran this long before crashing starts its backoff afresh
+STABLE_AFTER = 60.0
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 30.0
+#: how long the reloader waits for a stopped child before killing it
+RELOAD_STOP_TIMEOUT = 30.0
+_POLL_INTERVAL = 0.05
+_FORWARDED = (signal.SIGINT, signal.SIGTERM)
+
+
+def _error(message: str) -> int:
+    print(f"streaq: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streaq", description="Distributed task queue on Redis streams."
+    )
+    parser.add_argument("--version", action="version", version=f"streaq {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="run a worker")
+    run.add_argument("worker_path", metavar="module:worker", help="where the Worker object is")
+    run.add_argument(
+        "--workers", type=_positive_int, default=1, metavar="N", help="worker processes to run"
+    )
+    run.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    run.add_argument("--reload", action="store_true", help="restart on .py file changes")
+    run.add_argument("--verbose", "-v", action="store_true", help="log at DEBUG level")
+    commands.add_parser("web", help="monitoring web UI (not available yet)", add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``streaq`` console script and of ``python -m streaq``.
+
+    :param argv: the arguments (without the program name); ``sys.argv[1:]`` by default
+    :return: the process exit status
+    """
+    parser = _build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "web":
+        print("the web UI is not available yet", file=sys.stderr)
+        return 2
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.reload:
+        _configure_cli_logging(args.verbose)
+        return _Reloader(_child_command(args, workers=args.workers)).run()
+    if args.workers > 1:
+        _configure_cli_logging(args.verbose)
+        return _Supervisor(_child_command(args, workers=1), args.workers).run()
+    return _run_worker(args.worker_path, burst=args.burst, verbose=args.verbose)
+
+
+def _run_worker(worker_path: str, *, burst: bool, verbose: bool) -> int:
+    """Import the worker and run it in this process."""
+    # like other task-queue CLIs: modules next to where the command runs are importable
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        worker: Any = import_string(worker_path)
+    except ImportError as exc:
+        return _error(str(exc))
+    if not callable(getattr(worker, "run_sync", None)):
+        return _error(f"{worker_path!r} is not a streaq Worker (it has no run_sync())")
+    logging.config.dictConfig(default_log_config(worker.tz, verbose))
+    if burst:
+        worker.burst = True
+    try:
+        worker.run_sync()
+    except KeyboardInterrupt:
+        # the worker handles signals itself; this only happens when it was told not to
+        return 130
+    return 0
+
+
+def _child_command(args: argparse.Namespace, *, workers: int) -> list[str]:
+    command = [sys.executable, "-m", "streaq", "run", args.worker_path, "--workers", str(workers)]
+    if args.burst:
+        command.append("--burst")
+    if args.verbose:
+        command.append("--verbose")
+    return command
+
+
+def _configure_cli_logging(verbose: bool) -> None:
+    # the supervisor never imports the worker, so it logs in the host's local time zone
+    local_tz = datetime.now().astimezone().tzinfo
+    assert local_tz is not None
+    logging.config.dictConfig(default_log_config(local_tz, verbose))
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"status {code}"
+
+
+def _spawn(command: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(command, process_group=0)
+
+
+def _send(process: subprocess.Popen[bytes], signum: int) -> None:
+    if process.poll() is None:
+        # it may exit between poll() and kill()
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signum)
+
+
+class _SignalForwarding:
+    """Install SIGINT/SIGTERM handlers for the duration of a ``with`` block."""
+
+    def __init__(self, handler: Any) -> None:
+        self._handler = handler
+        self._saved: dict[int, Any] = {}
+
+    def __enter__(self) -> None:
+        for signum in _FORWARDED:
+            self._saved[signum] = signal.signal(signum, self._handler)
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, previous in self._saved.items():
+            signal.signal(signum, previous)
+
+
+@dataclass
+class _Slot:
+    """One of the supervisor's N worker processes, across its restarts."""
+
+    index: int
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    failures: int = 0
+    startup_failures: int = 0
+    restart_at: float | None = None
+    final_code: int | None = None
+
+
+class _Supervisor:
+    """Run N copies of a worker command until they exit or a signal stops them."""
+
+    def __init__(self, command: list[str], count: int) -> None:
+        self._command = command
+        self._slots = [_Slot(index) for index in range(1, count + 1)]
+        self._stopping = False
+        self._gave_up = False
+
+    def run(self) -> int:
+        with _SignalForwarding(self._on_signal):
+            for slot in self._slots:
+                self._start(slot)
+            logger.info("supervising %d worker processes", len(self._slots))
+            while not all(slot.final_code is not None for slot in self._slots):
+                now = time.monotonic()
+                for slot in self._slots:
+                    if slot.process is not None and (code := slot.process.poll()) is not None:
+                        self._exited(slot, code, now)
+                    if slot.restart_at is not None and now >= slot.restart_at:
+                        self._start(slot)
+                time.sleep(_POLL_INTERVAL)
+        if self._gave_up or any(slot.final_code != 0 for slot in self._slots):
+            return 1
+        return 0
+
+    def _start(self, slot: _Slot) -> None:
+        slot.restart_at = None
+        slot.started_at = time.monotonic()
+        slot.process = _spawn(self._command)
+        logger.debug("worker process %d started (pid %d)", slot.index, slot.process.pid)
+
+    def _exited(self, slot: _Slot, code: int, now: float) -> None:
+        slot.process = None
+        lived = now - slot.started_at
+        if code == 0 or self._stopping:
+            slot.final_code = code
+            return
+        slot.startup_failures = slot.startup_failures + 1 if lived < STARTUP_WINDOW else 0
+        slot.failures = 1 if lived >= STABLE_AFTER else slot.failures + 1
+        if slot.startup_failures >= MAX_STARTUP_FAILURES:
+            slot.final_code = code
+            self._give_up(
+                f"worker process {slot.index} exited with {_describe_exit(code)} right after "
+                f"starting, {slot.startup_failures} times in a row (its error is above); giving up"
+            )
+            return
+        delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (slot.failures - 1))
+        logger.warning(
+            "worker process %d exited with %s after %.1f s; restarting it in %.1f s",
+            slot.index,
+            _describe_exit(code),
+            lived,
+            delay,
+        )
+        slot.restart_at = now + delay
+
+    def _give_up(self, reason: str) -> None:
+        logger.error("%s", reason)
+        self._gave_up = True
+        self._stop(signal.SIGTERM)
+
+    def _stop(self, signum: int) -> None:
+        self._stopping = True
+        for slot in self._slots:
+            if slot.process is not None:
+                _send(slot.process, signum)
+            elif slot.final_code is None:
+                # waiting for a restart: there is nothing to stop, the slot is simply done
+                slot.restart_at = None
+                slot.final_code = 0 if slot.failures == 0 else 1
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        logger.info("received %s, stopping worker processes", signal.Signals(signum).name)
+        self._stop(signum)
+
+
+class _Reloader:
+    """Run a command and restart it whenever a ``.py`` file under the working directory changes."""
+
+    def __init__(self, command: list[str]) -> None:
+        self._command = command
+        self._stop_event = threading.Event()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def run(self) -> int:
+        try:
+            import watchfiles
+        except ImportError:
+            return _error("--reload needs watchfiles: pip install 'streaq[reload]'")
+        root = os.getcwd()
+        with _SignalForwarding(self._on_signal):
+            self._process = _spawn(self._command)
+            logger.info("watching %s for changes", root)
+            for changes in watchfiles.watch(
+                root,
+                watch_filter=watchfiles.PythonFilter(),
+                stop_event=self._stop_event,
+                raise_interrupt=False,
+            ):
+                if self._stop_event.is_set():
+                    break
+                changed = sorted({os.path.relpath(path, root) for _, path in changes})
+                logger.info("detected changes in %s; restarting", ", ".join(changed))
+                self._restart()
+            return self._process.wait()
+
+    def _restart(self) -> None:
+        assert self._process is not None
+        _send(self._process, signal.SIGTERM)
+        try:
+            self._process.wait(timeout=RELOAD_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            logger.warning("worker did not stop in %.0f s; killing it", RELOAD_STOP_TIMEOUT)
+            self._process.kill()
+            self._process.wait()
+        if not self._stop_event.is_set():
+            self._process = _spawn(self._command)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stop_event.set()
+        if self._process is not None:
+            _send(self._process, signum)
