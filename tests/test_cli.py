@@ -1,0 +1,255 @@
+"""The ``streaq`` command line, run as ``python -m streaq`` in subprocesses.
+
+A fake worker module (an object with ``tz``, ``burst`` and ``run_sync()``) stands in for the
+real ``Worker``: its ``run_sync`` leaves marker files named after its pid, which the tests wait
+for with deadlines rather than fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import streaq
+
+FAKE_WORKER = """
+import logging
+import os
+import signal
+import sys
+import time
+from datetime import timezone
+from pathlib import Path
+
+OUT = Path(os.environ["STREAQ_TEST_OUT"])
+
+
+class FakeWorker:
+    def __init__(self, mode):
+        self.tz = timezone.utc
+        self.burst = False
+        self.mode = mode
+
+    def run_sync(self):
+        pid = os.getpid()
+        if self.mode == "once":
+            (OUT / f"ran-{pid}").write_text(f"burst={self.burst}")
+        elif self.mode == "log":
+            logging.getLogger("streaq").info("hello from the worker")
+            logging.getLogger("streaq.worker").debug("some detail")
+        elif self.mode == "crash_once":
+            (OUT / f"run-{pid}").write_text("")
+            try:
+                os.close(os.open(OUT / "crashed", os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                return
+            time.sleep(0.1)
+            sys.exit(3)
+        elif self.mode == "wait":
+            def on_term(signum, frame):
+                (OUT / f"term-{pid}").write_text("")
+                sys.exit(0)
+
+            signal.signal(signal.SIGTERM, on_term)
+            (OUT / f"started-{pid}").write_text("")
+            while True:
+                time.sleep(60)
+
+
+once = FakeWorker("once")
+log = FakeWorker("log")
+crash_once = FakeWorker("crash_once")
+waiting = FakeWorker("wait")
+"""
+
+# the package may not be installed in the interpreter; children import it from the source tree
+SRC = str(Path(streaq.__file__).resolve().parent.parent)
+DEADLINE = 20.0
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A working directory holding ``fake_worker.py`` and an ``out/`` directory for markers."""
+    (tmp_path / "fake_worker.py").write_text(FAKE_WORKER)
+    (tmp_path / "out").mkdir()
+    return tmp_path
+
+
+def _env(project: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, env.get("PYTHONPATH")]))
+    env["STREAQ_TEST_OUT"] = str(project / "out")
+    return env
+
+
+def streaq_cli(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streaq", *args],
+        cwd=project,
+        env=_env(project),
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE + 10,
+        check=False,
+    )
+
+
+def start_cli(project: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "streaq", *args],
+        cwd=project,
+        env=_env(project),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def markers(project: Path, prefix: str) -> list[Path]:
+    return sorted((project / "out").glob(f"{prefix}-*"))
+
+
+def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
+    """Wait for ``process`` (killing it if it hangs) and return its status and stderr."""
+    try:
+        _, stderr = process.communicate(timeout=DEADLINE)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate()
+        pytest.fail(f"the CLI did not exit; stderr:\n{stderr}")
+    return process.returncode, stderr
+
+
+def test_version(project: Path) -> None:
+    result = streaq_cli(project, "--version")
+    assert result.returncode == 0
+    assert result.stdout == f"streaq {streaq.__version__}\n"
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("no_such_module:worker", "no module named 'no_such_module'"),
+        ("fake_worker:nope", "'fake_worker' has no attribute 'nope'"),
+        ("fake_worker.nope", "'fake_worker' has no attribute 'nope'"),
+        ("fake_worker:OUT", "is not a streaq Worker"),
+        ("fake_worker", "is not an import path"),
+    ],
+)
+def test_bad_worker_path_is_one_line(project: Path, path: str, message: str) -> None:
+    result = streaq_cli(project, "run", path)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("streaq: error: ")
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("flag", "burst"), [([], "False"), (["--burst"], "True")])
+def test_run_imports_from_the_working_directory_and_runs(
+    project: Path, flag: list[str], burst: str
+) -> None:
+    result = streaq_cli(project, "run", "fake_worker:once", *flag)
+    assert result.returncode == 0, result.stderr
+    (ran,) = markers(project, "ran")
+    assert ran.read_text() == f"burst={burst}"
+
+
+def test_run_configures_streaq_logging(project: Path) -> None:
+    result = streaq_cli(project, "run", "fake_worker:log")
+    assert result.returncode == 0
+    line = r"\[INFO\] \d{4}-\d\d-\d\d \d\d:\d\d:\d\d: hello from the worker"
+    assert re.fullmatch(line + "\n", result.stderr)
+    verbose = streaq_cli(project, "run", "fake_worker:log", "--verbose")
+    assert "[DEBUG] " in verbose.stderr
+    assert verbose.stderr.rstrip().endswith(": some detail")
+
+
+def test_workers_run_in_separate_processes(project: Path) -> None:
+    result = streaq_cli(project, "run", "fake_worker:once", "--workers", "2", "--burst")
+    assert result.returncode == 0, result.stderr
+    ran = markers(project, "ran")
+    assert len(ran) == 2
+    assert [path.read_text() for path in ran] == ["burst=True"] * 2
+
+
+def test_supervisor_forwards_sigterm(project: Path) -> None:
+    process = start_cli(project, "run", "fake_worker:waiting", "--workers", "2")
+    wait_for(lambda: len(markers(project, "started")) == 2, "two workers to start")
+    process.send_signal(signal.SIGTERM)
+    code, stderr = finish(process)
+    assert code == 0, stderr
+    started = {path.name.split("-")[1] for path in markers(project, "started")}
+    stopped = {path.name.split("-")[1] for path in markers(project, "term")}
+    assert stopped == started
+
+
+def test_supervisor_restarts_a_crashed_worker(project: Path) -> None:
+    result = streaq_cli(project, "run", "fake_worker:crash_once", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    assert len(markers(project, "run")) == 3
+    assert "exited with status 3" in result.stderr
+    assert "restarting it in 0.5 s" in result.stderr
+
+
+def test_supervisor_gives_up_when_workers_fail_at_start(project: Path) -> None:
+    result = streaq_cli(project, "run", "no_such_module:worker", "--workers", "2")
+    assert result.returncode == 1
+    assert "no module named 'no_such_module'" in result.stderr
+    assert "right after starting, 3 times in a row" in result.stderr
+    assert "giving up" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_reload_restarts_the_worker_on_python_changes(project: Path) -> None:
+    pytest.importorskip("watchfiles")
+    process = start_cli(project, "run", "fake_worker:waiting", "--reload")
+    wait_for(lambda: len(markers(project, "started")) == 1, "the worker to start")
+
+    def touched_and_restarted() -> bool:
+        # rewrite until the watcher (started just after the child) has noticed a change
+        (project / "module_changed.py").write_text(f"stamp = {time.monotonic()}\n")
+        return len(markers(project, "started")) == 2
+
+    deadline = time.monotonic() + DEADLINE
+    while not touched_and_restarted():
+        assert time.monotonic() < deadline, "timed out waiting for a restart"
+        time.sleep(0.5)
+    assert len(markers(project, "term")) == 1
+    process.send_signal(signal.SIGTERM)
+    code, stderr = finish(process)
+    assert code == 0, stderr
+    assert len(markers(project, "term")) == 2
+    assert "module_changed.py" in stderr
+
+
+def test_web_is_a_placeholder(project: Path) -> None:
+    result = streaq_cli(project, "web", "fake_worker:once", "--port", "8000")
+    assert result.returncode == 2
+    assert "the web UI is not available yet" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["run"], ["run", "fake_worker:once", "--workers", "0"], ["run", "x:y", "--nope"]],
+)
+def test_usage_errors_exit_2(project: Path, args: list[str]) -> None:
+    result = streaq_cli(project, *args)
+    assert result.returncode == 2
+    assert "usage: streaq" in result.stderr
