@@ -231,11 +231,13 @@ def test_reload_restarts_the_worker_on_python_changes(project: Path) -> None:
     while not touched_and_restarted():
         assert time.monotonic() < deadline, "timed out waiting for a restart"
         time.sleep(0.5)
-    assert len(markers(project, "term")) == 1
+    assert len(markers(project, "term")) >= 1
     process.send_signal(signal.SIGTERM)
     code, stderr = finish(process)
     assert code == 0, stderr
-    assert len(markers(project, "term")) == 2
+    # every worker the reloader started was stopped with SIGTERM (a late rewrite may have
+    # caused one more restart, so count rather than expect exactly two)
+    assert len(markers(project, "term")) == len(markers(project, "started"))
     assert "module_changed.py" in stderr
 
 
