@@ -1,0 +1,46 @@
+"""streaq's Redis layer: a thin, cancel-safe client on anyio streams with hiredis for RESP.
+
+Nothing outside this subpackage imports hiredis or touches sockets. Layers, bottom up:
+``_protocol`` (sans-IO RESP) → ``_connection`` (one stream, cancel-safe round trips) → ``_pool``
+(bounded, LIFO) → ``_client`` (commands, pipelines, functions, dedicated connections) and
+``_pubsub``; ``_errors`` maps failures to ``redis.exceptions`` once, ``_config`` parses URLs,
+``_backoff`` paces reconnects.
+"""
+
+from ._backoff import Backoff as Backoff
+from ._client import RedisClient as RedisClient
+from ._client import open_client as open_client
+from ._config import RedisConfig as RedisConfig
+from ._config import parse_config as parse_config
+from ._connection import Connection as Connection
+from ._connection import Connector as Connector
+from ._connection import connect as connect
+from ._errors import BusyGroupError as BusyGroupError
+from ._errors import NoGroupError as NoGroupError
+from ._errors import RedisVersionError as RedisVersionError
+from ._errors import WrongTypeError as WrongTypeError
+from ._functions import FunctionLibrary as FunctionLibrary
+from ._pool import ConnectionPool as ConnectionPool
+from ._protocol import pairs as pairs
+from ._pubsub import Message as Message
+from ._pubsub import PubSub as PubSub
+
+__all__ = [
+    "Backoff",
+    "BusyGroupError",
+    "Connection",
+    "ConnectionPool",
+    "Connector",
+    "FunctionLibrary",
+    "Message",
+    "NoGroupError",
+    "PubSub",
+    "RedisClient",
+    "RedisConfig",
+    "RedisVersionError",
+    "WrongTypeError",
+    "connect",
+    "open_client",
+    "pairs",
+    "parse_config",
+]

@@ -1,0 +1,252 @@
+"""The client the rest of streaq uses: pooled commands, pipelines, functions, dedicated connections.
+
+Theory of operation
+-------------------
+:func:`open_client` parses the settings once (:func:`~streaq._redis._config.parse_config`), builds
+the TLS context once, and makes a *connector* (``connect`` bound to the config) that a
+:class:`~streaq._redis._pool.ConnectionPool` calls for new connections. On enter it takes one
+connection from the pool, which runs the handshake: wrong credentials or an unreachable server fail
+the ``async with`` immediately, and the server version is known from then on. On exit the pool
+closes its connections.
+
+Every pooled command is one *round trip* on one connection (:meth:`RedisClient._roundtrip`). The
+single retry rule: when a command fails with ``ConnectionError`` on a connection that was reused
+from the idle stack and **no reply byte had arrived**, the server most likely closed that connection
+while it sat idle (restart, ``timeout`` config, ``CLIENT KILL``); the command is sent again once,
+on a freshly opened connection. A failure on a fresh connection, after reply bytes arrived, or a
+timeout is never retried.
+
+Blocking commands (``XREADGROUP BLOCK``, ``BLPOP``) go to :meth:`RedisClient.dedicated`
+connections, outside the pool, so they never starve pooled commands of slots; cancelling one closes
+its connection. Pub/sub gets its own connection as well (:meth:`RedisClient.pubsub`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from redis import exceptions as rex
+
+from ._backoff import Backoff
+from ._config import RedisConfig, parse_config
+from ._connection import Connection, Connector, connect
+from ._errors import RedisVersionError
+from ._functions import FcallSpec, FunctionCaller, FunctionLibrary
+from ._pool import ConnectionPool
+from ._protocol import Arg, pack_command, pack_commands
+from ._pubsub import PubSub, open_pubsub
+
+__all__ = ["RedisClient", "open_client"]
+
+
+class RedisClient:
+    """A pooled client for one Redis server. Create with :func:`open_client`.
+
+    :param config: the settings.
+    :param connector: factory of new connections (the topology seam).
+    """
+
+    def __init__(self, config: RedisConfig, connector: Connector) -> None:
+        self.config = config
+        self._connector = connector
+        self._pool = ConnectionPool(connector, config.max_connections)
+        self._functions = FunctionCaller(self)
+        #: The server's version, read during the first handshake.
+        self.server_version: tuple[int, int, int] = (0, 0, 0)
+
+    def __repr__(self) -> str:
+        return f"<RedisClient {self.address} {self._pool!r}>"
+
+    @property
+    def address(self) -> str:
+        """``host:port`` (or the socket path) of the server."""
+        return self.config.address
+
+    @property
+    def pool(self) -> ConnectionPool:
+        """The connection pool (for introspection and tests)."""
+        return self._pool
+
+    async def _connect_first(self) -> None:
+        conn, _ = await self._pool.acquire()
+        self.server_version = conn.server_version
+        await self._pool.release(conn)
+
+    async def aclose(self) -> None:
+        """Close the pool's connections."""
+        await self._pool.aclose()
+
+    def require_version(self, minimum: tuple[int, int, int], feature: str) -> None:
+        """Fail clearly when the server is too old.
+
+        :param minimum: the lowest acceptable ``(major, minor, patch)``.
+        :param feature: what needs it, for the message (e.g. ``"FUNCTION and XAUTOCLAIM"``).
+        :raises RedisVersionError: when :attr:`server_version` is below ``minimum``.
+        """
+        if self.server_version < minimum:
+            need = ".".join(map(str, minimum))
+            have = ".".join(map(str, self.server_version))
+            raise RedisVersionError(
+                f"streaq needs Redis >= {need} ({feature}); "
+                f"the server at {self.address} runs {have}"
+            )
+
+    async def _roundtrip(self, data: bytes, count: int | None) -> Any:
+        pool = self._pool
+        conn, reused = await pool.acquire()
+        try:
+            return await conn.roundtrip(data, count)
+        except rex.ConnectionError:
+            if not reused or conn.reply_started:
+                raise
+        finally:
+            await pool.release(conn)
+        # The idle connection was dead before we used it: one retry on a new connection.
+        conn, _ = await pool.acquire(fresh=True)
+        try:
+            return await conn.roundtrip(data, count)
+        finally:
+            await pool.release(conn)
+
+    async def execute(self, *args: Arg) -> Any:
+        """Run one command on a pooled connection.
+
+        :param args: command name and arguments (``str``, ``bytes``, ``int`` or ``float``).
+        :return: the reply (shapes: see :mod:`streaq._redis._protocol`).
+        :raises redis.exceptions.ResponseError: (or a subclass) for an error reply.
+        :raises redis.exceptions.ConnectionError: when the server cannot be reached.
+        :raises redis.exceptions.TimeoutError: when ``socket_timeout`` expires.
+        """
+        reply = await self._roundtrip(pack_command(args), None)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def pipeline(
+        self, commands: Sequence[Sequence[Arg]], *, raise_on_error: bool = True
+    ) -> list[Any]:
+        """Run many commands in one round trip (not a transaction: wrap in MULTI/EXEC for that).
+
+        :param commands: the commands.
+        :param raise_on_error: raise the first error reply after reading all replies; when false,
+            error replies are exception instances in the returned list.
+        :return: one reply per command.
+        :raises redis.exceptions.RedisError: as for :meth:`execute`.
+        """
+        if not commands:
+            return []
+        replies: list[Any] = await self._roundtrip(pack_commands(commands), len(commands))
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        return replies
+
+    async def fcall(
+        self,
+        library: FunctionLibrary,
+        function: str,
+        keys: Sequence[Arg] = (),
+        args: Sequence[Arg] = (),
+    ) -> Any:
+        """``FCALL`` a function of ``library``, loading the library on demand.
+
+        :param library: the library defining ``function``.
+        :param function: the function name.
+        :param keys: key arguments.
+        :param args: other arguments.
+        :return: the function's reply.
+        :raises redis.exceptions.ResponseError: for an error raised by the function.
+        """
+        return await self._functions.fcall(library, function, keys, args)
+
+    async def fcall_ro(
+        self,
+        library: FunctionLibrary,
+        function: str,
+        keys: Sequence[Arg] = (),
+        args: Sequence[Arg] = (),
+    ) -> Any:
+        """``FCALL_RO`` a read-only (``no-writes``) function of ``library``.
+
+        :param library: the library defining ``function``.
+        :param function: the function name.
+        :param keys: key arguments.
+        :param args: other arguments.
+        :return: the function's reply.
+        :raises redis.exceptions.ResponseError: for an error raised by the function.
+        """
+        return await self._functions.fcall(library, function, keys, args, read_only=True)
+
+    async def fcall_pipeline(
+        self, library: FunctionLibrary, calls: Sequence[FcallSpec], *, raise_on_error: bool = True
+    ) -> list[Any]:
+        """Many ``FCALL`` s of ``library`` in one round trip.
+
+        :param library: the library defining the functions.
+        :param calls: ``(function, keys, args)`` triples.
+        :param raise_on_error: raise the first error after all calls ran.
+        :return: one reply per call.
+        :raises redis.exceptions.ResponseError: the first error, with ``raise_on_error``.
+        """
+        return await self._functions.fcall_pipeline(library, calls, raise_on_error=raise_on_error)
+
+    @asynccontextmanager
+    async def dedicated(self, *, socket_timeout: float | None = None) -> AsyncIterator[Connection]:
+        """A new connection outside the pool, for blocking commands; closed on exit.
+
+        Cancelling a command on it at any moment closes it, so a late reply is never misread.
+
+        :param socket_timeout: per-command limit; ``None`` (the default) because blocking commands
+            bring their own (``BLOCK ms``).
+        :return: the connection (as the context value).
+        :raises redis.exceptions.ConnectionError: when connecting fails.
+        """
+        conn = await self._connector()
+        conn.socket_timeout = socket_timeout
+        try:
+            yield conn
+        finally:
+            await conn.aclose()
+
+    def pubsub(
+        self, *, max_buffered: int = 10_000, backoff: Backoff | None = None
+    ) -> AbstractAsyncContextManager[PubSub]:
+        """A subscriber on its own connection, for ``async with``.
+
+        :param max_buffered: messages buffered before backpressure (see :mod:`._pubsub`).
+        :param backoff: reconnect delays (default ``Backoff()``).
+        :return: an async context manager yielding a :class:`~streaq._redis._pubsub.PubSub`.
+        """
+        return open_pubsub(self._connector, max_buffered=max_buffered, backoff=backoff)
+
+
+@asynccontextmanager
+async def open_client(
+    url: str = "redis://localhost:6379", *, max_connections: int | None = None, **kwargs: Any
+) -> AsyncIterator[RedisClient]:
+    """Connect to Redis for the duration of the ``async with``.
+
+    :param url: ``redis://``, ``rediss://`` or ``unix://`` URL (see
+        :func:`~streaq._redis._config.parse_config`).
+    :param max_connections: pool size (default 64, or the URL's ``max_connections``).
+    :param kwargs: any other :class:`~streaq._redis._config.RedisConfig` field, e.g.
+        ``socket_timeout``, ``password``, ``protocol``, ``ssl_ca_certs``.
+    :return: the connected client (as the context value).
+    :raises TypeError: for an unknown keyword argument.
+    :raises redis.exceptions.ConnectionError: when the server cannot be reached.
+    :raises redis.exceptions.AuthenticationError: for wrong credentials.
+    """
+    if max_connections is not None:
+        kwargs["max_connections"] = max_connections
+    config = parse_config(url, **kwargs)
+    ssl_context = config.ssl_context() if config.ssl else None
+    client = RedisClient(config, functools.partial(connect, config, ssl_context))
+    try:
+        await client._connect_first()
+        yield client
+    finally:
+        await client.aclose()

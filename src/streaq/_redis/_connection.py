@@ -1,0 +1,345 @@
+"""One connection to one Redis server: a byte stream, a parser, a state, cancel-safe round trips.
+
+Theory of operation
+-------------------
+A :class:`Connection` owns exactly one anyio byte stream (TCP, TLS over TCP, or a unix socket) and
+one :class:`~streaq._redis._protocol.Parser`. Its state is ``IDLE`` (ready for a command), ``BUSY``
+(a round trip is in flight) or ``CLOSED`` (never usable again). A round trip writes the whole packed
+command (or pipeline) in one ``send`` and reads as many replies as commands were sent.
+
+The invariant the pool relies on: **a round trip that does not complete normally closes the
+connection.** If the task is cancelled, a timeout expires, or any error escapes mid-command, the
+stream is closed under a shielded cancel scope and the state becomes ``CLOSED`` before the exception
+propagates (the pattern of httpcore's HTTP/1.1 connection). So a late reply can never be read as the
+answer to someone else's command. I/O errors are then mapped once to ``redis.exceptions``
+(:func:`~streaq._redis._errors.map_io_error`). Server *error replies* are complete replies and leave
+the connection ``IDLE``.
+
+``socket_timeout`` wraps a round trip in ``anyio.fail_after`` only when it is set: entering a cancel
+scope per command costs measurable time on the hot path. :attr:`Connection.reply_started` tells the
+pool whether any byte of a reply arrived, which decides whether a failed command may be retried.
+
+:func:`connect` opens the stream and runs the handshake (``HELLO 3 [AUTH] [SETNAME]`` + ``SELECT``;
+``AUTH``/``CLIENT SETNAME``/``SELECT``/``INFO server`` on RESP2 or servers without ``HELLO``),
+all within ``socket_connect_timeout``. It is the default *connector*: the pool only ever calls a
+zero-argument ``async`` factory, so a topology layer (Sentinel, Cluster) supplies its own factory
+that picks the address and then calls :func:`connect`.
+"""
+
+from __future__ import annotations
+
+import enum
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+import anyio.abc
+from redis import exceptions as rex
+
+from ._config import RedisConfig
+from ._errors import map_io_error
+from ._protocol import NEED_DATA, Arg, Parser, PushNotification, pack_command, pack_commands
+
+__all__ = ["Connection", "Connector", "connect", "parse_version"]
+
+_RECEIVE_SIZE = 65536
+
+#: A zero-argument factory of ready (connected, handshaken) connections.
+Connector = Callable[[], Awaitable["Connection"]]
+
+
+class _State(enum.Enum):
+    IDLE = "idle"
+    BUSY = "busy"
+    CLOSED = "closed"
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """Parse ``"7.0.15"`` (or ``"7.2.0-rc1"``) into ``(7, 0, 15)``.
+
+    :param text: a Redis version string.
+    :return: the major, minor and patch numbers (missing parts are 0).
+    """
+    numbers: list[int] = []
+    for part in text.split(".")[:3]:
+        digits = ""
+        for char in part:
+            if not char.isdigit():
+                break
+            digits += char
+        numbers.append(int(digits or 0))
+    numbers += [0] * (3 - len(numbers))
+    return numbers[0], numbers[1], numbers[2]
+
+
+class Connection:
+    """A connected, handshaken connection. Create with :func:`connect`.
+
+    :param stream: the open byte stream.
+    :param address: ``host:port`` or the socket path, for error messages.
+    :param socket_timeout: per-round-trip limit in seconds, or ``None``.
+    """
+
+    __slots__ = (
+        "_parser",
+        "_state",
+        "_stream",
+        "address",
+        "protocol",
+        "reply_started",
+        "server_version",
+        "socket_timeout",
+    )
+
+    def __init__(
+        self, stream: anyio.abc.ByteStream, address: str, socket_timeout: float | None
+    ) -> None:
+        self._stream = stream
+        self._parser = Parser()
+        self._state = _State.IDLE
+        #: Per-round-trip limit in seconds (``None`` = none); may be changed between commands.
+        self.socket_timeout = socket_timeout
+        self.address = address
+        #: The RESP version in use after the handshake (2 or 3).
+        self.protocol = 2
+        #: The server's version, read during the handshake.
+        self.server_version: tuple[int, int, int] = (0, 0, 0)
+        #: Whether any reply byte arrived during the current/last round trip.
+        self.reply_started = False
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.address} {self._state.value} resp{self.protocol}>"
+
+    @property
+    def is_idle(self) -> bool:
+        """Whether the connection can take a command now."""
+        return self._state is _State.IDLE
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the connection is closed (for good)."""
+        return self._state is _State.CLOSED
+
+    async def execute(self, *args: Arg) -> Any:
+        """Run one command.
+
+        :param args: command name and arguments.
+        :return: the reply (see :mod:`streaq._redis._protocol` for its shape).
+        :raises redis.exceptions.ResponseError: (or a subclass) for an error reply.
+        :raises redis.exceptions.ConnectionError: when the connection fails or is not idle.
+        :raises redis.exceptions.TimeoutError: when ``socket_timeout`` expires.
+        """
+        reply = await self.roundtrip(pack_command(args), None)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def pipeline(
+        self, commands: Sequence[Sequence[Arg]], *, raise_on_error: bool = True
+    ) -> list[Any]:
+        """Run many commands in one write and one read pass.
+
+        :param commands: the commands, each a sequence of name and arguments.
+        :param raise_on_error: raise the first error reply after reading all replies; when false,
+            error replies are returned as exception instances in the list.
+        :return: one reply per command.
+        :raises redis.exceptions.RedisError: as for :meth:`execute`.
+        """
+        replies: list[Any] = await self.roundtrip(pack_commands(commands), len(commands))
+        if raise_on_error:
+            raise_first_error(replies)
+        return replies
+
+    async def roundtrip(self, data: bytes, count: int | None) -> Any:
+        """Write packed commands and read their replies; the primitive under everything else.
+
+        :param data: packed command(s).
+        :param count: number of replies to read into a list, or ``None`` for exactly one reply
+            returned as is (no list built).
+        :return: the reply, or the list of replies. Error replies are returned, not raised.
+        :raises redis.exceptions.ConnectionError: when the connection is not idle or fails.
+        :raises redis.exceptions.TimeoutError: when ``socket_timeout`` expires.
+        """
+        if self._state is not _State.IDLE:
+            raise rex.ConnectionError(f"Connection to {self.address} is {self._state.value}")
+        self._state = _State.BUSY
+        self.reply_started = False
+        try:
+            if self.socket_timeout is None:
+                await self._stream.send(data)
+                result = await self._read(count)
+            else:
+                with anyio.fail_after(self.socket_timeout):
+                    await self._stream.send(data)
+                    result = await self._read(count)
+        except BaseException as exc:
+            await self._fail(exc)
+            raise  # _fail raises the mapped error itself; this re-raises anything unmapped
+        self._state = _State.IDLE
+        return result
+
+    async def _read(self, count: int | None) -> Any:
+        if count is None:
+            return await self.read_reply()
+        return [await self.read_reply() for _ in range(count)]
+
+    async def read_reply(self, *, skip_push: bool = True) -> Any:
+        """Read the next reply from the stream (no state checks, no cleanup).
+
+        This is the building block of :meth:`roundtrip`, and the reader loop of pub/sub, which
+        owns its connection and wraps failures itself.
+
+        :param skip_push: drop RESP3 push messages (they never answer a command).
+        :return: the next reply.
+        """
+        parser = self._parser
+        reply = parser.next_reply()
+        while True:
+            if reply is NEED_DATA:
+                chunk = await self._stream.receive(_RECEIVE_SIZE)
+                self.reply_started = True
+                parser.feed(chunk)
+            elif skip_push and type(reply) is PushNotification:
+                pass
+            else:
+                return reply
+            reply = parser.next_reply()
+
+    async def send_raw(self, data: bytes) -> None:
+        """Write packed commands without reading (pub/sub mode, where a reader task reads).
+
+        :param data: packed command(s).
+        :raises redis.exceptions.ConnectionError: when the connection is closed or fails; any
+            interruption closes the connection.
+        """
+        if self._state is _State.CLOSED:
+            raise rex.ConnectionError(f"Connection to {self.address} is closed")
+        try:
+            await self._stream.send(data)
+        except BaseException as exc:
+            await self._fail(exc)
+            raise
+
+    async def read_push(self) -> Any:
+        """Read the next reply in pub/sub mode, closing the connection if interrupted.
+
+        :return: the next reply, push messages included.
+        :raises redis.exceptions.ConnectionError: when the connection fails.
+        """
+        if self._state is _State.CLOSED:
+            raise rex.ConnectionError(f"Connection to {self.address} is closed")
+        try:
+            return await self.read_reply(skip_push=False)
+        except BaseException as exc:
+            await self._fail(exc)
+            raise
+
+    async def _fail(self, exc: BaseException) -> None:
+        """Close after an interrupted operation, then raise the mapped error (if it maps)."""
+        await self.aclose()
+        mapped = map_io_error(exc, self.address)
+        if mapped is not None:
+            raise mapped from exc
+
+    async def aclose(self) -> None:
+        """Close the stream (idempotent). Shielded, so it completes even in a cancelled scope."""
+        if self._state is _State.CLOSED:
+            return
+        self._state = _State.CLOSED
+        with anyio.CancelScope(shield=True):
+            # Forcefully: a TLS close_notify exchange could block on a dead peer.
+            await anyio.aclose_forcefully(self._stream)
+
+
+def raise_first_error(replies: list[Any]) -> None:
+    """Raise the first exception instance among pipeline replies, if any.
+
+    :param replies: replies as returned with ``raise_on_error=False``.
+    :raises redis.exceptions.RedisError: the first error reply.
+    """
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+
+
+async def _handshake(conn: Connection, config: RedisConfig) -> None:
+    """Authenticate, name the client, select the db and learn the server version."""
+    if config.protocol == 3:
+        hello: list[Arg] = ["HELLO", 3]
+        if config.password is not None:
+            hello += ["AUTH", config.username or "default", config.password]
+        if config.client_name is not None:
+            hello += ["SETNAME", config.client_name]
+        commands: list[Sequence[Arg]] = [hello]
+        if config.db:
+            commands.append(("SELECT", config.db))
+        replies = await conn.pipeline(commands, raise_on_error=False)
+        info = replies[0]
+        unknown = isinstance(info, rex.ResponseError) and "unknown command" in str(info).lower()
+        if not unknown:
+            raise_first_error(replies)
+            conn.protocol = 3
+            conn.server_version = parse_version(info[b"version"].decode())
+            return
+    # RESP2: the servers before 6.0 have no HELLO, or the caller asked for protocol 2.
+    commands = []
+    if config.password is not None:
+        if config.username is not None:
+            commands.append(("AUTH", config.username, config.password))
+        else:
+            commands.append(("AUTH", config.password))
+    if config.client_name is not None:
+        commands.append(("CLIENT", "SETNAME", config.client_name))
+    if config.db:
+        commands.append(("SELECT", config.db))
+    commands.append(("INFO", "server"))
+    replies = await conn.pipeline(commands)
+    conn.protocol = 2
+    for line in replies[-1].decode().splitlines():
+        if line.startswith("redis_version:"):
+            conn.server_version = parse_version(line.partition(":")[2])
+            break
+
+
+async def connect(config: RedisConfig, ssl_context: ssl.SSLContext | None = None) -> Connection:
+    """Open a connection and run the handshake, both within ``socket_connect_timeout``.
+
+    :param config: where and how to connect.
+    :param ssl_context: the TLS context to use when ``config.ssl`` (built from the config if
+        ``None``; pass one to avoid rebuilding it for every connection).
+    :return: an idle connection.
+    :raises redis.exceptions.ConnectionError: when the server cannot be reached
+        ("Error connecting to host:port: reason").
+    :raises redis.exceptions.TimeoutError: when connecting takes longer than the timeout.
+    :raises redis.exceptions.AuthenticationError: for wrong credentials.
+    """
+    address = config.address
+    conn: Connection | None = None
+    try:
+        with anyio.fail_after(config.socket_connect_timeout):
+            stream: anyio.abc.ByteStream
+            if config.path is not None:
+                stream = await anyio.connect_unix(config.path)
+            elif config.ssl:
+                stream = await anyio.connect_tcp(
+                    config.host,
+                    config.port,
+                    tls=True,
+                    ssl_context=ssl_context or config.ssl_context(),
+                    tls_hostname=config.host,
+                    # Redis servers do not send close_notify; don't treat its absence as an error.
+                    tls_standard_compatible=False,
+                )
+            else:
+                stream = await anyio.connect_tcp(config.host, config.port)
+            conn = Connection(stream, address, config.socket_timeout)
+            await _handshake(conn, config)
+    except BaseException as exc:
+        if conn is not None:
+            await conn.aclose()
+        mapped = map_io_error(exc, address, connecting=True)
+        if mapped is None:
+            raise
+        raise mapped from exc
+    return conn

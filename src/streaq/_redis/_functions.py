@@ -1,0 +1,167 @@
+"""Server-side function libraries: load on demand, call by name, reload after the server forgot
+them.
+
+Theory of operation
+-------------------
+A :class:`FunctionLibrary` is the immutable source of one Redis function library (``#!lua
+name=...``). :class:`FunctionCaller` (one per client) remembers which libraries it has loaded on the
+server, each with a *generation* number bumped on every load. Before the first ``FCALL`` of a
+library it loads the code with ``FUNCTION LOAD REPLACE`` (so this client's version is the one on the
+server, even if an older build of the same name was there). When an ``FCALL`` fails with *Function
+not found* — the server restarted without persistence, or someone ran ``FUNCTION FLUSH`` — it
+reloads and retries that call once. A call that failed this way did not run, so retrying is safe.
+
+Loading is serialised by one lock per caller, and the generation makes concurrent failures cheap:
+a task that saw generation *g* fail reloads only if the library is still at *g*; if another task
+already reloaded it meanwhile, it just retries. So a restart costs one ``FUNCTION LOAD`` per client,
+not one per in-flight call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import anyio
+from redis import exceptions as rex
+
+from ._connection import raise_first_error
+from ._protocol import Arg
+
+__all__ = ["FcallSpec", "FunctionCaller", "FunctionLibrary", "is_function_missing"]
+
+#: One call in :meth:`FunctionCaller.fcall_pipeline`: ``(function name, keys, args)``.
+FcallSpec = tuple[str, Sequence[Arg], Sequence[Arg]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FunctionLibrary:
+    """The source of a Redis function library.
+
+    :param name: the library name; must match ``name=`` in the code's shebang line.
+    :param code: the library source, starting with ``#!lua name=<name>``.
+    :raises ValueError: when the shebang is missing or names another library.
+    """
+
+    name: str
+    code: str
+
+    def __post_init__(self) -> None:
+        shebang = self.code.split("\n", 1)[0]
+        words = shebang.split()
+        if not words or words[0] != "#!lua" or f"name={self.name}" not in words[1:]:
+            raise ValueError(
+                f"the library code must start with '#!lua name={self.name}', not {shebang!r}"
+            )
+
+
+def is_function_missing(reply: object) -> bool:
+    """Whether a reply says the called function is not loaded on the server.
+
+    :param reply: a reply or exception.
+    :return: true for ``Function not found`` (and ``NOSCRIPT``, for scripts).
+    """
+    if isinstance(reply, rex.NoScriptError):
+        return True
+    return isinstance(reply, rex.ResponseError) and "Function not found" in str(reply)
+
+
+class _Commands(Protocol):
+    async def execute(self, *args: Arg) -> Any: ...
+
+    async def pipeline(
+        self, commands: Sequence[Sequence[Arg]], *, raise_on_error: bool = True
+    ) -> list[Any]: ...
+
+
+def _fcall_command(verb: str, function: str, keys: Sequence[Arg], args: Sequence[Arg]) -> list[Arg]:
+    return [verb, function, len(keys), *keys, *args]
+
+
+class FunctionCaller:
+    """Per-client function library state and the ``FCALL`` family.
+
+    :param commands: what runs the commands (the client).
+    """
+
+    __slots__ = ("_commands", "_generation", "_loaded", "_lock")
+
+    def __init__(self, commands: _Commands) -> None:
+        self._commands = commands
+        self._loaded: dict[str, int] = {}
+        self._generation = 0
+        self._lock = anyio.Lock()
+
+    async def _load(self, library: FunctionLibrary, failed_generation: int | None) -> int:
+        """Load ``library`` unless it is loaded at a generation other than ``failed_generation``."""
+        async with self._lock:
+            current = self._loaded.get(library.name)
+            if current is not None and current != failed_generation:
+                return current
+            await self._commands.execute("FUNCTION", "LOAD", "REPLACE", library.code)
+            self._generation += 1
+            self._loaded[library.name] = self._generation
+            return self._generation
+
+    async def _ensure(self, library: FunctionLibrary) -> int:
+        generation = self._loaded.get(library.name)
+        return generation if generation is not None else await self._load(library, None)
+
+    async def fcall(
+        self,
+        library: FunctionLibrary,
+        function: str,
+        keys: Sequence[Arg] = (),
+        args: Sequence[Arg] = (),
+        *,
+        read_only: bool = False,
+    ) -> Any:
+        """Call one function of ``library``, loading or reloading it as needed.
+
+        :param library: the library defining ``function``.
+        :param function: the function name.
+        :param keys: key arguments (``numkeys`` is computed).
+        :param args: other arguments.
+        :param read_only: use ``FCALL_RO`` (allowed on replicas; the function must be
+            ``no-writes``).
+        :return: the function's reply.
+        :raises redis.exceptions.ResponseError: for an error raised by the function.
+        """
+        command = _fcall_command("FCALL_RO" if read_only else "FCALL", function, keys, args)
+        generation = await self._ensure(library)
+        try:
+            return await self._commands.execute(*command)
+        except rex.ResponseError as exc:
+            if not is_function_missing(exc):
+                raise
+        await self._load(library, generation)
+        return await self._commands.execute(*command)
+
+    async def fcall_pipeline(
+        self, library: FunctionLibrary, calls: Sequence[FcallSpec], *, raise_on_error: bool = True
+    ) -> list[Any]:
+        """Run many ``FCALL`` s in one round trip, reloading the library once if needed.
+
+        :param library: the library defining the functions.
+        :param calls: ``(function, keys, args)`` triples.
+        :param raise_on_error: raise the first error after all calls ran; otherwise errors are
+            exception instances in the result.
+        :return: one reply per call.
+        :raises redis.exceptions.ResponseError: the first error, with ``raise_on_error``.
+        """
+        commands = [_fcall_command("FCALL", fn, keys, args) for fn, keys, args in calls]
+        generation = await self._ensure(library)
+        replies = await self._commands.pipeline(commands, raise_on_error=False)
+        missing = [i for i, reply in enumerate(replies) if is_function_missing(reply)]
+        if missing:
+            # Only the calls that found no function are retried: the others ran already.
+            await self._load(library, generation)
+            retried = await self._commands.pipeline(
+                [commands[i] for i in missing], raise_on_error=False
+            )
+            for index, reply in zip(missing, retried, strict=True):
+                replies[index] = reply
+        if raise_on_error:
+            raise_first_error(replies)
+        return replies
