@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from servers import ServerFactory
 
 _BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
     "asyncio": ("asyncio", {}),
@@ -42,3 +45,16 @@ def redis_url() -> str:
 def queue_name() -> str:
     """A queue name no other test uses, so tests can run side by side."""
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[ServerFactory]:
+    """Start throwaway ``redis-server`` processes on free ports; all are killed in teardown.
+
+    Call it: ``server = redis_server(password="s3cret")``, ``redis_server(tls=True)``.
+    """
+    factory = ServerFactory(tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
