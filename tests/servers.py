@@ -158,12 +158,16 @@ class RedisServer:
         if self.password is not None:
             command = f"AUTH {self.password}\r\n".encode() + command
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw:
-                sock: socket.socket = raw
+            with contextlib.ExitStack() as stack:
+                sock = stack.enter_context(
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1)
+                )
                 if self.tls is not None:
                     context = ssl.create_default_context(cafile=self.tls.ca_file)
                     context.load_cert_chain(self.tls.client_cert_file, self.tls.client_key_file)
-                    sock = context.wrap_socket(raw, server_hostname="localhost")
+                    sock = stack.enter_context(
+                        context.wrap_socket(sock, server_hostname="localhost")
+                    )
                 sock.sendall(command)
                 return b"PONG" in sock.recv(1024)
         except OSError:

@@ -80,7 +80,17 @@ async def test_stream_replies(redis_url: str, queue_name: str, protocol: int) ->
                 await client.execute("XGROUP", "CREATE", stream, "g", "0")
             async with client.dedicated() as conn:
                 reply = await conn.execute(
-                    "XREADGROUP", "GROUP", "g", "c", "COUNT", 10, "BLOCK", 100, "STREAMS", stream, ">"
+                    "XREADGROUP",
+                    "GROUP",
+                    "g",
+                    "c",
+                    "COUNT",
+                    10,
+                    "BLOCK",
+                    100,
+                    "STREAMS",
+                    stream,
+                    ">",
                 )
                 assert pairs(reply) == [(stream.encode(), [[entry_id, [b"f", b"v"]]])]
                 empty = await conn.execute(
@@ -115,7 +125,12 @@ async def test_functions_load_and_reload(redis_url: str, queue_name: str, protoc
     async with open_client(redis_url, protocol=protocol) as client:
         try:
             await client.execute("SET", key, "val")
-            assert await client.fcall(library, "table", [key], ["a"]) == [b"a", 2, [3, b"x"], b"val"]
+            assert await client.fcall(library, "table", [key], ["a"]) == [
+                b"a",
+                2,
+                [3, b"x"],
+                b"val",
+            ]
             assert await client.fcall_ro(library, "ro", [key]) == b"ro"
             with pytest.raises(rex.ResponseError, match="BOOM"):
                 await client.fcall(library, "fail")

@@ -28,6 +28,9 @@ Hierarchy (the streaq additions)::
 
 from __future__ import annotations
 
+import os
+import ssl
+
 import anyio
 from redis import exceptions as rex
 
@@ -111,12 +114,17 @@ def error_from_reply(message: str) -> Exception:
 def _describe(exc: BaseException) -> str:
     """A short human reason for an I/O error, digging into anyio's multi-address failure."""
     if isinstance(exc, OSError):
-        # anyio.connect_tcp raises OSError("All connection attempts failed") from a group of
-        # per-address errors when a name resolves to several addresses; the first one is the
+        # anyio.connect_tcp raises OSError("All connection attempts failed") from the per-address
+        # error (or a group of them when a name resolves to several addresses); that is the
         # useful reason ("Connection refused").
         cause = exc.__cause__
         if exc.strerror is None and isinstance(cause, BaseExceptionGroup) and cause.exceptions:
             return _describe(cause.exceptions[0])
+        if exc.strerror is None and isinstance(cause, OSError):
+            return _describe(cause)
+        if exc.errno and not isinstance(exc, ssl.SSLError):
+            # asyncio words ECONNREFUSED as "Connect call failed (...)"; the errno text is clearer.
+            return os.strerror(exc.errno)
         return exc.strerror or str(exc) or type(exc).__name__
     if isinstance(exc, anyio.EndOfStream):
         return "Connection closed by server"

@@ -1,0 +1,150 @@
+"""Tests against throwaway servers: restarts, reconnects, authentication, TLS, unreachable ports."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from redis import exceptions as rex
+from servers import ServerFactory, free_port
+
+from streaq._redis import Backoff, FunctionLibrary, open_client
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+LIBRARY = FunctionLibrary(
+    "streaq_servers_test",
+    "#!lua name=streaq_servers_test\n"
+    "redis.register_function('hello', function(keys, args) return 'hi ' .. args[1] end)",
+)
+
+
+async def test_server_restart_mid_session(redis_server: ServerFactory) -> None:
+    server = redis_server(appendonly=True)
+    async with open_client(server.url, max_connections=4) as client:
+        assert await client.execute("SET", "k", "v") == b"OK"
+        # three idle connections, all of which die with the server
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(client.execute, "PING")
+        server.restart()
+        assert await client.execute("GET", "k") == b"v"
+        assert await client.pipeline([("PING",), ("GET", "k")]) == [b"PONG", b"v"]
+
+
+async def test_server_down_is_a_connection_error(redis_server: ServerFactory) -> None:
+    server = redis_server()
+    async with open_client(server.url) as client:
+        server.stop(kill=True)
+        with pytest.raises(rex.ConnectionError, match=f"127.0.0.1:{server.port}"):
+            await client.execute("PING")
+        server.start()
+        assert await client.execute("PING") == b"PONG"
+
+
+async def test_function_flush_reloads_transparently(redis_server: ServerFactory) -> None:
+    server = redis_server()
+    async with open_client(server.url) as client:
+        assert await client.fcall(LIBRARY, "hello", [], ["a"]) == b"hi a"
+        await client.execute("FUNCTION", "FLUSH")
+        assert await client.fcall(LIBRARY, "hello", [], ["b"]) == b"hi b"
+        server.restart()  # no persistence: the library is gone again
+        assert await client.fcall(LIBRARY, "hello", [], ["c"]) == b"hi c"
+
+
+@pytest.mark.parametrize("protocol", [3, 2], ids=["resp3", "resp2"])
+async def test_pubsub_reconnects_and_resubscribes(
+    redis_server: ServerFactory, protocol: int
+) -> None:
+    server = redis_server()
+    backoff = Backoff(initial=0.01, maximum=0.1)
+    async with (
+        open_client(server.url, protocol=protocol) as client,
+        client.pubsub(backoff=backoff) as pubsub,
+    ):
+        await pubsub.subscribe("chan")
+        await pubsub.psubscribe("pat.*")
+        with anyio.fail_after(10):
+            assert await client.execute("PUBLISH", "chan", "before") == 1
+            assert (await pubsub.get_message()).data == b"before"
+            server.restart()
+            message = await pubsub.get_message()
+            assert (message.kind, message.channel, message.data) == (b"reconnected", b"", b"")
+            assert await client.execute("PUBLISH", "chan", "after") == 1
+            assert (await pubsub.get_message()).data == b"after"
+            assert await client.execute("PUBLISH", "pat.x", "p") == 1
+            message = await pubsub.get_message()
+            assert (message.kind, message.channel, message.pattern) == (
+                b"pmessage",
+                b"pat.x",
+                b"pat.*",
+            )
+
+
+async def test_wrong_password(redis_server: ServerFactory) -> None:
+    server = redis_server(password="s3cret")
+    for protocol in (3, 2):
+        with pytest.raises(rex.AuthenticationError):
+            async with open_client(server.url, password="wrong", protocol=protocol):
+                pass
+        with pytest.raises(rex.AuthenticationError):
+            async with open_client(server.url, protocol=protocol):
+                pass
+        async with open_client(server.url, password="s3cret", protocol=protocol) as client:
+            assert await client.execute("PING") == b"PONG"
+
+
+async def test_acl_user_in_url(redis_server: ServerFactory) -> None:
+    server = redis_server(acl_users=["alice on >wonder%land ~* &* +@all"])
+    url = server.url.replace("redis://", "redis://alice:wonder%25land@")
+    async with open_client(url) as client:
+        assert await client.execute("ACL", "WHOAMI") == b"alice"
+    with pytest.raises(rex.AuthenticationError):
+        async with open_client(url.replace("wonder", "blunder")):
+            pass
+
+
+async def test_unreachable_port() -> None:
+    port = free_port()
+    with pytest.raises(rex.ConnectionError) as info:
+        async with open_client(f"redis://127.0.0.1:{port}"):
+            pass
+    assert str(info.value) == f"Error connecting to 127.0.0.1:{port}: Connection refused"
+
+
+async def test_connect_timeout(redis_server: ServerFactory) -> None:
+    server = redis_server()
+    server.pause()  # accepts TCP connections (kernel backlog) but never answers HELLO
+    try:
+        with pytest.raises(rex.TimeoutError, match=f"127.0.0.1:{server.port}"):
+            async with open_client(server.url, socket_connect_timeout=0.2):
+                pass
+    finally:
+        server.resume()
+
+
+async def test_tls(redis_server: ServerFactory) -> None:
+    server = redis_server(tls=True)
+    tls = redis_server.tls_files()
+    async with open_client(server.url, ssl_ca_certs=tls.ca_file) as client:
+        assert await client.execute("PING") == b"PONG"
+        async with client.pubsub() as pubsub:
+            await pubsub.subscribe("c")
+            await client.execute("PUBLISH", "c", "tls")
+            with anyio.fail_after(5):
+                assert (await pubsub.get_message()).data == b"tls"
+    # without our CA the certificate does not verify
+    with pytest.raises(rex.ConnectionError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify"):
+        async with open_client(server.url):
+            pass
+
+
+async def test_tls_with_client_certificate(redis_server: ServerFactory) -> None:
+    server = redis_server(tls=True, tls_auth_clients=True)
+    tls = redis_server.tls_files()
+    async with open_client(
+        server.url,
+        ssl_ca_certs=tls.ca_file,
+        ssl_certfile=tls.client_cert_file,
+        ssl_keyfile=tls.client_key_file,
+    ) as client:
+        assert await client.execute("PING") == b"PONG"
