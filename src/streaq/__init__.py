@@ -8,4 +8,19 @@ VERSION = __version__
 logger = logging.getLogger("streaq")
 logger.addHandler(logging.NullHandler())
 
-__all__ = ["VERSION", "__version__", "logger"]
+from .task import TaskStatus as TaskStatus  # noqa: E402
+from .types import StreaqError as StreaqError  # noqa: E402
+from .types import StreaqRetry as StreaqRetry  # noqa: E402
+from .types import TaskContext as TaskContext  # noqa: E402
+from .worker import Worker as Worker  # noqa: E402
+
+__all__ = [
+    "VERSION",
+    "StreaqError",
+    "StreaqRetry",
+    "TaskContext",
+    "TaskStatus",
+    "Worker",
+    "__version__",
+    "logger",
+]

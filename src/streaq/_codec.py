@@ -1,0 +1,339 @@
+"""Serialization: the task payload, result records, exception records and signing.
+
+Theory of operation. A task travels as stream entry fields (see ``lua/streaq.lua``); its arguments
+are one payload ``d``: msgpack ``[args, kwargs]`` (or the user's serializer applied to
+``(args, kwargs)``), preceded by a 32-byte HMAC-SHA256 of task id + payload when a signing secret is
+set. Arguments are decoded untyped, then each one is converted into its parameter's annotated type
+by msgspec, so a dataclass or Struct parameter arrives as itself and a wrong type is reported with
+the parameter's name.
+
+A result record is a msgpack array ``[fn, created, enqueued, kind, start, finish, tries, worker,
+payload]`` (kind 0 value, 1 tuple, 2 exception). The payload is decoded only when asked for, with
+the task's return type (``msgspec.Raw`` defers it). Exceptions travel as
+:class:`ExceptionRecord`; only builtin and streaq exception types are rebuilt as themselves, every
+other type arrives as :class:`~streaq.types.RemoteTaskError`: queue data never names code to run.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import hmac
+import inspect
+import traceback
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from .types import RemoteTaskError, StreaqCancelled, StreaqError, StreaqRetry
+
+Serializer = Callable[[Any], Any]
+Deserializer = Callable[[Any], Any]
+
+KIND_VALUE = 0
+KIND_TUPLE = 1
+KIND_ERROR = 2
+
+_SIG_LEN = 32
+_STREAQ_ERRORS: dict[str, type[BaseException]] = {}
+_SIMPLE = (str, int, float, bool, type(None))
+
+
+class ArgumentError(StreaqError, TypeError):
+    """A task's arguments do not fit its signature or its parameter types."""
+
+
+class SignatureError(StreaqError):
+    """A payload's signature is missing or wrong: it was not written by this queue's producers."""
+
+
+_STREAQ_ERRORS.update(
+    (cls.__name__, cls)
+    for cls in (StreaqError, StreaqCancelled, StreaqRetry, ArgumentError, SignatureError)
+)
+
+
+class ExceptionRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """An exception as data: type name, module, message, remote traceback and simple args."""
+
+    type: str
+    module: str
+    message: str
+    traceback: str = ""
+    args: list[Any] = []
+
+
+class ResultRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A stored result, its payload still encoded."""
+
+    fn_name: str
+    created: int
+    enqueued: int
+    kind: int
+    start: int
+    finish: int
+    tries: int
+    worker_id: str
+    payload: msgspec.Raw
+
+
+_encoder = msgspec.msgpack.Encoder()
+_encode = _encoder.encode
+_decode_any = msgspec.msgpack.Decoder().decode
+_record_decoder = msgspec.msgpack.Decoder(ResultRecord)
+_exception_decoder = msgspec.msgpack.Decoder(ExceptionRecord)
+
+
+def encode(value: Any) -> bytes:
+    """msgpack-encode ``value`` with streaq's encoder (raises ``TypeError`` if unsupported)."""
+    return _encode(value)
+
+
+def decode_untyped(data: bytes) -> Any:
+    """Decode msgpack into builtin Python values."""
+    return _decode_any(data)
+
+
+def decode_record(data: bytes) -> ResultRecord:
+    """Decode a stored or published result record."""
+    return _record_decoder.decode(data)
+
+
+def exception_to_record(exc: BaseException) -> ExceptionRecord:
+    """Describe ``exc`` as data that any client can decode safely."""
+    cls = type(exc)
+    args = [a for a in exc.args if isinstance(a, _SIMPLE)]
+    if len(args) != len(exc.args):
+        args = []
+    tb = "".join(traceback.format_exception(exc))
+    return ExceptionRecord(cls.__qualname__, cls.__module__, str(exc), tb, args)
+
+
+def record_to_exception(rec: ExceptionRecord) -> BaseException:
+    """Rebuild an exception: builtin and streaq types as themselves, others as RemoteTaskError."""
+    cls: Any = None
+    if rec.module == "builtins":
+        cls = getattr(builtins, rec.type, None)
+    elif rec.module.startswith("streaq."):
+        cls = _STREAQ_ERRORS.get(rec.type)
+    if isinstance(cls, type) and issubclass(cls, BaseException) and rec.type != "RemoteTaskError":
+        try:
+            exc = cls(*rec.args) if rec.args else cls(rec.message)
+        except Exception:
+            exc = cls(rec.message)
+    else:
+        exc = RemoteTaskError(f"{rec.module}.{rec.type}", rec.message, rec.traceback)
+    if rec.traceback:
+        exc.add_note(f"remote traceback:\n{rec.traceback}")
+    return exc
+
+
+def encode_exception(exc: BaseException) -> bytes:
+    """Encode ``exc`` as an exception record payload."""
+    return _encode(exception_to_record(exc))
+
+
+def decode_exception(payload: bytes) -> BaseException:
+    """Decode an exception record payload into an exception."""
+    return record_to_exception(_exception_decoder.decode(payload))
+
+
+def _lua_str(data: bytes) -> bytes:
+    n = len(data)
+    if n < 32:
+        return bytes((0xA0 | n,)) + data
+    if n < 256:
+        return b"\xd9" + bytes((n,)) + data
+    if n < 65536:
+        return b"\xda" + n.to_bytes(2, "big") + data
+    return b"\xdb" + n.to_bytes(4, "big") + data
+
+
+def pack_for_lua(value: Any) -> bytes:
+    """msgpack for Redis' Lua ``cmsgpack``, which rejects the bin type: bytes travel as str.
+
+    Handles lists/tuples of str, bytes, int and nested lists, which is all the library takes.
+    """
+    if isinstance(value, bytes):
+        return _lua_str(value)
+    if isinstance(value, list | tuple):
+        n = len(value)
+        head = bytes((0x90 | n,)) if n < 16 else b"\xdc" + n.to_bytes(2, "big")
+        return head + b"".join(pack_for_lua(v) for v in value)
+    return _encode(value)
+
+
+def encode_fields(fields: list[Any]) -> bytes:
+    """Pack stream entry fields for the server-side library."""
+    return pack_for_lua(fields)
+
+
+def _resolve_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:
+        # unresolvable forward references: fall back to untyped values for every parameter
+        return {}
+
+
+def _needs_conversion(tp: Any) -> bool:
+    return tp is not Any and tp is not object and tp is not inspect.Parameter.empty
+
+
+class Codec:
+    """Encodes and decodes one queue's payloads with its serializer and signing secret.
+
+    :param serializer: user serializer replacing msgpack for arguments and results
+    :param deserializer: its inverse
+    :param signing_secret: HMAC key; when set every payload is signed together with its task id
+    """
+
+    __slots__ = ("_deserializer", "_key", "_serializer")
+
+    def __init__(
+        self,
+        serializer: Serializer | None = None,
+        deserializer: Deserializer | None = None,
+        signing_secret: str | bytes | None = None,
+    ) -> None:
+        if (serializer is None) != (deserializer is None):
+            raise StreaqError("pass both serializer and deserializer, or neither")
+        self._serializer = serializer
+        self._deserializer = deserializer
+        key = signing_secret.encode() if isinstance(signing_secret, str) else signing_secret
+        self._key = key or None
+
+    def _sign(self, task_id: str, data: bytes) -> bytes:
+        assert self._key is not None
+        return hmac.new(self._key, task_id.encode() + data, hashlib.sha256).digest()
+
+    def _seal(self, task_id: str, data: bytes) -> bytes:
+        return self._sign(task_id, data) + data if self._key else data
+
+    def _open(self, task_id: str, data: bytes) -> bytes:
+        if not self._key:
+            return data
+        sig, body = data[:_SIG_LEN], data[_SIG_LEN:]
+        if len(data) < _SIG_LEN or not hmac.compare_digest(sig, self._sign(task_id, body)):
+            raise SignatureError(f"payload of task {task_id} has an invalid signature")
+        return body
+
+    def encode_call(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        """The payload of a task's arguments.
+
+        :raises TypeError: when an argument cannot be serialized
+        """
+        if self._serializer is not None:
+            data = self._serializer((args, kwargs))
+            if not isinstance(data, bytes):
+                data = str(data).encode()
+        else:
+            data = _encode((args, kwargs))
+        return self._seal(task_id, data)
+
+    def decode_call(self, task_id: str, payload: bytes) -> tuple[list[Any], dict[str, Any]]:
+        """Arguments from a payload, untyped.
+
+        :raises SignatureError: when signing is on and the signature does not match
+        :raises ArgumentError: when the payload cannot be decoded
+        """
+        body = self._open(task_id, payload)
+        try:
+            if self._deserializer is not None:
+                args, kwargs = self._deserializer(body)
+            else:
+                args, kwargs = _decode_any(body)
+        except Exception as e:
+            raise ArgumentError(f"cannot decode the arguments of task {task_id}: {e}") from None
+        if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
+            raise ArgumentError(f"malformed arguments of task {task_id}")
+        return list(args), kwargs
+
+    def encode_value(self, task_id: str, value: Any) -> bytes:
+        """The payload of a successful result (raw msgpack, or a bin wrapping user bytes).
+
+        :raises TypeError: when the value cannot be serialized
+        """
+        if self._serializer is None and self._key is None:
+            return _encode(value)
+        data = self._serializer(value) if self._serializer is not None else _encode(value)
+        return _encode(self._seal(task_id, data))
+
+    def decode_value(self, task_id: str, payload: bytes, tp: Any = Any) -> Any:
+        """A successful result from its payload, converted to ``tp`` when given."""
+        if self._serializer is None and self._key is None:
+            if tp is Any:
+                return _decode_any(payload)
+            return msgspec.msgpack.decode(payload, type=tp)
+        data = self._open(task_id, _decode_any(payload))
+        if self._deserializer is not None:
+            return self._deserializer(data)
+        value = _decode_any(data)
+        return value if tp is Any else msgspec.convert(value, tp)
+
+
+class CallSpec:
+    """How to turn decoded arguments into a call of one task function.
+
+    Built once at registration: per parameter, the type to convert to (if any).
+
+    :param fn: the task function
+    """
+
+    __slots__ = ("_by_name", "_positional", "_return_type", "_signature", "name")
+
+    def __init__(self, fn: Callable[..., Any], name: str) -> None:
+        self.name = name
+        self._signature = inspect.signature(fn)
+        hints = _resolve_hints(fn)
+        self._return_type: Any = hints.get("return", Any)
+        self._positional: list[tuple[str, Any]] = []
+        self._by_name: dict[str, Any] = {}
+        for param in self._signature.parameters.values():
+            tp = hints.get(param.name, Any)
+            if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+                self._positional.append((param.name, tp))
+            if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+                self._by_name[param.name] = tp
+
+    @property
+    def return_type(self) -> Any:
+        """The annotated return type (``Any`` when unknown)."""
+        return self._return_type
+
+    def check(self, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any]) -> None:
+        """Raise ``TypeError`` when the arguments do not bind to the signature."""
+        try:
+            self._signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise ArgumentError(f"task {self.name}: {e}") from None
+
+    def convert(self, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """Convert decoded arguments in place into the parameters' types.
+
+        :raises ArgumentError: naming the parameter whose value has the wrong type
+        """
+        self.check(args, kwargs)
+        positional = self._positional
+        for n, value in enumerate(args):
+            if n >= len(positional):
+                break
+            pname, tp = positional[n]
+            if _needs_conversion(tp):
+                args[n] = self._convert_one(pname, value, tp)
+        for key, value in kwargs.items():
+            tp = self._by_name.get(key, Any)
+            if _needs_conversion(tp):
+                kwargs[key] = self._convert_one(key, value, tp)
+
+    def _convert_one(self, pname: str, value: Any, tp: Any) -> Any:
+        try:
+            return msgspec.convert(value, tp)
+        except (msgspec.ValidationError, TypeError) as e:
+            raise ArgumentError(f"task {self.name}: argument {pname!r}: {e}") from None
+
+    def first_param_type(self) -> Any:
+        """Type of the first positional parameter (what a `then` link feeds)."""
+        return self._positional[0][1] if self._positional else Any

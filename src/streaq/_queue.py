@@ -1,0 +1,243 @@
+"""The client side of a queue: enqueue, query, wait for and abort tasks.
+
+A :class:`QueueClient` exists while a worker's ``async with`` (or its run) holds a connection;
+producers that never run tasks use it alone. Every state change is one call of the server-side
+library (``_library.py``); reads are one call or one command.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+from redis import exceptions as rex
+
+from ._codec import (
+    KIND_ERROR,
+    KIND_TUPLE,
+    Codec,
+    decode_exception,
+    decode_record,
+    decode_untyped,
+    pack_for_lua,
+)
+from ._cron import CronSchedule
+from ._keys import QueueKeys
+from ._library import QueueFunctions
+from ._redis import RedisClient
+from ._results import ResultWaiter
+from .task import RegisteredTask, Task, TaskInfo, TaskResult, TaskStatus
+from .types import StreaqCancelled, StreaqError
+from .utils import now_ms, to_ms, to_seconds
+
+if TYPE_CHECKING:
+    from .task import AnyRegisteredTask
+
+ENQUEUE_CHUNK = 500
+DEFAULT_TTL_MS = 5 * 60 * 1000
+
+
+def ttl_ms(ttl: timedelta | int | None) -> int:
+    """A task's result retention for the server: -1 keeps forever, 0 publishes only."""
+    ms = to_ms(ttl)
+    return -1 if ms is None else ms
+
+
+def build_result(task_id: str, record: bytes, task: RegisteredTask | None, codec: Codec) -> Any:
+    """Turn a result record into a :class:`~streaq.task.TaskResult`."""
+    rec = decode_record(record)
+    payload = bytes(rec.payload)
+    value: Any
+    if rec.kind == KIND_ERROR:
+        value = decode_exception(payload)
+    else:
+        spec = getattr(task, "spec", None)
+        tp = spec.return_type if spec is not None else Any
+        try:
+            value = codec.decode_value(task_id, payload, tp)
+        except Exception:
+            # a return annotation that does not describe the value still yields the value
+            value = codec.decode_value(task_id, payload)
+        if rec.kind == KIND_TUPLE and isinstance(value, list):
+            value = tuple(value)
+    return TaskResult(
+        task_id=task_id,
+        fn_name=rec.fn_name,
+        created_time=rec.created,
+        enqueue_time=rec.enqueued,
+        success=rec.kind != KIND_ERROR,
+        start_time=rec.start,
+        finish_time=rec.finish,
+        tries=rec.tries,
+        worker_id=rec.worker_id,
+        _result=value,
+    )
+
+
+class QueueClient:
+    """Producer-side operations of one queue.
+
+    :param client: connected Redis client
+    :param keys: the queue's keys
+    :param codec: the queue's payload codec
+    :param priorities: priority names, lowest first
+    :param registry: the worker's registered tasks by name
+    :param tg: task group owning background helpers (the result listener)
+    """
+
+    def __init__(
+        self,
+        client: RedisClient,
+        keys: QueueKeys,
+        codec: Codec,
+        priorities: Sequence[str],
+        registry: dict[str, AnyRegisteredTask],
+        tg: anyio.abc.TaskGroup,
+    ) -> None:
+        self.redis = client
+        self.keys = keys
+        self.codec = codec
+        self.functions = QueueFunctions(client, keys.prefix)
+        self.priorities = list(priorities)
+        self.registry = registry
+        self._tg = tg
+        self._results = ResultWaiter(client, keys)
+
+    async def prepare(self) -> None:
+        """Create the queue's streams and consumer group (idempotent)."""
+        await self.functions.prepare(self.priorities)
+
+    def _blob(self, task: Task[Any, Any], now: int, tz: Any) -> bytes:
+        parent = task.parent
+        fn_name = parent.fn_name
+        spec = getattr(parent, "spec", None)
+        if spec is not None and task._after is None:
+            spec.check(task.args, task.kwargs)
+        try:
+            payload = self.codec.encode_call(task.id, task.args, task.kwargs)
+        except (TypeError, ValueError) as e:
+            raise StreaqError(f"cannot serialize the arguments of task {fn_name}: {e}") from e
+        run_at = 0
+        crontab = ""
+        if task.delay is not None:
+            run_at = now + (to_ms(task.delay) or 0)
+        elif isinstance(task.schedule, datetime):
+            when = task.schedule if task.schedule.tzinfo else task.schedule.replace(tzinfo=tz)
+            run_at = math.floor(when.timestamp() * 1000)
+        elif isinstance(task.schedule, str):
+            crontab = task.schedule
+            run_at = CronSchedule(crontab, tz).next_fire_ms(now)
+        fields: list[Any] = ["i", task.id, "f", fn_name, "d", payload, "c", now]
+        fields += ["l", ttl_ms(parent.ttl) if parent.ttl is not None or spec else DEFAULT_TTL_MS]
+        if parent.expire is not None:
+            fields += ["x", max(run_at, now) + (to_ms(parent.expire) or 0)]
+        deps = list(task.after)
+        if task._after is not None:
+            deps.append(task._after.id)
+            fields += ["k", "o" if task._fails_over else "t"]
+        if crontab:
+            fields += ["cr", crontab]
+        priority = task.priority or self.priorities[0]
+        dedupe = 1 if task.id.startswith("cron:") else 0
+        return pack_for_lua([task.id, priority, run_at, deps, dedupe, fields])
+
+    async def enqueue_many(self, tasks: Iterable[Task[Any, Any]], tz: Any) -> None:
+        """Enqueue tasks (and the links of their chains) in as few calls as possible.
+
+        :raises StreaqError: for an unknown dependency, a bad priority or unserializable arguments
+        """
+        ordered: list[Task[Any, Any]] = []
+        seen: set[str] = set()
+        for task in tasks:
+            for link in task.chain():
+                if link.id not in seen:
+                    seen.add(link.id)
+                    ordered.append(link)
+        now = now_ms()
+        blobs = [self._blob(task, now, tz) for task in ordered]
+        for start in range(0, len(blobs), ENQUEUE_CHUNK):
+            try:
+                await self.functions.enqueue(now, blobs[start : start + ENQUEUE_CHUNK])
+            except rex.ResponseError as e:
+                if "STREAQ" in str(e):
+                    raise StreaqError(str(e).split("STREAQ ", 1)[-1]) from None
+                raise
+        for task in ordered:
+            task._enqueued = True
+
+    async def status(self, task_id: str) -> TaskStatus:
+        """Current status of a task."""
+        return TaskStatus(await self.functions.status(task_id))
+
+    async def result(
+        self,
+        task_id: str,
+        timeout: timedelta | int | float | None,
+        task: RegisteredTask | None = None,
+    ) -> TaskResult[Any]:
+        """Wait for a task's result.
+
+        :raises TimeoutError: when no result arrives within ``timeout``
+        """
+        record = await self._results.wait(task_id, to_seconds(timeout), self._tg)
+        if task is None:
+            fn_name = decode_record(record).fn_name
+            task = self.registry.get(fn_name)
+        result: TaskResult[Any] = build_result(task_id, record, task, self.codec)
+        return result
+
+    async def abort(self, task_id: str, timeout: timedelta | int | float) -> bool:
+        """Abort a task; wait up to ``timeout`` for a running one to confirm."""
+        outcome = await self.functions.abort(task_id, now_ms())
+        if outcome == 1:
+            return True
+        if outcome != 2:
+            return False
+        try:
+            res = await self.result(task_id, timeout)
+        except TimeoutError:
+            return False
+        return not res.success and isinstance(res._result, StreaqCancelled)
+
+    async def info(self, task_id: str) -> TaskInfo | None:
+        """Facts about an unfinished task, or ``None``."""
+        raw = await self.functions.info(task_id)
+        if raw is None:
+            return None
+        state, _prio, flat, run_at, deps, dependents, deliveries = raw
+        fields = {bytes(flat[n]).decode(): flat[n + 1] for n in range(0, len(flat), 2)}
+        args: tuple[Any, ...] = ()
+        kwargs: dict[str, Any] = {}
+        try:
+            decoded_args, kwargs = self.codec.decode_call(task_id, bytes(fields["d"]))
+            args = tuple(decoded_args)
+        except StreaqError:
+            pass
+        due = int(run_at)
+        return TaskInfo(
+            task_id=task_id,
+            fn_name=bytes(fields["f"]).decode(),
+            created_time=int(fields["c"]),
+            args=args,
+            kwargs=kwargs,
+            tries=int(fields.get("r", 0)) + int(deliveries),
+            scheduled=datetime.fromtimestamp(due / 1000, tz=UTC) if due > 0 else None,
+            dependencies={bytes(d).decode() for d in deps},
+            dependents={bytes(d).decode() for d in dependents},
+            status=TaskStatus(bytes(state).decode()),
+        )
+
+    async def queue_size(self, include_scheduled: bool) -> int:
+        """Tasks waiting in the streams (and, optionally, delayed or waiting on dependencies)."""
+        counts = await self.functions.counts(self.priorities)
+        if include_scheduled:
+            return int(counts[-1])
+        return sum(int(c) for c in counts[: len(self.priorities)])
+
+    def decode_preview(self, payload: bytes) -> Any:
+        """Decode a payload for display (used by info listings)."""
+        return decode_untyped(payload)

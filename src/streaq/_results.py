@@ -1,0 +1,118 @@
+"""Waiting for results without polling: one shared subscription per client.
+
+Workers publish, after each batch of results, the ids (and the records of results that are not
+stored) on the queue's ``done`` channel. The first ``wait`` of a client starts a listener task
+holding one pub/sub connection; every later wait only registers an event. A result stored already
+is returned by a single GET and never touches the subscription. After the subscription reconnects
+(messages may have been missed) the listener fetches every awaited result once more.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import anyio.abc
+import msgspec
+
+from ._keys import QueueKeys
+from ._redis import RedisClient
+
+_done_decoder = msgspec.msgpack.Decoder(list[tuple[str, bytes | None]])
+
+
+class _Waiter:
+    __slots__ = ("event", "record")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.record: bytes | None = None
+
+
+class ResultWaiter:
+    """Delivers result records to the tasks awaiting them.
+
+    :param client: the Redis client
+    :param keys: the queue's keys
+    """
+
+    def __init__(self, client: RedisClient, keys: QueueKeys) -> None:
+        self._client = client
+        self._keys = keys
+        self._waiters: dict[str, list[_Waiter]] = {}
+        self._started = False
+        self._lock = anyio.Lock()
+
+    async def _ensure_listening(self, tg: anyio.abc.TaskGroup) -> None:
+        if self._started:
+            return
+        async with self._lock:
+            if not self._started:
+                await tg.start(self._listen)
+                self._started = True
+
+    async def _listen(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        async with self._client.pubsub() as ps:
+            await ps.subscribe(self._keys.done_channel)
+            task_status.started()
+            async for msg in ps:
+                if msg.kind == b"reconnected":
+                    await self._refetch(list(self._waiters))
+                    continue
+                try:
+                    entries = _done_decoder.decode(msg.data)
+                except msgspec.DecodeError:
+                    continue
+                missing = []
+                for task_id, record in entries:
+                    if task_id in self._waiters:
+                        if record is None:
+                            missing.append(task_id)
+                        else:
+                            self._deliver(task_id, record)
+                if missing:
+                    await self._refetch(missing)
+
+    async def _refetch(self, task_ids: list[str]) -> None:
+        if not task_ids:
+            return
+        records = await self._client.execute("MGET", *[self._keys.result(t) for t in task_ids])
+        for task_id, record in zip(task_ids, records, strict=True):
+            if record is not None:
+                self._deliver(task_id, record)
+
+    def _deliver(self, task_id: str, record: bytes) -> None:
+        for waiter in self._waiters.pop(task_id, ()):
+            waiter.record = record
+            waiter.event.set()
+
+    async def wait(self, task_id: str, timeout: float | None, tg: anyio.abc.TaskGroup) -> bytes:
+        """The result record of ``task_id``, once it exists.
+
+        :param task_id: the task to wait for
+        :param timeout: seconds to wait at most (``None``: no limit)
+        :param tg: task group that owns the listener if it has to be started
+        :raises TimeoutError: when no result arrived in time
+        """
+        key = self._keys.result(task_id)
+        record: Any = await self._client.execute("GET", key)
+        if record is not None:
+            return bytes(record)
+        waiter = _Waiter()
+        self._waiters.setdefault(task_id, []).append(waiter)
+        try:
+            with anyio.fail_after(timeout):
+                await self._ensure_listening(tg)
+                # the result may have been written between the first GET and the subscription
+                record = await self._client.execute("GET", key)
+                if record is not None:
+                    return bytes(record)
+                await waiter.event.wait()
+        finally:
+            waiters = self._waiters.get(task_id)
+            if waiters is not None and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[task_id]
+        assert waiter.record is not None
+        return waiter.record

@@ -1,0 +1,153 @@
+"""Claiming messages: blocking reads of new ones, and reclaiming those of dead workers.
+
+The reader never claims more than the free capacity (``concurrency + prefetch`` minus jobs whose
+outcome is undecided), so the bounded job channel never blocks it. With several priorities it
+reads the streams highest first without blocking and only blocks (``COUNT 1`` per stream) when all
+are empty. In burst mode it stops the worker once nothing is queued, due or running.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectSendStream
+from redis import exceptions as rex
+
+from .._keys import GROUP
+from .._redis import Backoff, Connection
+from ..utils import now_ms
+from ._state import Job, WorkerState, parse_fields
+
+logger = logging.getLogger("streaq")
+
+BLOCK_MS = 2000
+_RECOVERABLE = (rex.ConnectionError, rex.TimeoutError, OSError)
+
+
+def _entries(reply: Any) -> list[tuple[str, list[Any]]]:
+    """(stream name, entries) pairs from an XREADGROUP reply in RESP2 or RESP3 shape."""
+    if not reply:
+        return []
+    items = reply.items() if isinstance(reply, dict) else reply
+    return [(bytes(name).decode(), entries) for name, entries in items]
+
+
+class Reader:
+    """Claims messages for one worker run.
+
+    :param state: the run's shared state
+    :param jobs: where claimed jobs go
+    :param idle_timeout: seconds after which another worker's message may be reclaimed
+    """
+
+    def __init__(
+        self, state: WorkerState, jobs: MemoryObjectSendStream[Job], idle_timeout: float
+    ) -> None:
+        self.state = state
+        self.jobs = jobs
+        self.idle_ms = int(idle_timeout * 1000)
+        self.idle_timeout = idle_timeout
+        worker = state.worker
+        self.streams = [worker.keys.stream(p) for p in reversed(worker.priorities)]
+        self.priority_of = {worker.keys.stream(p): p for p in worker.priorities}
+
+    def _accept(self, job: Job) -> None:
+        self.state.add(job)
+        self.jobs.send_nowait(job)
+
+    async def _read(self, conn: Connection, count: int, block: bool) -> int:
+        worker = self.state.worker
+        head = ["XREADGROUP", "GROUP", GROUP, worker.id, "COUNT"]
+        claimed = 0
+        if len(self.streams) > 1:
+            for stream in self.streams:
+                if claimed >= count:
+                    break
+                reply = await conn.execute(
+                    *head, count - claimed, "STREAMS", stream, ">"
+                )
+                claimed += self._claim(reply)
+            if claimed or not block:
+                return claimed
+            reply = await conn.execute(
+                *head, 1, "BLOCK", BLOCK_MS, "STREAMS", *self.streams, *[">"] * len(self.streams)
+            )
+            return self._claim(reply)
+        args: list[Any] = [*head, count]
+        if block:
+            args += ["BLOCK", BLOCK_MS]
+        reply = await conn.execute(*args, "STREAMS", self.streams[0], ">")
+        return self._claim(reply)
+
+    def _claim(self, reply: Any) -> int:
+        claimed = 0
+        for stream, entries in _entries(reply):
+            priority = self.priority_of[stream]
+            for msgid, flat in entries:
+                if flat is None:
+                    continue
+                fields = parse_fields(flat)
+                tries = int(fields.get("r", b"0")) + 1
+                self._accept(Job(fields["i"].decode(), bytes(msgid).decode(), priority, fields,
+                                 tries))
+                claimed += 1
+        return claimed
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Claim new messages until cancelled (or, in burst mode, until the queue is empty)."""
+        state = self.state
+        burst = state.worker.burst
+        backoff = Backoff()
+        started = False
+        while True:
+            try:
+                async with state.client.redis.dedicated() as conn:
+                    if not started:
+                        started = True
+                        task_status.started()
+                    while True:
+                        await state.wait_for_capacity()
+                        claimed = await self._read(conn, state.free(), block=not burst)
+                        backoff.reset()
+                        if burst and not claimed and await self._burst_done():
+                            state.request_stop()
+                            return
+            except _RECOVERABLE as e:
+                delay = backoff.next()
+                logger.warning("cannot read tasks (%s); retrying in %.1fs", e, delay)
+                await anyio.sleep(delay)
+
+    async def _burst_done(self) -> bool:
+        state = self.state
+        if state.active:
+            await state.changed()
+            return False
+        moved, _ = await state.client.functions.promote(now_ms(), 1000)
+        return moved == 0
+
+    async def reclaim_loop(self) -> None:
+        """Take over messages idle longer than ``idle_timeout`` (their worker is gone)."""
+        state = self.state
+        functions = state.client.functions
+        priorities = list(reversed(state.worker.priorities))
+        while True:
+            free = state.free()
+            if free > 0:
+                try:
+                    entries = await functions.reclaim(state.worker.id, self.idle_ms, free,
+                                                      priorities)
+                except _RECOVERABLE as e:
+                    logger.warning("cannot reclaim tasks: %s", e)
+                    entries = []
+                for priority, msgid, flat, deliveries, aborted in entries:
+                    fields = parse_fields(flat)
+                    tries = int(fields.get("r", b"0")) + int(deliveries)
+                    job = Job(fields["i"].decode(), bytes(msgid).decode(),
+                              bytes(priority).decode(), fields, tries, aborted=bool(aborted))
+                    logger.info("task %s reclaimed from a stopped worker (try %d)",
+                                job.task_id, tries)
+                    self._accept(job)
+            await anyio.sleep(max(self.idle_timeout / 2, 0.05))

@@ -1,0 +1,248 @@
+"""Running one job: checks, argument decoding, the call in its own cancel scope, the outcome.
+
+Each job runs in a :class:`anyio.CancelScope` of its own, which an abort request or the end of a
+shutdown's grace period cancels; ``fail_after`` inside it enforces the task's timeout. A sync task
+runs in a worker thread under the worker's ``CapacityLimiter``. Whatever happens, the job ends with
+an outcome -- a result record, a retry or a hand-back -- that the finisher records in Redis; a
+failing task is data, never a crashed worker.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import anyio
+import msgspec
+
+from .._codec import (
+    KIND_ERROR,
+    KIND_TUPLE,
+    KIND_VALUE,
+    ArgumentError,
+    ResultRecord,
+    SignatureError,
+    decode_exception,
+    decode_untyped,
+    encode,
+    encode_exception,
+    encode_fields,
+)
+from ..task import AnyRegisteredTask, AsyncRegisteredTask, _current_context
+from ..types import StreaqCancelled, StreaqError, StreaqRetry
+from ..utils import now_ms, to_ms, to_seconds
+from ._state import Job, WorkerState
+
+logger = logging.getLogger("streaq")
+
+Call = Callable[..., Coroutine[Any, Any, Any]]
+
+
+class Runner:
+    """Executes jobs for one worker run.
+
+    :param state: the run's shared state
+    """
+
+    def __init__(self, state: WorkerState) -> None:
+        self.state = state
+        self.worker = state.worker
+        self.codec = state.client.codec
+        self.limiter = anyio.CapacityLimiter(self.worker.sync_concurrency)
+        self._calls: dict[str, Call] = {}
+
+    def _call_for(self, task: AnyRegisteredTask) -> Call:
+        call = self._calls.get(task.fn_name)
+        if call is None:
+            if isinstance(task, AsyncRegisteredTask):
+                call = task.fn
+            else:
+                fn = task.fn
+                limiter = self.limiter
+
+                async def call(*args: Any, **kwargs: Any) -> Any:
+                    return await anyio.to_thread.run_sync(
+                        functools.partial(fn, *args, **kwargs),
+                        limiter=limiter,
+                        abandon_on_cancel=True,
+                    )
+
+            for middleware in reversed(self.worker.middlewares):
+                call = middleware(call)
+            self._calls[task.fn_name] = call
+        return call
+
+    def _record(self, job: Job, kind: int, payload: bytes, start: int, tries: int) -> bytes:
+        created = int(job.fields.get("c", b"0"))
+        enqueued = int(job.msgid.split("-", 1)[0]) if job.msgid else created
+        record = ResultRecord(
+            job.fn_name, created, enqueued, kind, start, now_ms(), tries, self.worker.id,
+            msgspec.Raw(payload),
+        )
+        return encode(record)
+
+    def _ttl(self, job: Job) -> int:
+        return int(job.fields.get("l", b"300000"))
+
+    def fail(self, job: Job, exc: BaseException, start: int = 0, unique: str = "") -> None:
+        """Decide a failed result for ``job``."""
+        record = self._record(job, KIND_ERROR, encode_exception(exc), start, job.tries)
+        job.outcome = ("r", record, self._ttl(job), unique)
+        counter = "aborted" if isinstance(exc, StreaqCancelled) else "failed"
+        self.worker.counters[counter] += 1
+
+    def hand_back(self, job: Job) -> None:
+        """Decide that ``job`` goes back to the stream for another worker."""
+        job.outcome = ("h", encode_fields(job.flat_fields()), 0, "")
+        self.worker.counters["relinquished"] += 1
+
+    async def run(self, job: Job) -> None:
+        """Execute ``job`` and set its outcome."""
+        state = self.state
+        if state.stopping:
+            self.hand_back(job)
+            return
+        task = self.worker.registry.get(job.fn_name)
+        if job.aborted:
+            self.fail(job, StreaqCancelled("task aborted"))
+            return
+        if task is None:
+            self.fail(job, StreaqError(f"missing function {job.fn_name!r}: no task of that "
+                                       f"name is registered on worker {self.worker.id}"))
+            return
+        if task.max_tries and job.tries > task.max_tries:
+            last = job.fields.get("le")
+            job.tries = task.max_tries
+            exc = decode_exception(bytes(last)) if last else StreaqError(
+                f"task {job.task_id} reached max_tries={task.max_tries} "
+                "(its worker stopped while running it)"
+            )
+            self.fail(job, exc)
+            return
+        deadline = job.fields.get("x")
+        if deadline is not None and now_ms() > int(deadline):
+            self.fail(job, StreaqError(f"task {job.task_id} expired before it started"))
+            return
+        unique = task.fn_name if task.unique else ""
+        if unique and not await state.client.functions.unique(
+            unique, job.task_id, job.priority, job.msgid, encode_fields(job.flat_fields())
+        ):
+            # parked until the running instance finishes; nothing to record
+            job.outcome = ("", None, None, None)
+            return
+        try:
+            args, kwargs = self._arguments(job, task)
+        except (ArgumentError, SignatureError) as e:
+            self.fail(job, e, unique=unique)
+            return
+        await self._execute(job, task, args, kwargs, unique)
+
+    def _arguments(self, job: Job, task: AnyRegisteredTask) -> tuple[list[Any], dict[str, Any]]:
+        args, kwargs = self.codec.decode_call(job.task_id, bytes(job.fields["d"]))
+        kind = job.fields.get("pk")
+        if kind is not None:
+            parent = job.fields.get("pi", b"").decode()
+            value = self.codec.decode_value(parent, bytes(job.fields["pv"]))
+            if int(kind) == KIND_TUPLE and isinstance(value, list | tuple):
+                args = [*value, *args]
+            else:
+                args = [value, *args]
+        task.spec.convert(args, kwargs)
+        return args, kwargs
+
+    async def _execute(
+        self,
+        job: Job,
+        task: AnyRegisteredTask,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        unique: str,
+    ) -> None:
+        call = self._call_for(task)
+        if not task.silent:
+            logger.info("task %s □ %s → worker %s", task.fn_name, job.task_id, self.worker.id)
+        token = _current_context.set(task.build_context(job.task_id, job.tries))
+        start = now_ms()
+        job.started = True
+        timeout = to_seconds(task.timeout)
+        value: Any = None
+        error: BaseException | None = None
+        with anyio.CancelScope() as scope:
+            job.scope = scope
+            try:
+                if timeout is None:
+                    value = await call(*args, **kwargs)
+                else:
+                    with anyio.fail_after(timeout):
+                        value = await call(*args, **kwargs)
+            except Exception as e:
+                error = e
+        job.scope = None
+        _current_context.reset(token)
+        if scope.cancelled_caught:
+            if job.aborted:
+                error = StreaqCancelled("task aborted")
+            else:
+                self.hand_back(job)
+                return
+        if error is not None:
+            self._failed(job, task, error, start, unique)
+            return
+        try:
+            payload = self.codec.encode_value(job.task_id, value)
+        except Exception as e:
+            self._failed(job, StreaqError(
+                f"the return value of task {task.fn_name} cannot be serialized: {e}"
+            ), start, unique)
+            return
+        kind = KIND_TUPLE if isinstance(value, tuple) else KIND_VALUE
+        job.outcome = ("r", self._record(job, kind, payload, start, job.tries),
+                       self._ttl(job), unique)
+        self.worker.counters["completed"] += 1
+        if not task.silent:
+            logger.info("task %s ■ %s ← %s", task.fn_name, job.task_id, _short(value))
+
+    def _failed(
+        self, job: Job, task: AnyRegisteredTask, error: BaseException, start: int, unique: str
+    ) -> None:
+        retry = isinstance(error, StreaqRetry) or (
+            isinstance(error, TimeoutError) and task.retry_timeouts
+        )
+        if retry and (not task.max_tries or job.tries < task.max_tries):
+            run_at = self._retry_at(job, error)
+            fields = dict(job.fields)
+            fields["r"] = str(job.tries).encode()
+            fields["le"] = encode_exception(error)
+            flat: list[bytes | str] = []
+            for key, val in fields.items():
+                flat += [key, val]
+            job.outcome = ("y", encode_fields(flat), run_at, unique)
+            self.worker.counters["retried"] += 1
+            if not task.silent:
+                logger.info("task %s ↻ %s retrying (try %d): %s",
+                            task.fn_name, job.task_id, job.tries, error)
+            return
+        if not isinstance(error, StreaqCancelled) and not task.silent:
+            logger.error("task %s × %s failed: %r", task.fn_name, job.task_id, error,
+                         exc_info=error if not isinstance(error, StreaqError) else None)
+        self.fail(job, error, start, unique)
+
+    def _retry_at(self, job: Job, error: BaseException) -> int:
+        if isinstance(error, StreaqRetry):
+            if error.schedule is not None:
+                return int(error.schedule.timestamp() * 1000)
+            if error.delay is not None:
+                return now_ms() + (to_ms(error.delay) or 0)
+        return now_ms() + job.tries**2 * 1000
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def untyped(payload: bytes) -> Any:
+    """Decode a payload without types (diagnostics)."""
+    return decode_untyped(payload)

@@ -1,0 +1,553 @@
+#!lua name=__LIBRARY__
+--[[
+streaq's server-side library: every multi-key state change of a queue is one call here.
+
+All keys of a queue share the prefix KEYS[1] = "streaq:{<queue>}:" (one cluster slot):
+  s:<priority>   stream of queued tasks, consumer group "g"; entry fields i=id f=fn d=payload
+                 c=created ms l=ttl ms, optional r=tries so far, le=last error, x=expire deadline,
+                 pk/pv/pi=result kind/payload/id of the parent feeding a `then` link, cr=crontab
+  t              hash id -> msgpack {state, priority, msgid | fields, run_at}; state q (in a stream),
+                 d (delayed), w (waiting for dependencies), u (waiting for a unique lock)
+  r:<id>         result record (string, TTL from the task's ttl)
+  z              delayed tasks: zset id by due time (ms)
+  dp:<id>        set of unfinished dependencies of id;  dn:<id>  set of its dependents
+  hd             set of ids that have dependents (lets `finish` skip the dn lookup otherwise)
+  ab             set of running ids asked to abort
+  u:<fn>         unique lock, value = id of the holder;  uw:<fn>  list of ids waiting for it
+Channels: done (msgpack array of [id, record | nil] after results are written), abort (task id),
+wake (due time of a delayed task that became the earliest).
+
+A result record is a msgpack array [fn, created, enqueued, kind, start, finish, tries, worker,
+payload]; kind 0 = value, 1 = tuple value, 2 = exception record [type, module, message, traceback].
+Lua builds records only for failures it decides itself (abort, failed dependency), with cmsgpack for
+the header and a ready payload; it never repacks a payload it did not make.
+]]
+
+local GROUP = 'g'
+
+local function tasks_key(p) return p .. 't' end
+local function stream_key(p, prio) return p .. 's:' .. prio end
+
+-- the byte length of the msgpack scalar at pos (strings, ints, bools, nil, floats only)
+local function scalar_len(s, pos)
+  local b = string.byte(s, pos)
+  if b <= 0x7f or b >= 0xe0 or b == 0xc0 or b == 0xc2 or b == 0xc3 then return 1 end
+  if b >= 0xa0 and b <= 0xbf then return 1 + (b - 0xa0) end
+  if b == 0xd9 then return 2 + string.byte(s, pos + 1) end
+  if b == 0xda then return 3 + struct.unpack('>I2', s, pos + 1) end
+  if b == 0xdb then return 5 + struct.unpack('>I4', s, pos + 1) end
+  if b == 0xcc or b == 0xd0 then return 2 end
+  if b == 0xcd or b == 0xd1 then return 3 end
+  if b == 0xce or b == 0xd2 or b == 0xca then return 5 end
+  if b == 0xcf or b == 0xd3 or b == 0xcb then return 9 end
+  error('streaq: unexpected msgpack byte ' .. b)
+end
+
+-- kind and payload of a result record
+local function split_record(rec)
+  local pos = 2
+  local kind
+  for n = 1, 8 do
+    if n == 4 then kind = string.byte(rec, pos) end
+    pos = pos + scalar_len(rec, pos)
+  end
+  return kind, string.sub(rec, pos)
+end
+
+local function bin(s)
+  local n = #s
+  if n < 256 then return '\196' .. string.char(n) .. s end
+  if n < 65536 then return '\197' .. struct.pack('>I2', n) .. s end
+  return '\198' .. struct.pack('>I4', n) .. s
+end
+
+local function field(fields, name)
+  for n = 1, #fields, 2 do
+    if fields[n] == name then return fields[n + 1] end
+  end
+  return nil
+end
+
+local function set_field(fields, name, value)
+  for n = 1, #fields, 2 do
+    if fields[n] == name then fields[n + 1] = value; return end
+  end
+  fields[#fields + 1] = name
+  fields[#fields + 1] = value
+end
+
+local function store_result(p, id, rec, ttl, published)
+  ttl = tonumber(ttl)
+  if ttl == nil or ttl < 0 then
+    redis.call('SET', p .. 'r:' .. id, rec)
+  elseif ttl > 0 then
+    redis.call('SET', p .. 'r:' .. id, rec, 'PX', ttl)
+  end
+  -- a result that is not stored travels in the notification itself
+  if ttl == 0 then
+    published[#published + 1] = '\146' .. cmsgpack.pack(id) .. bin(rec)
+  else
+    published[#published + 1] = '\146' .. cmsgpack.pack(id) .. '\192'
+  end
+end
+
+local function publish(p, published)
+  if #published == 0 then return end
+  local n = #published
+  local head
+  if n < 16 then head = string.char(0x90 + n)
+  elseif n < 65536 then head = '\220' .. struct.pack('>I2', n)
+  else head = '\221' .. struct.pack('>I4', n) end
+  redis.call('PUBLISH', p .. 'done', head .. table.concat(published))
+end
+
+local function failure_payload(type_name, message)
+  return cmsgpack.pack({type_name, 'streaq.types', message, ''})
+end
+
+-- put a task whose fields are known into its stream (or the delayed set) and index it
+local function place(p, id, prio, fields, run_at, now)
+  if run_at > now then
+    redis.call('ZADD', p .. 'z', run_at, id)
+    redis.call('HSET', tasks_key(p), id, cmsgpack.pack({'d', prio, fields, run_at}))
+    local first = redis.call('ZRANGE', p .. 'z', 0, 0)
+    if first[1] == id then redis.call('PUBLISH', p .. 'wake', run_at) end
+  else
+    local msgid = redis.call('XADD', stream_key(p, prio), '*', unpack(fields))
+    redis.call('HSET', tasks_key(p), id, cmsgpack.pack({'q', prio, msgid}))
+  end
+end
+
+local resolve_dependents
+
+-- write a failed result decided here (abort, failed dependency) and cascade to dependents
+local function fail_task(p, id, fields, payload, now, published, worklist)
+  local rec = '\153' .. cmsgpack.pack(field(fields, 'f'), tonumber(field(fields, 'c')), now, 2,
+    0, now, tonumber(field(fields, 'r') or '0'), '') .. payload
+  store_result(p, id, rec, field(fields, 'l'), published)
+  redis.call('HDEL', tasks_key(p), id)
+  redis.call('DEL', p .. 'dp:' .. id)
+  worklist[#worklist + 1] = {id, 2, payload}
+end
+
+-- a task finished (kind, payload): release or fail the tasks that wait on it, transitively
+resolve_dependents = function(p, now, worklist, published)
+  local idx = 1
+  while idx <= #worklist do
+    local parent, kind, payload = worklist[idx][1], worklist[idx][2], worklist[idx][3]
+    idx = idx + 1
+    local dn = p .. 'dn:' .. parent
+    local children = redis.call('SMEMBERS', dn)
+    redis.call('DEL', dn)
+    redis.call('SREM', p .. 'hd', parent)
+    for _, child in ipairs(children) do
+      local raw = redis.call('HGET', tasks_key(p), child)
+      if raw then
+        local st = cmsgpack.unpack(raw)
+        local fields = st[3]
+        local link = field(fields, 'k')
+        if kind == 2 and link ~= 'o' then
+          fail_task(p, child, fields, failure_payload('StreaqError',
+            'dependency ' .. parent .. ' failed'), now, published, worklist)
+        elseif kind ~= 2 and link == 'o' then
+          -- the fallback is not needed: it ends with its parent's result
+          local rec = '\153' .. cmsgpack.pack(field(fields, 'f'), tonumber(field(fields, 'c')),
+            now, kind, now, now, 0, '') .. payload
+          store_result(p, child, rec, field(fields, 'l'), published)
+          redis.call('HDEL', tasks_key(p), child)
+          redis.call('DEL', p .. 'dp:' .. child)
+          worklist[#worklist + 1] = {child, kind, payload}
+        else
+          if link == 't' then
+            set_field(fields, 'pk', kind)
+            set_field(fields, 'pv', payload)
+            set_field(fields, 'pi', parent)
+          end
+          local dp = p .. 'dp:' .. child
+          redis.call('SREM', dp, parent)
+          if redis.call('SCARD', dp) == 0 then
+            redis.call('DEL', dp)
+            set_field(fields, 'k', '')
+            place(p, child, st[2], fields, st[4] or 0, now)
+          else
+            redis.call('HSET', tasks_key(p), child, cmsgpack.pack({'w', st[2], fields, st[4] or 0}))
+          end
+        end
+      end
+    end
+  end
+end
+
+--[[ enqueue(KEYS[1]=prefix; ARGV: now, then one msgpack blob per task:
+  [id, priority, run_at, dependencies, unique_id (1 = skip if the id exists), fields])
+Returns one integer per task: 1 enqueued, 0 skipped (id exists), 2 failed at once (dependency failed).
+Errors (nothing written) on an unknown dependency. ]]
+local function enqueue(keys, args)
+  local p = keys[1]
+  local now = tonumber(args[1])
+  local tasks = {}
+  local batch_ids = {}
+  for n = 2, #args do
+    local t = cmsgpack.unpack(args[n])
+    tasks[#tasks + 1] = t
+    for _, dep in ipairs(t[4]) do
+      if not batch_ids[dep] and redis.call('HEXISTS', tasks_key(p), dep) == 0
+          and redis.call('EXISTS', p .. 'r:' .. dep) == 0 then
+        return redis.error_reply('STREAQ unknown dependency ' .. dep .. ' of task ' .. t[1])
+      end
+    end
+    batch_ids[t[1]] = true
+  end
+  local out = {}
+  local published = {}
+  local pending_ids, pending_vals = {}, {}
+  for n, t in ipairs(tasks) do
+    local id, prio, run_at, deps, dedupe, fields = t[1], t[2], tonumber(t[3]), t[4], t[5], t[6]
+    if dedupe == 1 and (redis.call('HEXISTS', tasks_key(p), id) == 1
+        or redis.call('EXISTS', p .. 'r:' .. id) == 1) then
+      out[n] = 0
+    elseif #deps == 0 then
+      out[n] = 1
+      if run_at > now then
+        place(p, id, prio, fields, run_at, now)
+      else
+        local msgid = redis.call('XADD', stream_key(p, prio), '*', unpack(fields))
+        pending_ids[#pending_ids + 1] = id
+        pending_vals[#pending_vals + 1] = cmsgpack.pack({'q', prio, msgid})
+      end
+    else
+      out[n] = 1
+      local waiting = 0
+      local failed_dep = nil
+      local link = field(fields, 'k')
+      for _, dep in ipairs(deps) do
+        if redis.call('HEXISTS', tasks_key(p), dep) == 1 then
+          waiting = waiting + 1
+          redis.call('SADD', p .. 'dp:' .. id, dep)
+          redis.call('SADD', p .. 'dn:' .. dep, id)
+          redis.call('SADD', p .. 'hd', dep)
+        else
+          local rec = redis.call('GET', p .. 'r:' .. dep)
+          if rec then
+            local kind, payload = split_record(rec)
+            if kind == 2 and link ~= 'o' then failed_dep = dep
+            elseif link == 't' then
+              set_field(fields, 'pk', kind); set_field(fields, 'pv', payload)
+              set_field(fields, 'pi', dep)
+            end
+          end
+        end
+      end
+      if failed_dep then
+        out[n] = 2
+        -- flush the index first so a cascade sees every earlier task of this batch
+        if #pending_ids > 0 then
+          local flat = {}
+          for m = 1, #pending_ids do flat[#flat + 1] = pending_ids[m]; flat[#flat + 1] = pending_vals[m] end
+          redis.call('HSET', tasks_key(p), unpack(flat))
+          pending_ids, pending_vals = {}, {}
+        end
+        fail_task(p, id, fields, failure_payload('StreaqError',
+          'dependency ' .. failed_dep .. ' failed'), now, published, {})
+      elseif waiting > 0 then
+        redis.call('HSET', tasks_key(p), id, cmsgpack.pack({'w', prio, fields, run_at}))
+      else
+        set_field(fields, 'k', '')
+        place(p, id, prio, fields, run_at, now)
+      end
+    end
+  end
+  if #pending_ids > 0 then
+    local flat = {}
+    for m = 1, #pending_ids do flat[#flat + 1] = pending_ids[m]; flat[#flat + 1] = pending_vals[m] end
+    redis.call('HSET', tasks_key(p), unpack(flat))
+  end
+  publish(p, published)
+  return out
+end
+
+--[[ finish(KEYS[1]=prefix; ARGV: worker, now, then groups of 7:
+  id, priority, msgid, outcome, a, b, c
+outcome 'r' (result): a = record, b = ttl ms (-1 keep, 0 publish only), c = unique fn or ''
+outcome 'y' (retry):  a = msgpack fields, b = run_at, c = unique fn or ''
+outcome 'h' (hand back for immediate redelivery): a = msgpack fields, b, c unused
+Returns the number of results written. ]]
+local function finish(keys, args)
+  local p = keys[1]
+  local now = tonumber(args[2])
+  local acks = {}
+  local done_ids = {}
+  local published = {}
+  local worklist = {}
+  local written = 0
+  for n = 3, #args, 7 do
+    local id, prio, msgid, outcome = args[n], args[n + 1], args[n + 2], args[n + 3]
+    local a, b, c = args[n + 4], args[n + 5], args[n + 6]
+    if msgid ~= '' then
+      acks[prio] = acks[prio] or {}
+      table.insert(acks[prio], msgid)
+    end
+    if outcome == 'r' then
+      store_result(p, id, a, b, published)
+      done_ids[#done_ids + 1] = id
+      written = written + 1
+    elseif outcome == 'y' then
+      local fields = cmsgpack.unpack(a)
+      place(p, id, prio, fields, tonumber(b), now)
+    else
+      local fields = cmsgpack.unpack(a)
+      place(p, id, prio, fields, 0, now)
+    end
+    if c ~= '' and outcome ~= 'h' then
+      local lock = p .. 'u:' .. c
+      if redis.call('GET', lock) == id then
+        redis.call('DEL', lock)
+        local waiter = redis.call('LPOP', p .. 'uw:' .. c)
+        if waiter then
+          local raw = redis.call('HGET', tasks_key(p), waiter)
+          if raw then
+            local st = cmsgpack.unpack(raw)
+            place(p, waiter, st[2], st[3], 0, now)
+          end
+        end
+      end
+    end
+  end
+  for prio, ids in pairs(acks) do
+    redis.call('XACK', stream_key(p, prio), GROUP, unpack(ids))
+    redis.call('XDEL', stream_key(p, prio), unpack(ids))
+  end
+  if #done_ids > 0 then
+    redis.call('HDEL', tasks_key(p), unpack(done_ids))
+    redis.call('SREM', p .. 'ab', unpack(done_ids))
+    local parents = redis.call('SMISMEMBER', p .. 'hd', unpack(done_ids))
+    for m, flag in ipairs(parents) do
+      if flag == 1 then
+        local id = done_ids[m]
+        for n = 3, #args, 7 do
+          if args[n] == id then
+            local kind, payload = split_record(args[n + 4])
+            worklist[#worklist + 1] = {id, kind, payload}
+            break
+          end
+        end
+      end
+    end
+    resolve_dependents(p, now, worklist, published)
+  end
+  publish(p, published)
+  return written
+end
+
+--[[ unique(KEYS[1]=prefix; ARGV: fn, id, priority, msgid, msgpack fields)
+Takes the function's lock for id; when another task holds it, parks this one until it is released.
+Returns 1 when id may run. ]]
+local function unique(keys, args)
+  local p = keys[1]
+  local fn, id, prio, msgid = args[1], args[2], args[3], args[4]
+  local lock = p .. 'u:' .. fn
+  local holder = redis.call('GET', lock)
+  if not holder or holder == id or redis.call('HEXISTS', tasks_key(p), holder) == 0 then
+    redis.call('SET', lock, id)
+    return 1
+  end
+  redis.call('XACK', stream_key(p, prio), GROUP, msgid)
+  redis.call('XDEL', stream_key(p, prio), msgid)
+  redis.call('HSET', tasks_key(p), id, cmsgpack.pack({'u', prio, cmsgpack.unpack(args[5]), 0}))
+  redis.call('RPUSH', p .. 'uw:' .. fn, id)
+  return 0
+end
+
+-- remove a task that is not running from wherever it waits; returns its fields or nil
+local function unlink(p, id, st)
+  local state, prio = st[1], st[2]
+  if state == 'q' then
+    local entries = redis.call('XRANGE', stream_key(p, prio), st[3], st[3])
+    redis.call('XDEL', stream_key(p, prio), st[3])
+    if entries[1] then return entries[1][2] end
+    return nil
+  elseif state == 'd' then
+    redis.call('ZREM', p .. 'z', id)
+  elseif state == 'w' then
+    for _, dep in ipairs(redis.call('SMEMBERS', p .. 'dp:' .. id)) do
+      redis.call('SREM', p .. 'dn:' .. dep, id)
+    end
+  elseif state == 'u' then
+    redis.call('LREM', p .. 'uw:' .. field(st[3], 'f'), 0, id)
+  end
+  return st[3]
+end
+
+local function is_pending(p, prio, msgid)
+  local pending = redis.call('XPENDING', stream_key(p, prio), GROUP, 'IDLE', 0, msgid, msgid, 1)
+  return pending[1] ~= nil
+end
+
+--[[ abort(KEYS[1]=prefix; ARGV: id, now)
+Returns 0 finished already, -1 unknown, 1 aborted here (result written), 2 running: abort requested. ]]
+local function abort(keys, args)
+  local p = keys[1]
+  local id, now = args[1], tonumber(args[2])
+  if redis.call('EXISTS', p .. 'r:' .. id) == 1 then return 0 end
+  local raw = redis.call('HGET', tasks_key(p), id)
+  if not raw then return -1 end
+  local st = cmsgpack.unpack(raw)
+  if st[1] == 'q' and is_pending(p, st[2], st[3]) then
+    redis.call('SADD', p .. 'ab', id)
+    redis.call('PUBLISH', p .. 'abort', id)
+    return 2
+  end
+  local fields = unlink(p, id, st)
+  if not fields then return -1 end
+  local published, worklist = {}, {}
+  fail_task(p, id, fields, failure_payload('StreaqCancelled', 'task aborted'), now, published,
+    worklist)
+  resolve_dependents(p, now, worklist, published)
+  publish(p, published)
+  return 1
+end
+
+--[[ status(KEYS[1]=prefix; ARGV: id) -> 'done' | 'running' | 'queued' | 'scheduled' | 'missing' ]]
+local function status(keys, args)
+  local p = keys[1]
+  local id = args[1]
+  if redis.call('EXISTS', p .. 'r:' .. id) == 1 then return 'done' end
+  local raw = redis.call('HGET', tasks_key(p), id)
+  if not raw then return 'missing' end
+  local st = cmsgpack.unpack(raw)
+  if st[1] == 'q' then
+    if is_pending(p, st[2], st[3]) then return 'running' end
+    return 'queued'
+  elseif st[1] == 'u' then
+    return 'queued'
+  end
+  return 'scheduled'
+end
+
+--[[ info(KEYS[1]=prefix; ARGV: id) -> nil | [status, priority, fields, run_at, deps, dependents,
+  delivery count] ]]
+local function info(keys, args)
+  local p = keys[1]
+  local id = args[1]
+  local raw = redis.call('HGET', tasks_key(p), id)
+  if not raw then return nil end
+  local st = cmsgpack.unpack(raw)
+  local fields = st[3]
+  local deliveries = 0
+  local state = status(keys, args)
+  if st[1] == 'q' then
+    local entries = redis.call('XRANGE', stream_key(p, st[2]), st[3], st[3])
+    if not entries[1] then return nil end
+    fields = entries[1][2]
+    local pending = redis.call('XPENDING', stream_key(p, st[2]), GROUP, 'IDLE', 0, st[3], st[3], 1)
+    if pending[1] then deliveries = pending[1][4] end
+  end
+  return {state, st[2], fields, tostring(st[4] or 0), redis.call('SMEMBERS', p .. 'dp:' .. id),
+    redis.call('SMEMBERS', p .. 'dn:' .. id), deliveries}
+end
+
+--[[ promote(KEYS[1]=prefix; ARGV: now, limit) -> [moved, next due time or -1]
+Moves due delayed tasks into their streams. ]]
+local function promote(keys, args)
+  local p = keys[1]
+  local now, limit = tonumber(args[1]), tonumber(args[2])
+  local due = redis.call('ZRANGEBYSCORE', p .. 'z', '-inf', now, 'LIMIT', 0, limit)
+  for _, id in ipairs(due) do
+    local raw = redis.call('HGET', tasks_key(p), id)
+    if raw then
+      local st = cmsgpack.unpack(raw)
+      place(p, id, st[2], st[3], 0, now)
+    end
+  end
+  if #due > 0 then redis.call('ZREM', p .. 'z', unpack(due)) end
+  local first = redis.call('ZRANGE', p .. 'z', 0, 0, 'WITHSCORES')
+  local nxt = -1
+  if first[2] then nxt = tonumber(first[2]) end
+  return {#due, nxt}
+end
+
+--[[ reclaim(KEYS[1]=prefix; ARGV: worker, min_idle ms, count, priorities high -> low)
+Takes over messages idle longer than min_idle (their worker died).
+Returns [priority, msgid, fields, deliveries, abort requested] per message. ]]
+local function reclaim(keys, args)
+  local p = keys[1]
+  local worker, min_idle, count = args[1], args[2], tonumber(args[3])
+  local out = {}
+  for n = 4, #args do
+    if count <= 0 then break end
+    local prio = args[n]
+    local skey = stream_key(p, prio)
+    local res = redis.call('XAUTOCLAIM', skey, GROUP, worker, min_idle, '0-0', 'COUNT', count)
+    for _, entry in ipairs(res[2]) do
+      local msgid, fields = entry[1], entry[2]
+      if fields then
+        local pending = redis.call('XPENDING', skey, GROUP, 'IDLE', 0, msgid, msgid, 1)
+        local deliveries = 1
+        if pending[1] then deliveries = pending[1][4] end
+        local id = field(fields, 'i')
+        out[#out + 1] = {prio, msgid, fields, deliveries,
+          redis.call('SISMEMBER', p .. 'ab', id)}
+        count = count - 1
+      end
+    end
+  end
+  return out
+end
+
+--[[ lease(KEYS[1]=prefix; ARGV: worker, then pairs priority, msgid)
+Resets the idle time of messages this worker still owns. Returns the msgids it no longer owns. ]]
+local function lease(keys, args)
+  local p = keys[1]
+  local worker = args[1]
+  local lost = {}
+  local mine = {}
+  for n = 2, #args, 2 do
+    local prio, msgid = args[n], args[n + 1]
+    local pending = redis.call('XPENDING', stream_key(p, prio), GROUP, 'IDLE', 0, msgid, msgid, 1)
+    if pending[1] and pending[1][2] == worker then
+      mine[prio] = mine[prio] or {}
+      table.insert(mine[prio], msgid)
+    else
+      lost[#lost + 1] = msgid
+    end
+  end
+  for prio, ids in pairs(mine) do
+    redis.call('XCLAIM', stream_key(p, prio), GROUP, worker, 0, unpack(ids), 'JUSTID')
+  end
+  return lost
+end
+
+--[[ prepare(KEYS[1]=prefix; ARGV: priorities) creates the streams' consumer group. ]]
+local function prepare(keys, args)
+  local p = keys[1]
+  for _, prio in ipairs(args) do
+    local skey = stream_key(p, prio)
+    local ok = pcall(redis.call, 'XGROUP', 'CREATE', skey, GROUP, '0', 'MKSTREAM')
+    if not ok and redis.call('EXISTS', skey) == 0 then
+      return redis.error_reply('STREAQ cannot create the consumer group of ' .. skey)
+    end
+  end
+  return #args
+end
+
+--[[ counts(KEYS[1]=prefix; ARGV: priorities) -> [queued per priority..., delayed, waiting] ]]
+local function counts(keys, args)
+  local p = keys[1]
+  local out = {}
+  for _, prio in ipairs(args) do out[#out + 1] = redis.call('XLEN', stream_key(p, prio)) end
+  out[#out + 1] = redis.call('ZCARD', p .. 'z')
+  out[#out + 1] = redis.call('HLEN', tasks_key(p))
+  return out
+end
+
+redis.register_function('__PREFIX__enqueue', enqueue)
+redis.register_function('__PREFIX__finish', finish)
+redis.register_function('__PREFIX__unique', unique)
+redis.register_function('__PREFIX__abort', abort)
+redis.register_function{function_name = '__PREFIX__status', callback = status, flags = {'no-writes'}}
+redis.register_function{function_name = '__PREFIX__info', callback = info, flags = {'no-writes'}}
+redis.register_function('__PREFIX__promote', promote)
+redis.register_function('__PREFIX__reclaim', reclaim)
+redis.register_function('__PREFIX__lease', lease)
+redis.register_function('__PREFIX__prepare', prepare)
+redis.register_function{function_name = '__PREFIX__counts', callback = counts, flags = {'no-writes'}}

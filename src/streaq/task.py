@@ -1,0 +1,398 @@
+"""Task handles: registered task definitions, enqueued tasks, their info and results.
+
+Everything here is client side: building, serializing and sending tasks, and querying them. The
+worker that runs tasks lives in :mod:`streaq.worker`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Coroutine, Generator, Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, overload
+
+from ._codec import CallSpec
+from .types import (
+    AsyncTask,
+    P,
+    POther,
+    R,
+    ROther,
+    StreaqError,
+    SyncTask,
+    TaskContext,
+)
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+__all__ = [
+    "AsyncRegisteredTask",
+    "RegisteredMiddleware",
+    "RegisteredTask",
+    "SyncRegisteredTask",
+    "Task",
+    "TaskInfo",
+    "TaskResult",
+    "TaskStatus",
+]
+
+_current_context: ContextVar[TaskContext] = ContextVar("streaq_task_context")
+
+
+class TaskStatus(StrEnum):
+    """Where a task is in its life."""
+
+    #: task doesn't exist in Redis
+    NOT_FOUND = "missing"
+    #: task is in the live queue
+    QUEUED = "queued"
+    #: task is running on a worker
+    RUNNING = "running"
+    #: task is in the delayed queue (or waits for its dependencies)
+    SCHEDULED = "scheduled"
+    #: task was completed
+    DONE = "done"
+
+
+@dataclass
+class TaskInfo:
+    """Information about an unfinished task (running or enqueued)."""
+
+    task_id: str
+    fn_name: str
+    created_time: int
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    tries: int = 0
+    scheduled: datetime | None = None
+    dependencies: set[str] = field(default_factory=set)
+    dependents: set[str] = field(default_factory=set)
+    status: TaskStatus = TaskStatus.NOT_FOUND
+
+
+@dataclass
+class TaskResult(Generic[R]):
+    """The outcome of a task with its timings (ms since the epoch) and the worker that ran it."""
+
+    task_id: str
+    fn_name: str
+    created_time: int
+    enqueue_time: int
+    success: bool
+    start_time: int
+    finish_time: int
+    tries: int
+    worker_id: str
+    _result: R | BaseException
+
+    @property
+    def result(self) -> R:
+        """The task's return value.
+
+        :raises StreaqError: when the task failed (see :attr:`exception`)
+        """
+        if not self.success:
+            raise StreaqError(
+                f"task {self.task_id} failed, see `exception` instead"
+            ) from self._result  # type: ignore[misc]
+        return self._result  # type: ignore[return-value]
+
+    @property
+    def exception(self) -> BaseException:
+        """The exception the task failed with.
+
+        :raises StreaqError: when the task succeeded (see :attr:`result`)
+        """
+        if self.success:
+            raise StreaqError(f"task {self.task_id} succeeded, see `result` instead")
+        return self._result  # type: ignore[return-value]
+
+
+class RegisteredTask:
+    """A task definition registered on a worker, with the options of its decorator."""
+
+    def __init__(
+        self,
+        *,
+        expire: timedelta | int | None,
+        max_schedule_drift: timedelta | int | None,
+        max_tries: int | None,
+        silent: bool,
+        timeout: timedelta | int | None,
+        ttl: timedelta | int | None,
+        unique: bool,
+        fn_name: str,
+        crontab: str | None,
+        worker: Worker[Any],
+        retry_timeouts: bool = False,
+    ) -> None:
+        self.expire = expire
+        self.max_schedule_drift = max_schedule_drift
+        self.max_tries = max_tries
+        self.silent = silent
+        self.timeout = timeout
+        self.ttl = ttl
+        self.unique = unique
+        self.fn_name = fn_name
+        self.crontab = crontab
+        self.worker = worker
+        self.retry_timeouts = retry_timeouts
+
+    def build_context(self, id: str, tries: int = 1) -> TaskContext:
+        """Creates the context for a task to be run given task metadata."""
+        return TaskContext(
+            fn_name=self.fn_name, task_id=id, timeout=self.timeout, tries=tries, ttl=self.ttl
+        )
+
+    @property
+    def context(self) -> TaskContext:
+        """The running task's context; only available inside a running task.
+
+        :raises StreaqError: outside a running task
+        """
+        try:
+            return _current_context.get()
+        except LookupError:
+            raise StreaqError("task context is only available inside a running task") from None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.fn_name}>"
+
+
+class AsyncRegisteredTask(RegisteredTask, Generic[P, R]):
+    """A registered async task; ``enqueue`` builds a :class:`Task` to await."""
+
+    def __init__(self, *, fn: AsyncTask[P, R], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fn = fn
+        self.spec = CallSpec(fn, self.fn_name)
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Task[P, R]:
+        """Serialize the task and send it to the queue for later execution by an active worker.
+
+        Though this isn't async, it should be awaited, as it returns an object that should be.
+        """
+        return Task(args, kwargs, self, self.worker)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+        """Run the function locally, without the queue."""
+        return self.fn(*args, **kwargs)
+
+
+class SyncRegisteredTask(RegisteredTask, Generic[P, R]):
+    """A registered sync task (run in a worker thread); ``enqueue`` builds a :class:`Task`."""
+
+    def __init__(self, *, fn: SyncTask[P, R], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fn = fn
+        self.spec = CallSpec(fn, self.fn_name)
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Task[P, R]:
+        """Serialize the task and send it to the queue for later execution by an active worker.
+
+        Though this isn't async, it should be awaited, as it returns an object that should be.
+        """
+        return Task(args, kwargs, self, self.worker)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function locally, without the queue."""
+        return self.fn(*args, **kwargs)
+
+
+AnyRegisteredTask = AsyncRegisteredTask[Any, Any] | SyncRegisteredTask[Any, Any]
+
+
+class RegisteredMiddleware:
+    """A registered middleware; ``context`` gives the running task's context."""
+
+    def __init__(
+        self,
+        _wrapped: Callable[
+            [Callable[..., Coroutine[Any, Any, Any]]], Callable[..., Coroutine[Any, Any, Any]]
+        ],
+    ) -> None:
+        self._wrapped = _wrapped
+
+    def __call__(
+        self, call: Callable[..., Coroutine[Any, Any, Any]]
+    ) -> Callable[..., Coroutine[Any, Any, Any]]:
+        """Wrap ``call`` (the next middleware, or the task itself)."""
+        return self._wrapped(call)
+
+    @property
+    def context(self) -> TaskContext:
+        """The running task's context; only available inside a running middleware."""
+        try:
+            return _current_context.get()
+        except LookupError:
+            raise StreaqError("task context is only available inside a running task") from None
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Task(Generic[P, R]):
+    """A task to enqueue, or enqueued already. Awaiting the object enqueues it (once)."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    parent: RegisteredTask
+    worker: Worker[Any]
+    id: str = field(default_factory=_new_id)
+    _after: Task[Any, Any] | None = None
+    after: list[str] = field(default_factory=list)
+    delay: timedelta | int | None = None
+    schedule: datetime | str | None = None
+    priority: str | None = None
+    _triggers: Task[Any, Any] | None = None
+    _fails_over: bool = False
+    _prev_source: str | None = None
+    _enqueued: bool = field(default=False, repr=False, compare=False)
+
+    def start(
+        self,
+        after: str | Iterable[str] | None = None,
+        delay: timedelta | int | None = None,
+        schedule: datetime | str | None = None,
+        priority: str | None = None,
+    ) -> Task[P, R]:
+        """Configure the task to modify schedule, queue, or dependencies.
+
+        :param after: task ID(s) to wait for before running this task
+        :param delay: duration to wait before running the task
+        :param schedule: datetime at which to run the task, or a crontab to run it repeatedly
+        :param priority: priority queue to insert the task
+        :return: self
+        :raises StreaqError: when ``delay`` and ``schedule`` are combined, or the priority is unknown
+        """
+        if delay is not None and schedule is not None:
+            raise StreaqError("use either 'delay' or 'schedule' when enqueuing a task, not both")
+        if priority is not None and priority not in self.worker.priorities:
+            raise StreaqError(
+                f"unknown priority {priority!r}; this worker's priorities are "
+                f"{self.worker.priorities}"
+            )
+        if after is not None:
+            self.after = [after] if isinstance(after, str) else list(after)
+        self.delay = delay
+        self.schedule = schedule
+        if isinstance(schedule, str):
+            from ._cron import CronSchedule
+
+            CronSchedule(schedule, self.worker.tz)  # validates now, not when a worker runs it
+        self.priority = priority
+        return self
+
+    def then(
+        self,
+        task: AsyncRegisteredTask[Concatenate[R, POther], ROther]
+        | SyncRegisteredTask[Concatenate[R, POther], ROther],
+        *args: POther.args,
+        **kwargs: POther.kwargs,
+    ) -> Task[Concatenate[R, POther], ROther]:
+        """Enqueue ``task`` as a dependent of this one, fed this task's result.
+
+        The result becomes the first positional argument(s) of ``task`` (a tuple is unpacked);
+        ``args`` follow it and ``kwargs`` are passed as keyword arguments.
+
+        :param task: task to feed output to
+        :return: task object for the newly created, dependent task
+        """
+        child: Task[Concatenate[R, POther], ROther] = Task(args, kwargs, task, self.worker)
+        child._after = self
+        self._triggers = child
+        return child
+
+    def otherwise(
+        self, task: AsyncRegisteredTask[P, R] | SyncRegisteredTask[P, R]
+    ) -> Task[P, R]:
+        """Enqueue ``task`` as a fallback: it runs with the same arguments only if this one fails.
+
+        If this task succeeds, the fallback is skipped and ends with the same result.
+
+        :param task: task to fall back to
+        :return: task object for the newly created, dependent task
+        """
+        child: Task[P, R] = Task(self.args, self.kwargs, task, self.worker, _fails_over=True)
+        child._after = self
+        self._triggers = child
+        return child
+
+    @overload
+    def __or__(
+        self, task: AsyncRegisteredTask[Concatenate[R, POther], ROther]
+    ) -> Task[Concatenate[R, POther], ROther]: ...
+    @overload
+    def __or__(
+        self, task: SyncRegisteredTask[Concatenate[R, POther], ROther]
+    ) -> Task[Concatenate[R, POther], ROther]: ...
+    def __or__(self, task: Any) -> Any:
+        """``a | b`` is ``a.then(b)``."""
+        return self.then(task)
+
+    def __xor__(self, task: AsyncRegisteredTask[P, R] | SyncRegisteredTask[P, R]) -> Task[P, R]:
+        """``a ^ b`` is ``a.otherwise(b)``."""
+        return self.otherwise(task)
+
+    def chain(self) -> list[Task[Any, Any]]:
+        """This task and the tasks it depends on through ``then``/``otherwise``, root first."""
+        tasks: list[Task[Any, Any]] = []
+        node: Task[Any, Any] | None = self
+        while node is not None and not node._enqueued:
+            tasks.append(node)
+            node = node._after
+        tasks.reverse()
+        return tasks
+
+    async def _enqueue(self) -> Task[P, R]:
+        if not self._enqueued:
+            await self.worker.enqueue_many([self])
+        return self
+
+    def __await__(self) -> Generator[Any, None, Task[P, R]]:
+        return self._enqueue().__await__()
+
+    async def status(self) -> TaskStatus:
+        """Fetch the current status of the task."""
+        return await self.worker.status_by_id(self.id)
+
+    async def result(self, timeout: timedelta | int | float | None = None) -> TaskResult[R]:
+        """Wait for and return the task's result.
+
+        :param timeout: how long to wait before raising ``TimeoutError``
+        :return: the wrapped result
+        """
+        return await self.worker._client.result(self.id, timeout, self.parent)
+
+    async def abort(self, timeout: timedelta | int = 5) -> bool:
+        """Abort the task; a running task is cancelled.
+
+        :param timeout: how long to wait for a running task to confirm
+        :return: whether the task was aborted (``False`` when it had finished already)
+        """
+        return await self.worker.abort_by_id(self.id, timeout=timeout)
+
+    async def info(self) -> TaskInfo | None:
+        """Fetch info about a previously enqueued task, unless it finished or doesn't exist."""
+        return await self.worker.info_by_id(self.id)
+
+    async def unschedule(self) -> bool:
+        """Stop a repeating (crontab-scheduled) task.
+
+        :return: whether the task was unscheduled
+        """
+        return await self.worker.unschedule_by_id(self.id)
+
+    async def serialize(self, enqueue_time: int) -> Any:
+        """Serialize the task's arguments as they are sent to the queue.
+
+        :param enqueue_time: the time at which the task was enqueued (ms)
+        :return: serialized task data
+        """
+        return self.worker._client.codec.encode_call(self.id, self.args, self.kwargs)

@@ -1,0 +1,423 @@
+"""The :class:`Worker`: task registry, producer API and the process that runs tasks.
+
+A worker is both a client (``async with worker:`` connects, then ``await task.enqueue(...)``,
+``await task.result()``) and, through :meth:`Worker.run_async` / :meth:`Worker.run_sync`, the
+consumer that executes tasks. The run loop itself lives in ``streaq._runtime``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from datetime import UTC, timedelta, tzinfo
+from typing import Any, Generic, overload
+
+import anyio
+import anyio.abc
+
+from ._codec import Codec, Deserializer, Serializer
+from ._cron import CronSchedule
+from ._keys import QueueKeys
+from ._queue import QueueClient
+from ._redis import open_client
+from .task import (
+    AnyRegisteredTask,
+    AsyncRegisteredTask,
+    RegisteredMiddleware,
+    SyncRegisteredTask,
+    Task,
+    TaskInfo,
+    TaskResult,
+    TaskStatus,
+)
+from .types import AsyncTask, C, P, R, ReturnCoroutine, StreaqError, SyncTask
+
+__all__ = ["Worker"]
+
+REDIS_MIN_VERSION = (7, 0, 0)
+COUNTER_NAMES = ("completed", "failed", "retried", "aborted", "relinquished")
+
+
+@asynccontextmanager
+async def _no_lifespan() -> AsyncIterator[None]:
+    yield None
+
+
+class Worker(Generic[C]):
+    """A queue's task registry, its producer API and its task runner.
+
+    :param redis_url: ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL
+    :param redis_kwargs: extra connection options (timeouts, TLS files, client name, ...)
+    :param concurrency: tasks running at once in this worker
+    :param sync_concurrency: threads for sync tasks (default: ``concurrency``)
+    :param queue_name: namespace of the queue's keys
+    :param priorities: priority names, lowest first (the caller's list is copied)
+    :param prefetch: messages fetched beyond those running (default ``concurrency``; 0 disables)
+    :param lifespan: async context manager factory entered once while the worker runs
+    :param serializer: replaces msgpack for arguments and results (e.g. ``pickle.dumps``)
+    :param deserializer: its inverse (e.g. ``pickle.loads``)
+    :param tz: time zone for cron and log timestamps
+    :param handle_signals: stop gracefully on SIGINT/SIGTERM while running
+    :param signing_secret: HMAC key signing every payload together with its task id
+    :param idle_timeout: a running task's lease; another worker takes over a task idle this long
+    :param grace_period: time running tasks get to finish after SIGINT/SIGTERM
+    :param anyio_backend: ``"asyncio"`` or ``"trio"``, used by :meth:`run_sync`
+    :param anyio_kwargs: backend options, e.g. ``{"use_uvloop": True}``
+    :param sentinel_nodes: Sentinel addresses (host, port), to use Redis Sentinel
+    :param sentinel_master: name of the Sentinel master
+    :param sentinel_kwargs: options for the connections to the sentinels
+    :param cluster_nodes: startup nodes, to use Redis Cluster
+    :param id: worker id (consumer name), unique per queue
+    """
+
+    def __init__(
+        self,
+        redis_url: str = "redis://localhost:6379",
+        redis_kwargs: dict[str, Any] | None = None,
+        concurrency: int = 16,
+        sync_concurrency: int | None = None,
+        queue_name: str = "default",
+        priorities: Iterable[str] | None = None,
+        prefetch: int | None = None,
+        lifespan: Callable[[], AbstractAsyncContextManager[C]] | None = None,
+        serializer: Serializer | None = None,
+        deserializer: Deserializer | None = None,
+        tz: tzinfo = UTC,
+        handle_signals: bool = True,
+        signing_secret: str | None = None,
+        idle_timeout: timedelta | int = 60,
+        grace_period: timedelta | int = 0,
+        anyio_backend: str = "asyncio",
+        anyio_kwargs: dict[str, Any] | None = None,
+        sentinel_nodes: list[tuple[str, int]] | None = None,
+        sentinel_master: str = "mymaster",
+        sentinel_kwargs: dict[str, Any] | None = None,
+        cluster_nodes: list[tuple[str, int]] | None = None,
+        id: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise StreaqError("concurrency must be at least 1")
+        if sentinel_nodes or cluster_nodes:
+            raise StreaqError("Redis Sentinel and Cluster are not supported yet")
+        self.redis_url = redis_url
+        self.redis_kwargs = dict(redis_kwargs or {})
+        self.concurrency = concurrency
+        self.sync_concurrency = sync_concurrency or concurrency
+        self.queue_name = queue_name
+        self.priorities = list(priorities) if priorities is not None else ["normal"]
+        if not self.priorities or len(set(self.priorities)) != len(self.priorities):
+            raise StreaqError("priorities must be a non-empty list of distinct names")
+        self.prefetch = concurrency if prefetch is None else prefetch
+        if self.prefetch < 0:
+            raise StreaqError("prefetch must not be negative")
+        self.lifespan: Callable[[], AbstractAsyncContextManager[Any]] = lifespan or _no_lifespan
+        self.tz = tz
+        self.handle_signals = handle_signals
+        self.idle_timeout = idle_timeout
+        self.grace_period = grace_period
+        self.anyio_backend = anyio_backend
+        self.anyio_kwargs = dict(anyio_kwargs or {})
+        self.id = id or uuid.uuid4().hex[:8]
+        self.burst = False
+        self.registry: dict[str, AnyRegisteredTask] = {}
+        self.middlewares: list[RegisteredMiddleware] = []
+        self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+        self.codec = Codec(serializer, deserializer, signing_secret)
+        self.keys = QueueKeys(queue_name)
+        self._client_or_none: QueueClient | None = None
+        self._stack: AsyncExitStack | None = None
+        self._entered = 0
+        self._context: Any = _UNSET
+        self._runner: Any = None
+
+    def __str__(self) -> str:
+        counters = " ".join(f"{k}={v}" for k, v in self.counters.items() if v)
+        return f"worker {self.id}" + (f" {counters}" if counters else "")
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.id} queue={self.queue_name!r} tasks={len(self.registry)}>"
+
+    # registration
+
+    @overload
+    def task(self, fn: AsyncTask[P, R], /) -> AsyncRegisteredTask[P, R]: ...  # type: ignore[overload-overlap]
+    @overload
+    def task(self, fn: SyncTask[P, R], /) -> SyncRegisteredTask[P, R]: ...
+    @overload
+    def task(
+        self,
+        *,
+        expire: timedelta | int | None = None,
+        max_tries: int | None = 3,
+        name: str | None = None,
+        retry_timeouts: bool = False,
+        silent: bool = False,
+        timeout: timedelta | int | None = None,
+        ttl: timedelta | int | None = timedelta(minutes=5),
+        unique: bool = False,
+    ) -> _TaskDecorator: ...
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        expire: timedelta | int | None = None,
+        max_tries: int | None = 3,
+        name: str | None = None,
+        retry_timeouts: bool = False,
+        silent: bool = False,
+        timeout: timedelta | int | None = None,
+        ttl: timedelta | int | None = timedelta(minutes=5),
+        unique: bool = False,
+    ) -> Any:
+        """Register a task; usable bare (``@worker.task``) or with options.
+
+        :param expire: drop the task (with a failed result) if it has not started in time
+        :param max_tries: deliveries allowed, crash recoveries included; ``None`` = unlimited
+        :param name: registered name (default: the function's qualified name)
+        :param retry_timeouts: retry a try that timed out instead of failing
+        :param silent: log nothing per task
+        :param timeout: time limit of one try
+        :param ttl: result retention; ``None`` keeps forever, ``0`` only wakes waiters
+        :param unique: at most one running instance of the function
+        """
+
+        def register(func: Callable[..., Any]) -> Any:
+            return self._register(
+                func,
+                expire=expire,
+                max_tries=max_tries,
+                name=name,
+                retry_timeouts=retry_timeouts,
+                silent=silent,
+                timeout=timeout,
+                ttl=ttl,
+                unique=unique,
+                crontab=None,
+                max_schedule_drift=None,
+            )
+
+        return register if fn is None else register(fn)
+
+    def cron(
+        self,
+        tab: str,
+        *,
+        max_schedule_drift: timedelta | int | None = None,
+        max_tries: int | None = 3,
+        name: str | None = None,
+        retry_timeouts: bool = False,
+        silent: bool = False,
+        timeout: timedelta | int | None = timedelta(hours=1),
+        ttl: timedelta | int | None = timedelta(minutes=5),
+        unique: bool = True,
+    ) -> _TaskDecorator:
+        """Register a function without parameters, fired on the crontab ``tab``.
+
+        :raises StreaqError: for an invalid crontab (at decoration time)
+        """
+        CronSchedule(tab, self.tz)
+
+        def register(func: Callable[..., Any]) -> Any:
+            return self._register(
+                func,
+                expire=None,
+                max_tries=max_tries,
+                name=name,
+                retry_timeouts=retry_timeouts,
+                silent=silent,
+                timeout=timeout,
+                ttl=ttl,
+                unique=unique,
+                crontab=tab,
+                max_schedule_drift=max_schedule_drift,
+            )
+
+        return register  # type: ignore[return-value]
+
+    def _register(self, func: Callable[..., Any], *, name: str | None, **options: Any) -> Any:
+        fn_name = name or func.__qualname__
+        if fn_name in self.registry:
+            raise StreaqError(f"a task named {fn_name!r} is registered already")
+        cls: Any = AsyncRegisteredTask if _is_async(func) else SyncRegisteredTask
+        registered = cls(fn=func, fn_name=fn_name, worker=self, **options)
+        self.registry[fn_name] = registered
+        return registered
+
+    def middleware(self, fn: Callable[[ReturnCoroutine], ReturnCoroutine]) -> RegisteredMiddleware:
+        """Register a middleware: it takes the next callable and returns an async wrapper.
+
+        The first registered middleware is the outermost.
+        """
+        registered = RegisteredMiddleware(fn)
+        self.middlewares.append(registered)
+        return registered
+
+    def include(self, other: Worker[Any]) -> None:
+        """Take over another worker's tasks, cron jobs and middlewares (modular apps).
+
+        :raises StreaqError: when a task name is registered on both
+        """
+        for fn_name, registered in other.registry.items():
+            if fn_name in self.registry:
+                raise StreaqError(f"a task named {fn_name!r} is registered already")
+            registered.worker = self
+            self.registry[fn_name] = registered
+        self.middlewares.extend(other.middlewares)
+
+    # connection
+
+    @property
+    def _client(self) -> QueueClient:
+        if self._client_or_none is None:
+            raise StreaqError(
+                "the worker is not connected: use `async with worker:` or run the worker"
+            )
+        return self._client_or_none
+
+    async def __aenter__(self) -> Worker[C]:
+        self._entered += 1
+        if self._entered > 1:
+            return self
+        stack = AsyncExitStack()
+        try:
+            redis = await stack.enter_async_context(open_client(self.redis_url, **self.redis_kwargs))
+            redis.require_version(REDIS_MIN_VERSION, "Redis functions and XAUTOCLAIM")
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tg.cancel_scope.cancel)
+            client = QueueClient(redis, self.keys, self.codec, self.priorities, self.registry, tg)
+            await client.prepare()
+        except BaseException:
+            self._entered -= 1
+            await stack.aclose()
+            raise
+        self._stack = stack
+        self._client_or_none = client
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._entered -= 1
+        if self._entered > 0:
+            return
+        stack, self._stack, self._client_or_none = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    # producer API
+
+    async def enqueue_many(self, tasks: Iterable[Task[Any, Any]]) -> None:
+        """Enqueue many tasks (with their chains) in one round trip per 500 tasks."""
+        await self._client.enqueue_many(tasks, self.tz)
+
+    def enqueue_unsafe(self, fn_name: str, *args: Any, **kwargs: Any) -> Task[Any, Any]:
+        """A task for the function registered as ``fn_name`` elsewhere; await it to enqueue."""
+        parent = self.registry.get(fn_name)
+        if parent is None:
+            parent = SyncRegisteredTask(
+                fn=_unknown,
+                fn_name=fn_name,
+                worker=self,
+                expire=None,
+                max_schedule_drift=None,
+                max_tries=3,
+                silent=False,
+                timeout=None,
+                ttl=timedelta(minutes=5),
+                unique=False,
+                crontab=None,
+            )
+            parent.spec = None  # type: ignore[assignment]
+        return Task(args, kwargs, parent, self)
+
+    async def queue_size(self, include_scheduled: bool = True) -> int:
+        """Number of tasks waiting to run (with delayed and dependent ones by default)."""
+        return await self._client.queue_size(include_scheduled)
+
+    async def status_by_id(self, task_id: str) -> TaskStatus:
+        """Current status of the task ``task_id``."""
+        return await self._client.status(task_id)
+
+    async def result_by_id(
+        self, task_id: str, timeout: timedelta | int | float | None = None
+    ) -> TaskResult[Any]:
+        """Wait for the result of ``task_id``.
+
+        :raises TimeoutError: when no result arrives within ``timeout``
+        """
+        return await self._client.result(task_id, timeout)
+
+    async def abort_by_id(self, task_id: str, timeout: timedelta | int | float = 5) -> bool:
+        """Abort ``task_id``; ``True`` when it was stopped."""
+        return await self._client.abort(task_id, timeout)
+
+    async def info_by_id(self, task_id: str) -> TaskInfo | None:
+        """Facts about the unfinished task ``task_id``, or ``None``."""
+        return await self._client.info(task_id)
+
+    async def unschedule_by_id(self, task_id: str) -> bool:
+        """Stop the repeating task ``task_id``; ``True`` when it was scheduled."""
+        return await self._client.abort(task_id, 0)
+
+    # running
+
+    @property
+    def context(self) -> C:
+        """The value of the lifespan, while the worker runs.
+
+        :raises StreaqError: when the worker is not running
+        """
+        if self._context is _UNSET:
+            raise StreaqError("worker context is only available while the worker runs")
+        return self._context  # type: ignore[no-any-return]
+
+    def running(self) -> int:
+        """Number of tasks running in this worker now."""
+        return 0 if self._runner is None else int(self._runner.running())
+
+    async def run_async(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the worker until it is stopped (signal, burst end, or cancellation).
+
+        Embeddable: ``await tg.start(worker.run_async)`` returns once the worker runs.
+        """
+        from ._runtime import run_worker
+
+        await run_worker(self, task_status=task_status)
+
+    def run_sync(self) -> None:
+        """Run the worker on the backend given by ``anyio_backend`` until it stops."""
+        anyio.run(
+            self.run_async, backend=self.anyio_backend, backend_options=self.anyio_kwargs
+        )
+
+
+class _TaskDecorator:
+    """The decorator returned by ``@worker.task(...)`` (typed in the stub-like overloads)."""
+
+    @overload
+    def __call__(self, fn: AsyncTask[P, R], /) -> AsyncRegisteredTask[P, R]: ...  # type: ignore[overload-overlap]
+    @overload
+    def __call__(self, fn: SyncTask[P, R], /) -> SyncRegisteredTask[P, R]: ...
+    def __call__(self, fn: Callable[..., Any], /) -> Any: ...
+
+
+class _Unset:
+    pass
+
+
+_UNSET: Any = _Unset()
+
+
+def _unknown(*args: Any, **kwargs: Any) -> Any:
+    raise StreaqError("this task is not registered in this process")
+
+
+def _is_async(func: Callable[..., Any]) -> bool:
+    import inspect
+
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004
+    )
+
