@@ -217,6 +217,13 @@ local function enqueue(keys, args)
       end
     else
       out[n] = 1
+      -- index the earlier tasks of this batch first: they may be this task's dependencies
+      if #pending_ids > 0 then
+        local flat = {}
+        for m = 1, #pending_ids do flat[#flat + 1] = pending_ids[m]; flat[#flat + 1] = pending_vals[m] end
+        redis.call('HSET', tasks_key(p), unpack(flat))
+        pending_ids, pending_vals = {}, {}
+      end
       local waiting = 0
       local failed_dep = nil
       local link = field(fields, 'k')
@@ -240,13 +247,6 @@ local function enqueue(keys, args)
       end
       if failed_dep then
         out[n] = 2
-        -- flush the index first so a cascade sees every earlier task of this batch
-        if #pending_ids > 0 then
-          local flat = {}
-          for m = 1, #pending_ids do flat[#flat + 1] = pending_ids[m]; flat[#flat + 1] = pending_vals[m] end
-          redis.call('HSET', tasks_key(p), unpack(flat))
-          pending_ids, pending_vals = {}, {}
-        end
         fail_task(p, id, fields, failure_payload('StreaqError',
           'dependency ' .. failed_dep .. ' failed'), now, published, {})
       elseif waiting > 0 then
