@@ -96,9 +96,8 @@ class TaskResult(Generic[R]):
         :raises StreaqError: when the task failed (see :attr:`exception`)
         """
         if not self.success:
-            raise StreaqError(
-                f"task {self.task_id} failed, see `exception` instead"
-            ) from self._result  # type: ignore[misc]
+            cause = self._result if isinstance(self._result, BaseException) else None
+            raise StreaqError(f"task {self.task_id} failed, see `exception` instead") from cause
         return self._result  # type: ignore[return-value]
 
     @property
@@ -309,9 +308,7 @@ class Task(Generic[P, R]):
         self._triggers = child
         return child
 
-    def otherwise(
-        self, task: AsyncRegisteredTask[P, R] | SyncRegisteredTask[P, R]
-    ) -> Task[P, R]:
+    def otherwise(self, task: AsyncRegisteredTask[P, R] | SyncRegisteredTask[P, R]) -> Task[P, R]:
         """Enqueue ``task`` as a fallback: it runs with the same arguments only if this one fails.
 
         If this task succeeds, the fallback is skipped and ends with the same result.

@@ -19,14 +19,14 @@ from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeAlias, TypeVar, TypeVarTuple
 
 __all__ = [
+    "AsyncCron",
+    "AsyncTask",
     "C",
+    "Middleware",
     "P",
     "POther",
     "R",
     "ROther",
-    "AsyncCron",
-    "AsyncTask",
-    "Middleware",
     "RemoteTaskError",
     "ReturnCoroutine",
     "StreaqCancelled",

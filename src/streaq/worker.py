@@ -160,7 +160,6 @@ class Worker(Generic[C]):
     def task(
         self,
         fn: Callable[..., Any] | None = None,
-        /,
         *,
         expire: timedelta | int | None = None,
         max_tries: int | None = 3,
@@ -282,7 +281,9 @@ class Worker(Generic[C]):
             return self
         stack = AsyncExitStack()
         try:
-            redis = await stack.enter_async_context(open_client(self.redis_url, **self.redis_kwargs))
+            redis = await stack.enter_async_context(
+                open_client(self.redis_url, **self.redis_kwargs)
+            )
             redis.require_version(REDIS_MIN_VERSION, "Redis functions and XAUTOCLAIM")
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
@@ -388,9 +389,7 @@ class Worker(Generic[C]):
 
     def run_sync(self) -> None:
         """Run the worker on the backend given by ``anyio_backend`` until it stops."""
-        anyio.run(
-            self.run_async, backend=self.anyio_backend, backend_options=self.anyio_kwargs
-        )
+        anyio.run(self.run_async, backend=self.anyio_backend, backend_options=self.anyio_kwargs)
 
 
 class _TaskDecorator:
@@ -420,4 +419,3 @@ def _is_async(func: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
         getattr(func, "__call__", None)  # noqa: B004
     )
-

@@ -193,9 +193,8 @@ class Runner:
         try:
             payload = self.codec.encode_value(job.task_id, value)
         except Exception as e:
-            self._failed(job, StreaqError(
-                f"the return value of task {task.fn_name} cannot be serialized: {e}"
-            ), start, unique)
+            error = StreaqError(f"the return value of task {task.fn_name} cannot be serialized: {e}")
+            self._failed(job, task, error, start, unique)
             return
         kind = KIND_TUPLE if isinstance(value, tuple) else KIND_VALUE
         job.outcome = ("r", self._record(job, kind, payload, start, job.tries),
