@@ -126,6 +126,9 @@ class RedisServer:
             self._args += ["--requirepass", password]
         for rule in acl_users or []:
             self._args += ["--user", *rule.split()]
+        #: The unix socket the server also listens on.
+        self.socket_path = str(directory / "redis.sock")
+        self._args += ["--unixsocket", self.socket_path, "--unixsocketperm", "700"]
         self._process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
 

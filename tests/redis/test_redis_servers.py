@@ -148,3 +148,10 @@ async def test_tls_with_client_certificate(redis_server: ServerFactory) -> None:
         ssl_keyfile=tls.client_key_file,
     ) as client:
         assert await client.execute("PING") == b"PONG"
+
+
+async def test_unix_socket(redis_server: ServerFactory) -> None:
+    server = redis_server()
+    async with open_client(f"unix://{server.socket_path}", db=1) as client:
+        assert await client.execute("PING") == b"PONG"
+        assert client.address == server.socket_path
