@@ -205,38 +205,53 @@ async def _serve(
     send_jobs, recv_jobs = anyio.create_memory_object_stream[Job](state.limit)
     send_out, recv_out = anyio.create_memory_object_stream[Job](math.inf)
     reader = Reader(state, send_jobs, idle)
-    async with anyio.create_task_group() as outer:
-        outer.start_soon(_lease_keeper, state, max(idle / 4, 0.05))
-        await outer.start(_listener, state)
-        async with anyio.create_task_group() as finishing:
-            finishing.start_soon(_finisher, state, recv_out)
-            async with anyio.create_task_group() as runners:
-                with send_out:
-                    for _ in range(worker.concurrency):
-                        runners.start_soon(
-                            _run_jobs, state, runner, recv_jobs.clone(), send_out.clone()
+    # every end of the streams is closed however the run ends: a duty cancelled before it
+    # started never enters its own ``async with``, and an unclosed stream warns when collected
+    streams: list[MemoryObjectSendStream[Job] | MemoryObjectReceiveStream[Job]] = [
+        send_jobs,
+        recv_jobs,
+        send_out,
+        recv_out,
+    ]
+    try:
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(_lease_keeper, state, max(idle / 4, 0.05))
+            await outer.start(_listener, state)
+            async with anyio.create_task_group() as finishing:
+                finishing.start_soon(_finisher, state, recv_out)
+                async with anyio.create_task_group() as runners:
+                    with send_out:
+                        for _ in range(worker.concurrency):
+                            jobs, outcomes = recv_jobs.clone(), send_out.clone()
+                            streams += [jobs, outcomes]
+                            runners.start_soon(_run_jobs, state, runner, jobs, outcomes)
+                    recv_jobs.close()
+                    async with anyio.create_task_group() as duties:
+                        await duties.start(reader.run)
+                        duties.start_soon(reader.reclaim_loop)
+                        duties.start_soon(_scheduler, state)
+                        if worker.handle_signals:
+                            duties.start_soon(_signals, state)
+                        logger.info(
+                            "worker %s started: queue %s, %d tasks, concurrency %d",
+                            worker.id,
+                            worker.queue_name,
+                            len(worker.registry),
+                            worker.concurrency,
                         )
-                recv_jobs.close()
-                async with anyio.create_task_group() as duties:
-                    await duties.start(reader.run)
-                    duties.start_soon(reader.reclaim_loop)
-                    duties.start_soon(_scheduler, state)
-                    if worker.handle_signals:
-                        duties.start_soon(_signals, state)
-                    logger.info(
-                        "worker %s started: queue %s, %d tasks, concurrency %d",
-                        worker.id, worker.queue_name, len(worker.registry), worker.concurrency,
-                    )
-                    task_status.started()
-                    await state.stop_requested.wait()
-                    duties.cancel_scope.cancel()
-                state.stopping = True
-                send_jobs.close()
-                grace = None if worker.burst else to_seconds(worker.grace_period) or 0
-                with anyio.move_on_after(grace):
-                    while state.running():
-                        await state.changed()
-                for job in list(state.jobs.values()):
-                    if job.scope is not None:
-                        job.scope.cancel()
-        outer.cancel_scope.cancel()
+                        task_status.started()
+                        await state.stop_requested.wait()
+                        duties.cancel_scope.cancel()
+                    state.stopping = True
+                    send_jobs.close()
+                    grace = None if worker.burst else to_seconds(worker.grace_period) or 0
+                    with anyio.move_on_after(grace):
+                        while state.running():
+                            await state.changed()
+                    for job in list(state.jobs.values()):
+                        if job.scope is not None:
+                            job.scope.cancel()
+            outer.cancel_scope.cancel()
+    finally:
+        for stream in streams:
+            stream.close()
