@@ -21,6 +21,7 @@ import anyio
 
 from streaq import Worker
 
+HERE = Path(__file__).resolve().parent
 REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379")
 worker = Worker(redis_url=REDIS_URL, queue_name="quickstart", concurrency=8)
 
@@ -57,10 +58,9 @@ def _redis_answers(url: str) -> bool:
 
 async def main() -> None:
     """Enqueue tasks, let a ``streaq run`` worker process execute them, print the results."""
-    here = Path(__file__).resolve().parent
-    env = {**os.environ, "PYTHONPATH": str(here), "REDIS_URL": REDIS_URL}
+    env = {**os.environ, "PYTHONPATH": str(HERE), "REDIS_URL": REDIS_URL}
     cmd = [sys.executable, "-m", "streaq", "run", "quickstart:worker"]
-    proc = subprocess.Popen(cmd, cwd=here, env=env)
+    proc = await anyio.open_process(cmd, cwd=HERE, env=env, stdout=None, stderr=None)
     try:
         async with worker:
             prices = [await price.enqueue(item, n) for item, n in [("apple", 4), ("pear", 2)]]
@@ -72,7 +72,8 @@ async def main() -> None:
             print(f"invoice: {final.result!r}")
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        with anyio.fail_after(30):
+            await proc.wait()
 
 
 def run() -> None:

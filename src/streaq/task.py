@@ -268,7 +268,7 @@ class Task(Generic[P, R]):
         :param schedule: datetime at which to run the task, or a crontab to run it repeatedly
         :param priority: priority queue to insert the task
         :return: self
-        :raises StreaqError: when ``delay`` and ``schedule`` are combined, or the priority is unknown
+        :raises StreaqError: when ``delay`` and ``schedule`` are combined or the priority is unknown
         """
         if delay is not None and schedule is not None:
             raise StreaqError("use either 'delay' or 'schedule' when enqueuing a task, not both")
