@@ -22,7 +22,6 @@ from ._codec import (
     Codec,
     decode_exception,
     decode_record,
-    decode_untyped,
     pack_for_lua,
 )
 from ._cron import CronSchedule
@@ -206,8 +205,10 @@ class QueueClient:
     async def info(self, task_id: str) -> TaskInfo | None:
         """Facts about an unfinished task, or ``None``."""
         raw = await self.functions.info(task_id)
-        if raw is None:
-            return None
+        return None if raw is None else self.info_from_reply(task_id, raw)
+
+    def info_from_reply(self, task_id: str, raw: list[Any]) -> TaskInfo:
+        """A :class:`TaskInfo` from the reply of the ``info`` server function."""
         state, _prio, flat, run_at, deps, dependents, deliveries = raw
         fields = {bytes(flat[n]).decode(): flat[n + 1] for n in range(0, len(flat), 2)}
         args: tuple[Any, ...] = ()
@@ -237,7 +238,3 @@ class QueueClient:
         if include_scheduled:
             return int(counts[-1])
         return sum(int(c) for c in counts[: len(self.priorities)])
-
-    def decode_preview(self, payload: bytes) -> Any:
-        """Decode a payload for display (used by info listings)."""
-        return decode_untyped(payload)

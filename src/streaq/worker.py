@@ -356,6 +356,19 @@ class Worker(Generic[C]):
         """Facts about the unfinished task ``task_id``, or ``None``."""
         return await self._client.info(task_id)
 
+    async def get_tasks_by_status(
+        self, status: TaskStatus, *, priority: str | None = None, limit: int = 100
+    ) -> list[TaskInfo] | list[TaskResult[Any]]:
+        """Up to ``limit`` tasks in ``status``: ``TaskResult`` for DONE, ``TaskInfo`` otherwise.
+
+        :param status: SCHEDULED, QUEUED, RUNNING or DONE
+        :param priority: only tasks of this priority (unfinished tasks)
+        :param limit: the most tasks to return
+        """
+        from ._listing import tasks_by_status
+
+        return await tasks_by_status(self._client, status, priority, limit)
+
     async def unschedule_by_id(self, task_id: str) -> bool:
         """Stop the repeating task ``task_id``; ``True`` when it was scheduled."""
         return await self._client.abort(task_id, 0)
