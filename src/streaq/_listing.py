@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._library import LIBRARY, _PREFIX
+from ._library import _PREFIX, LIBRARY
 from ._queue import QueueClient, build_result
 from .task import TaskInfo, TaskResult, TaskStatus
 
