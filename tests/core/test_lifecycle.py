@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from anyio.abc import Process
 
 from streaq import Worker
 from streaq.task import TaskResult, TaskStatus
@@ -44,9 +45,10 @@ async def blocker(marker: str) -> int:
 """
 
 
-async def _wait_for_file(path: Path, proc: subprocess.Popen[bytes]) -> None:
-    while not path.exists():
-        assert proc.poll() is None, "the worker subprocess exited early"
+async def _wait_for_file(path: Path, proc: Process) -> None:
+    apath = anyio.Path(path)
+    while not await apath.exists():
+        assert proc.returncode is None, "the worker subprocess exited early"
         await anyio.sleep(0.05)
 
 
@@ -71,20 +73,21 @@ async def test_killed_worker_task_is_rerun(
 
     async with worker:
         task = await blocker.enqueue(str(marker))
-        proc = subprocess.Popen(
+        proc = await anyio.open_process(
             [sys.executable, "-m", "streaq", "run", "killme:worker"],
             cwd=tmp_path,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        try:
-            with anyio.fail_after(20):
-                await _wait_for_file(marker, proc)
-            assert await task.status() == TaskStatus.RUNNING
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        async with proc:
+            try:
+                with anyio.fail_after(20):
+                    await _wait_for_file(marker, proc)
+                assert await task.status() == TaskStatus.RUNNING
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                await proc.wait()
         assert await task.status() == TaskStatus.RUNNING  # its lease has not run out yet
         async with run_worker(worker):
             with anyio.fail_after(15):
