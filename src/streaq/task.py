@@ -12,15 +12,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, overload
+from typing import TYPE_CHECKING, Any, Generic
 
 from ._codec import CallSpec
+from ._generated_chains import ChainMixin
 from .types import (
     AsyncTask,
     P,
-    POther,
     R,
-    ROther,
     StreaqError,
     SyncTask,
     TaskContext,
@@ -236,7 +235,7 @@ def _new_id() -> str:
 
 
 @dataclass
-class Task(Generic[P, R]):
+class Task(ChainMixin[P, R], Generic[P, R]):
     """A task to enqueue, or enqueued already. Awaiting the object enqueues it (once)."""
 
     args: tuple[Any, ...]
@@ -288,54 +287,32 @@ class Task(Generic[P, R]):
         self.priority = priority
         return self
 
-    def then(
+    # then / otherwise / | / ^ are generated (tools/gen_chains.py) in ChainMixin
+
+    def _link(
         self,
-        task: AsyncRegisteredTask[Concatenate[R, POther], ROther]
-        | SyncRegisteredTask[Concatenate[R, POther], ROther],
-        *args: POther.args,
-        **kwargs: POther.kwargs,
-    ) -> Task[Concatenate[R, POther], ROther]:
-        """Enqueue ``task`` as a dependent of this one, fed this task's result.
+        task: AnyRegisteredTask,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        fails_over: bool,
+    ) -> Task[Any, Any]:
+        """Build the task that runs after this one.
 
-        The result becomes the first positional argument(s) of ``task`` (a tuple is unpacked);
-        ``args`` follow it and ``kwargs`` are passed as keyword arguments.
-
-        :param task: task to feed output to
-        :return: task object for the newly created, dependent task
+        :param task: the next task, fed this task's result (or, when ``fails_over``, a fallback
+            run with this task's own arguments, so ``args`` and ``kwargs`` are not used)
+        :param args: extra positional arguments, after the ones this task's result provides
+        :param kwargs: keyword arguments of the next task
+        :param fails_over: the next task runs only if this one fails
         """
-        child: Task[Concatenate[R, POther], ROther] = Task(args, kwargs, task, self.worker)
+        if fails_over:
+            child: Task[Any, Any] = Task(
+                self.args, self.kwargs, task, self.worker, _fails_over=True
+            )
+        else:
+            child = Task(args, kwargs, task, self.worker)
         child._after = self
         self._triggers = child
         return child
-
-    def otherwise(self, task: AsyncRegisteredTask[P, R] | SyncRegisteredTask[P, R]) -> Task[P, R]:
-        """Enqueue ``task`` as a fallback: it runs with the same arguments only if this one fails.
-
-        If this task succeeds, the fallback is skipped and ends with the same result.
-
-        :param task: task to fall back to
-        :return: task object for the newly created, dependent task
-        """
-        child: Task[P, R] = Task(self.args, self.kwargs, task, self.worker, _fails_over=True)
-        child._after = self
-        self._triggers = child
-        return child
-
-    @overload
-    def __or__(
-        self, task: AsyncRegisteredTask[Concatenate[R, POther], ROther]
-    ) -> Task[Concatenate[R, POther], ROther]: ...
-    @overload
-    def __or__(
-        self, task: SyncRegisteredTask[Concatenate[R, POther], ROther]
-    ) -> Task[Concatenate[R, POther], ROther]: ...
-    def __or__(self, task: Any) -> Any:
-        """``a | b`` is ``a.then(b)``."""
-        return self.then(task)
-
-    def __xor__(self, task: AsyncRegisteredTask[P, R] | SyncRegisteredTask[P, R]) -> Task[P, R]:
-        """``a ^ b`` is ``a.otherwise(b)``."""
-        return self.otherwise(task)
 
     def chain(self) -> list[Task[Any, Any]]:
         """This task and the tasks it depends on through ``then``/``otherwise``, root first."""
