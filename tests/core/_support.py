@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -43,3 +43,11 @@ async def running(worker: Worker[Any]) -> AsyncIterator[Worker[Any]]:
             yield worker
         finally:
             tg.cancel_scope.cancel()
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]], interval: float = 0.01) -> None:
+    """Poll ``predicate`` until it holds (the caller bounds the wait with ``fail_after``)."""
+    while True:
+        if await predicate():
+            return
+        await anyio.sleep(interval)

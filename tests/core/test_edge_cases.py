@@ -13,7 +13,7 @@ from streaq import Worker
 from streaq.task import TaskStatus
 from streaq.types import StreaqCancelled, StreaqError
 
-from ._support import RunWorker, WorkerFactory
+from ._support import RunWorker, WorkerFactory, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -38,8 +38,11 @@ async def test_ttl_zero_delivers_without_storing(
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(wait)
-                while task.id not in worker._client._results._waiters:
-                    await anyio.sleep(0.01)
+
+                async def subscribed() -> bool:
+                    return task.id in worker._client._results._waiters
+
+                await wait_until(subscribed)
                 release.set()
         assert got == ["gone"]
         assert await task.status() == TaskStatus.NOT_FOUND
@@ -116,8 +119,11 @@ async def test_abort_task_waiting_for_unique_lock(
             second = await singleton.enqueue(2)
             third = await singleton.enqueue(3)
             parked = f"{worker.keys.prefix}uw:{singleton.fn_name}"
-            while await worker._client.redis.execute("LLEN", parked) < 2:
-                await anyio.sleep(0.01)  # wait until both are parked behind the lock
+
+            async def both_parked() -> bool:
+                return bool(await worker._client.redis.execute("LLEN", parked) == 2)
+
+            await wait_until(both_parked)
             assert await second.status() == TaskStatus.QUEUED
             assert await second.abort() is True
             rs = await second.result()
