@@ -17,6 +17,7 @@ from anyio.abc import Process
 
 from streaq import Worker
 from streaq.task import TaskResult, TaskStatus
+from streaq.types import StreaqError
 
 from ._support import RunWorker, WorkerFactory
 
@@ -33,6 +34,7 @@ worker = Worker(
     redis_url=os.environ["STREAQ_TEST_REDIS_URL"],
     queue_name=os.environ["STREAQ_TEST_QUEUE"],
     idle_timeout=1,
+    grace_period=int(os.environ.get("STREAQ_TEST_GRACE", "0")),
 )
 
 
@@ -42,14 +44,52 @@ async def blocker(marker: str) -> int:
         f.write(f"{blocker.context.tries}\\n")
     await anyio.sleep_forever()
     return 0
+
+
+@worker.task(name="once", max_tries=1)
+async def once(marker: str) -> int:
+    with open(marker, "a") as f:
+        f.write("once\\n")
+    await anyio.sleep_forever()
+    return 0
+
+
+@worker.task(name="finishes")
+async def finishes(marker: str) -> str:
+    with open(marker, "a") as f:
+        f.write("finishes\\n")
+    await anyio.sleep(0.5)
+    return "finished in grace"
 """
 
 
-async def _wait_for_file(path: Path, proc: Process) -> None:
+async def _wait_for_lines(path: Path, count: int, proc: Process) -> None:
+    """Wait until the subprocess' tasks have written ``count`` lines to ``path``."""
     apath = anyio.Path(path)
-    while not await apath.exists():
+    while True:
         assert proc.returncode is None, "the worker subprocess exited early"
+        if await apath.exists() and len((await apath.read_text()).split()) >= count:
+            return
         await anyio.sleep(0.05)
+
+
+def _subprocess_env(tmp_path: Path, redis_url: str, queue_name: str) -> dict[str, str]:
+    (tmp_path / "subworker.py").write_text(textwrap.dedent(WORKER_MODULE))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
+    env["STREAQ_TEST_REDIS_URL"] = redis_url
+    env["STREAQ_TEST_QUEUE"] = queue_name
+    return env
+
+
+async def _start_subworker(tmp_path: Path, env: dict[str, str]) -> Process:
+    return await anyio.open_process(
+        [sys.executable, "-m", "streaq", "run", "subworker:worker"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 async def test_killed_worker_task_is_rerun(
@@ -59,31 +99,26 @@ async def test_killed_worker_task_is_rerun(
     worker_factory: WorkerFactory,
     run_worker: RunWorker,
 ) -> None:
-    (tmp_path / "killme.py").write_text(textwrap.dedent(WORKER_MODULE))
+    env = _subprocess_env(tmp_path, redis_url, clean_queue)
     marker = tmp_path / "started"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
-    env["STREAQ_TEST_REDIS_URL"] = redis_url
-    env["STREAQ_TEST_QUEUE"] = clean_queue
     worker = worker_factory(idle_timeout=1)
 
     @worker.task(name="blocker")
     async def blocker(marker: str) -> int:
         return blocker.context.tries
 
+    @worker.task(name="once", max_tries=1)
+    async def once(marker: str) -> int:
+        return once.context.tries
+
     async with worker:
         task = await blocker.enqueue(str(marker))
-        proc = await anyio.open_process(
-            [sys.executable, "-m", "streaq", "run", "killme:worker"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        single = await once.enqueue(str(marker))
+        proc = await _start_subworker(tmp_path, env)
         async with proc:
             try:
                 with anyio.fail_after(20):
-                    await _wait_for_file(marker, proc)
+                    await _wait_for_lines(marker, 2, proc)
                 assert await task.status() == TaskStatus.RUNNING
             finally:
                 proc.send_signal(signal.SIGKILL)
@@ -92,11 +127,42 @@ async def test_killed_worker_task_is_rerun(
         async with run_worker(worker):
             with anyio.fail_after(15):
                 res = await task.result()
+                res_single = await single.result()
     assert res.success
     assert res.result == 2
     assert res.tries == 2
     assert res.worker_id == worker.id
-    assert marker.read_text().split() == ["1"]
+    # max_tries=1 opts out of redelivery: the crash is reported, never a second run
+    assert not res_single.success
+    assert isinstance(res_single.exception, StreaqError)
+    assert "max_tries" in str(res_single.exception)
+    assert res_single.tries == 1
+    assert sorted(marker.read_text().split()) == ["1", "once"]
+
+
+async def test_sigterm_grace_period(
+    tmp_path: Path, redis_url: str, clean_queue: str, worker: Worker[Any]
+) -> None:
+    env = _subprocess_env(tmp_path, redis_url, clean_queue)
+    env["STREAQ_TEST_GRACE"] = "5"
+    marker = tmp_path / "started"
+
+    @worker.task(name="finishes")
+    async def finishes(marker: str) -> str:
+        return "not here"
+
+    async with worker:
+        task = await finishes.enqueue(str(marker))
+        proc = await _start_subworker(tmp_path, env)
+        async with proc:
+            with anyio.fail_after(20):
+                await _wait_for_lines(marker, 1, proc)
+                proc.send_signal(signal.SIGTERM)
+                assert await proc.wait() == 0
+        with anyio.fail_after(2):
+            res = await task.result()
+    assert res.result == "finished in grace"
+    assert res.worker_id != worker.id
 
 
 async def test_burst(worker: Worker[Any]) -> None:
