@@ -66,9 +66,7 @@ class Reader:
             for stream in self.streams:
                 if claimed >= count:
                     break
-                reply = await conn.execute(
-                    *head, count - claimed, "STREAMS", stream, ">"
-                )
+                reply = await conn.execute(*head, count - claimed, "STREAMS", stream, ">")
                 claimed += self._claim(reply)
             if claimed or not block:
                 return claimed
@@ -91,8 +89,9 @@ class Reader:
                     continue
                 fields = parse_fields(flat)
                 tries = int(fields.get("r", b"0")) + 1
-                self._accept(Job(fields["i"].decode(), bytes(msgid).decode(), priority, fields,
-                                 tries))
+                self._accept(
+                    Job(fields["i"].decode(), bytes(msgid).decode(), priority, fields, tries)
+                )
                 claimed += 1
         return claimed
 
@@ -137,17 +136,25 @@ class Reader:
             free = state.free()
             if free > 0:
                 try:
-                    entries = await functions.reclaim(state.worker.id, self.idle_ms, free,
-                                                      priorities)
+                    entries = await functions.reclaim(
+                        state.worker.id, self.idle_ms, free, priorities
+                    )
                 except _RECOVERABLE as e:
                     logger.warning("cannot reclaim tasks: %s", e)
                     entries = []
                 for priority, msgid, flat, deliveries, aborted in entries:
                     fields = parse_fields(flat)
                     tries = int(fields.get("r", b"0")) + int(deliveries)
-                    job = Job(fields["i"].decode(), bytes(msgid).decode(),
-                              bytes(priority).decode(), fields, tries, aborted=bool(aborted))
-                    logger.info("task %s reclaimed from a stopped worker (try %d)",
-                                job.task_id, tries)
+                    job = Job(
+                        fields["i"].decode(),
+                        bytes(msgid).decode(),
+                        bytes(priority).decode(),
+                        fields,
+                        tries,
+                        aborted=bool(aborted),
+                    )
+                    logger.info(
+                        "task %s reclaimed from a stopped worker (try %d)", job.task_id, tries
+                    )
                     self._accept(job)
             await anyio.sleep(max(self.idle_timeout / 2, 0.05))

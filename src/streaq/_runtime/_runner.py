@@ -78,7 +78,14 @@ class Runner:
         created = int(job.fields.get("c", b"0"))
         enqueued = int(job.msgid.split("-", 1)[0]) if job.msgid else created
         record = ResultRecord(
-            job.fn_name, created, enqueued, kind, start, now_ms(), tries, self.worker.id,
+            job.fn_name,
+            created,
+            enqueued,
+            kind,
+            start,
+            now_ms(),
+            tries,
+            self.worker.id,
             msgspec.Raw(payload),
         )
         return encode(record)
@@ -109,15 +116,24 @@ class Runner:
             self.fail(job, StreaqCancelled("task aborted"))
             return
         if task is None:
-            self.fail(job, StreaqError(f"missing function {job.fn_name!r}: no task of that "
-                                       f"name is registered on worker {self.worker.id}"))
+            self.fail(
+                job,
+                StreaqError(
+                    f"missing function {job.fn_name!r}: no task of that "
+                    f"name is registered on worker {self.worker.id}"
+                ),
+            )
             return
         if task.max_tries and job.tries > task.max_tries:
             last = job.fields.get("le")
             job.tries = task.max_tries
-            exc = decode_exception(bytes(last)) if last else StreaqError(
-                f"task {job.task_id} reached max_tries={task.max_tries} "
-                "(its worker stopped while running it)"
+            exc = (
+                decode_exception(bytes(last))
+                if last
+                else StreaqError(
+                    f"task {job.task_id} reached max_tries={task.max_tries} "
+                    "(its worker stopped while running it)"
+                )
             )
             self.fail(job, exc)
             return
@@ -193,12 +209,18 @@ class Runner:
         try:
             payload = self.codec.encode_value(job.task_id, value)
         except Exception as e:
-            error = StreaqError(f"the return value of task {task.fn_name} cannot be serialized: {e}")
+            error = StreaqError(
+                f"the return value of task {task.fn_name} cannot be serialized: {e}"
+            )
             self._failed(job, task, error, start, unique)
             return
         kind = KIND_TUPLE if isinstance(value, tuple) else KIND_VALUE
-        job.outcome = ("r", self._record(job, kind, payload, start, job.tries),
-                       self._ttl(job), unique)
+        job.outcome = (
+            "r",
+            self._record(job, kind, payload, start, job.tries),
+            self._ttl(job),
+            unique,
+        )
         self.worker.counters["completed"] += 1
         if not task.silent:
             logger.info("task %s ■ %s ← %s", task.fn_name, job.task_id, _short(value))
@@ -220,12 +242,22 @@ class Runner:
             job.outcome = ("y", encode_fields(flat), run_at, unique)
             self.worker.counters["retried"] += 1
             if not task.silent:
-                logger.info("task %s ↻ %s retrying (try %d): %s",
-                            task.fn_name, job.task_id, job.tries, error)
+                logger.info(
+                    "task %s ↻ %s retrying (try %d): %s",
+                    task.fn_name,
+                    job.task_id,
+                    job.tries,
+                    error,
+                )
             return
         if not isinstance(error, StreaqCancelled) and not task.silent:
-            logger.error("task %s × %s failed: %r", task.fn_name, job.task_id, error,
-                         exc_info=error if not isinstance(error, StreaqError) else None)
+            logger.error(
+                "task %s × %s failed: %r",
+                task.fn_name,
+                job.task_id,
+                error,
+                exc_info=error if not isinstance(error, StreaqError) else None,
+            )
         self.fail(job, error, start, unique)
 
     def _retry_at(self, job: Job, error: BaseException) -> int:
