@@ -213,3 +213,35 @@ async def test_get_tasks_by_status(worker: Worker[Any], run_worker: RunWorker) -
                 await queued.result()
         done = await worker.get_tasks_by_status(TaskStatus.DONE)
         assert [r.task_id for r in done] == [queued.id]
+
+
+async def test_abort_prefetched_task(worker_factory: WorkerFactory, run_worker: RunWorker) -> None:
+    """A task claimed but not started yet (prefetched) is aborted without waiting its turn."""
+    worker = worker_factory(concurrency=1, prefetch=1)
+    started = anyio.Event()
+    release = anyio.Event()
+    ran: list[int] = []
+
+    @worker.task
+    async def slow(n: int) -> int:
+        ran.append(n)
+        started.set()
+        await release.wait()
+        return n
+
+    async with run_worker(worker):
+        with anyio.fail_after(10):
+            first = await slow.enqueue(1)
+            await started.wait()
+            second = await slow.enqueue(2)
+
+            async def claimed() -> bool:
+                return await second.status() == TaskStatus.RUNNING
+
+            await wait_until(claimed)
+            assert await second.abort(timeout=3) is True
+            rs = await second.result()
+            assert isinstance(rs.exception, StreaqCancelled)
+            release.set()
+            assert (await first.result()).result == 1
+    assert ran == [1]

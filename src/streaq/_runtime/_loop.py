@@ -26,6 +26,7 @@ from redis import exceptions as rex
 
 from .._codec import encode_fields
 from .._redis import Backoff
+from ..types import StreaqCancelled
 from ..utils import now_ms, to_seconds
 from ._reader import Reader
 from ._runner import Runner
@@ -85,6 +86,10 @@ async def _run_jobs(
 ) -> None:
     async with jobs, outcomes:
         async for job in jobs:
+            if job.outcome is not None:
+                # aborted while it waited in the channel; the listener recorded it already
+                continue
+            job.taken = True
             try:
                 await runner.run(job)
             finally:
@@ -140,14 +145,22 @@ async def _scheduler(state: WorkerState) -> None:
             await state.wake.wait()
 
 
-async def _listener(state: WorkerState, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+async def _listener(
+    state: WorkerState, runner: Runner, *, task_status: anyio.abc.TaskStatus[None]
+) -> None:
     keys = state.worker.keys
     async with state.client.redis.pubsub() as ps:
         await ps.subscribe(keys.abort_channel, keys.wake_channel)
         task_status.started()
         async for msg in ps:
             if msg.channel == keys.abort_channel.encode():
-                state.abort(msg.data.decode())
+                job = state.abort(msg.data.decode())
+                if job is not None:
+                    # claimed (prefetched) but not started: fail it now, not in its turn
+                    runner.fail(job, StreaqCancelled("task aborted"))
+                    state.decided(job)
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                        await _record(state, [job])
             else:
                 state.wake.set()
 
@@ -216,7 +229,7 @@ async def _serve(
     try:
         async with anyio.create_task_group() as outer:
             outer.start_soon(_lease_keeper, state, max(idle / 4, 0.05))
-            await outer.start(_listener, state)
+            await outer.start(_listener, state, runner)
             async with anyio.create_task_group() as finishing:
                 finishing.start_soon(_finisher, state, recv_out)
                 async with anyio.create_task_group() as runners:

@@ -30,6 +30,7 @@ class Job:
     tries: int
     aborted: bool = False
     started: bool = False
+    taken: bool = False
     lost: bool = False
     scope: anyio.CancelScope | None = None
     outcome: tuple[str, Any, Any, Any] | None = None
@@ -99,13 +100,21 @@ class WorkerState:
         """Begin a graceful shutdown."""
         self.stop_requested.set()
 
-    def abort(self, task_id: str) -> None:
-        """Cancel a job of this worker that an abort request names."""
+    def abort(self, task_id: str) -> Job | None:
+        """Cancel a job of this worker that an abort request names.
+
+        :return: the job when no runner has taken it yet (claimed, not started): its caller
+            fails it at once instead of leaving the abort waiting for the job's turn
+        """
         job = self.jobs.get(task_id)
-        if job is not None and job.outcome is None:
-            job.aborted = True
-            if job.scope is not None:
-                job.scope.cancel()
+        if job is None or job.outcome is not None:
+            return None
+        job.aborted = True
+        if job.scope is not None:
+            job.scope.cancel()
+        elif not job.taken:
+            return job
+        return None
 
     def running(self) -> int:
         """Jobs executing now."""
