@@ -28,6 +28,7 @@ from .._codec import encode_fields
 from .._redis import Backoff
 from ..types import StreaqCancelled
 from ..utils import now_ms, to_seconds
+from ._cron_fire import fire_cron_jobs
 from ._reader import Reader
 from ._runner import Runner
 from ._state import Job, WorkerState
@@ -243,6 +244,7 @@ async def _serve(
                         await duties.start(reader.run)
                         duties.start_soon(reader.reclaim_loop)
                         duties.start_soon(_scheduler, state)
+                        duties.start_soon(fire_cron_jobs, state)
                         if worker.handle_signals:
                             duties.start_soon(_signals, state)
                         logger.info(
