@@ -299,7 +299,10 @@ class _Reloader:
                 changed = sorted({os.path.relpath(path, root) for _, path in changes})
                 logger.info("detected changes in %s; restarting", ", ".join(changed))
                 self._restart()
-            return self._process.wait()
+            code = self._process.wait()
+            # a worker stopped by the signal we forwarded (e.g. before it could install its
+            # handler) ended as asked
+            return 0 if self._stop_event.is_set() and code < 0 else code
 
     def _restart(self) -> None:
         assert self._process is not None
