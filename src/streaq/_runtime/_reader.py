@@ -118,6 +118,18 @@ class Reader:
                 delay = backoff.next()
                 logger.warning("cannot read tasks (%s); retrying in %.1fs", e, delay)
                 await anyio.sleep(delay)
+            except rex.ResponseError as e:
+                if "NOGROUP" not in str(e):
+                    raise
+                await self._recreate_group(backoff)
+
+    async def _recreate_group(self, backoff: Backoff) -> None:
+        """The streams or their group vanished (a Redis restart without persistence)."""
+        logger.warning("the queue's consumer group is gone (Redis restarted?); recreating it")
+        try:
+            await self.state.client.prepare()
+        except _RECOVERABLE:
+            await anyio.sleep(backoff.next())
 
     async def _burst_done(self) -> bool:
         state = self.state
@@ -141,6 +153,10 @@ class Reader:
                     )
                 except _RECOVERABLE as e:
                     logger.warning("cannot reclaim tasks: %s", e)
+                    entries = []
+                except rex.ResponseError as e:
+                    if "NOGROUP" not in str(e):
+                        raise
                     entries = []
                 for priority, msgid, flat, deliveries, aborted in entries:
                     fields = parse_fields(flat)
