@@ -225,15 +225,18 @@ def test_reload_restarts_the_worker_on_python_changes(project: Path) -> None:
     def touched_and_restarted() -> bool:
         # rewrite until the watcher (started just after the child) has noticed a change
         (project / "module_changed.py").write_text(f"stamp = {time.monotonic()}\n")
-        return len(markers(project, "started")) == 2
+        return len(markers(project, "started")) >= 2
 
-    deadline = time.monotonic() + DEADLINE
-    while not touched_and_restarted():
-        assert time.monotonic() < deadline, "timed out waiting for a restart"
-        time.sleep(0.5)
-    assert len(markers(project, "term")) >= 1
-    process.send_signal(signal.SIGTERM)
-    code, stderr = finish(process)
+    # the watcher can take seconds to start on a loaded machine: allow it twice the usual time
+    deadline = time.monotonic() + 2 * DEADLINE
+    try:
+        while not touched_and_restarted():
+            assert time.monotonic() < deadline, "timed out waiting for a restart"
+            time.sleep(0.5)
+        assert len(markers(project, "term")) >= 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code, stderr = finish(process)
     assert code == 0, stderr
     # every worker the reloader started was stopped with SIGTERM (a late rewrite may have
     # caused one more restart, so count rather than expect exactly two)
