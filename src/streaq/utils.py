@@ -103,10 +103,17 @@ class _TimezoneFormatter(logging.Formatter):
     def __init__(self, fmt: str, datefmt: str, tz: tzinfo) -> None:
         super().__init__(fmt=fmt, datefmt=datefmt)
         self.tz = tz
+        # a worker logs two lines per task: render each second's timestamp once
+        self._cached: tuple[int, str | None, str] = (-1, None, "")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        moment = datetime.fromtimestamp(record.created, tz=self.tz)
-        return moment.strftime(datefmt or LOG_DATE_FORMAT)
+        second = int(record.created)
+        cached_second, cached_fmt, text = self._cached
+        if second != cached_second or datefmt != cached_fmt:
+            moment = datetime.fromtimestamp(second, tz=self.tz)
+            text = moment.strftime(datefmt or LOG_DATE_FORMAT)
+            self._cached = (second, datefmt, text)
+        return text
 
 
 def default_log_config(tz: tzinfo, verbose: bool) -> dict[str, Any]:
