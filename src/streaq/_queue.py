@@ -202,6 +202,15 @@ class QueueClient:
             return False
         return not res.success and isinstance(res._result, StreaqCancelled)
 
+    async def unschedule(self, task_id: str) -> bool:
+        """Stop a scheduled task (delayed, waiting, or repeating on a crontab, even mid-run).
+
+        It ends with a ``StreaqCancelled`` result and never runs again.
+
+        :return: ``True`` when the task was scheduled, ``False`` otherwise
+        """
+        return bool(await self.functions.call("unschedule", [task_id, now_ms()]))
+
     async def info(self, task_id: str) -> TaskInfo | None:
         """Facts about an unfinished task, or ``None``."""
         raw = await self.functions.info(task_id)

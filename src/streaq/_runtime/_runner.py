@@ -30,6 +30,7 @@ from .._codec import (
     encode_exception,
     encode_fields,
 )
+from .._cron import CronSchedule
 from ..task import AnyRegisteredTask, AsyncRegisteredTask, _current_context
 from ..types import StreaqCancelled, StreaqError, StreaqRetry
 from ..utils import now_ms, to_ms, to_seconds
@@ -106,7 +107,35 @@ class Runner:
         self.worker.counters["relinquished"] += 1
 
     async def run(self, job: Job) -> None:
-        """Execute ``job`` and set its outcome."""
+        """Execute ``job`` and set its outcome (a repeating task's result also re-places it)."""
+        await self._run(job)
+        self.repeat(job)
+
+    def repeat(self, job: Job) -> None:
+        """Turn the result of a crontab-scheduled task into a result plus its next run.
+
+        The task keeps its id; its tries and last error start afresh. An aborted task, or one whose
+        function this worker does not know, is not repeated.
+        """
+        tab = job.fields.get("cr")
+        outcome = job.outcome
+        if not tab or outcome is None or outcome[0] != "r" or job.aborted:
+            return
+        task = self.worker.registry.get(job.fn_name)
+        if task is None:
+            return
+        now = now_ms()
+        run_at = CronSchedule(tab.decode(), self.worker.tz).next_fire_ms(now)
+        fields = {k: v for k, v in job.fields.items() if k not in ("r", "le")}
+        if task.expire is not None:
+            fields["x"] = str(run_at + (to_ms(task.expire) or 0)).encode()
+        flat: list[Any] = []
+        for key, val in fields.items():
+            flat += [key, val]
+        _, record, ttl, unique = outcome
+        job.outcome = ("c", record, encode_fields([ttl, run_at, flat]), unique)
+
+    async def _run(self, job: Job) -> None:
         state = self.state
         if state.stopping:
             self.hand_back(job)

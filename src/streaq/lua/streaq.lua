@@ -5,7 +5,9 @@ streaq's server-side library: every multi-key state change of a queue is one cal
 All keys of a queue share the prefix KEYS[1] = "streaq:{<queue>}:" (one cluster slot):
   s:<priority>   stream of queued tasks, consumer group "g"; entry fields i=id f=fn d=payload
                  c=created ms l=ttl ms, optional r=tries so far, le=last error, x=expire deadline,
-                 pk/pv/pi=result kind/payload/id of the parent feeding a `then` link, cr=crontab
+                 pk/pv/pi=result kind/payload/id of the parent feeding a `then` link (copied to
+                 the link's `otherwise` fallbacks too, which run with the link's arguments),
+                 cr=crontab of a repeating task (re-placed after every finish, same id)
   t              hash id -> msgpack {state, priority, msgid | fields, run_at}; state q (in a stream),
                  d (delayed), w (waiting for dependencies), u (waiting for a unique lock)
   r:<id>         result record (string, TTL from the task's ttl)
@@ -118,6 +120,39 @@ local function place(p, id, prio, fields, run_at, now)
   end
 end
 
+-- a `then` link got its parent's result: its pending `otherwise` fallbacks (transitively) run
+-- with the link's arguments, so they get the same parent value
+local function pass_to_fallbacks(p, id, kind, payload, parent)
+  local stack = {id}
+  while #stack > 0 do
+    local cur = table.remove(stack)
+    for _, fb in ipairs(redis.call('SMEMBERS', p .. 'dn:' .. cur)) do
+      local raw = redis.call('HGET', tasks_key(p), fb)
+      if raw then
+        local st = cmsgpack.unpack(raw)
+        local fields = st[3]
+        if st[1] == 'w' and field(fields, 'k') == 'o' then
+          set_field(fields, 'pk', kind)
+          set_field(fields, 'pv', payload)
+          set_field(fields, 'pi', parent)
+          redis.call('HSET', tasks_key(p), fb, cmsgpack.pack({'w', st[2], fields, st[4] or 0}))
+          stack[#stack + 1] = fb
+        end
+      end
+    end
+  end
+end
+
+-- the fields of an unfinished task (from its stream entry when queued)
+local function task_fields(p, st)
+  if st[1] == 'q' then
+    local entries = redis.call('XRANGE', stream_key(p, st[2]), st[3], st[3])
+    if entries[1] then return entries[1][2] end
+    return {}
+  end
+  return st[3]
+end
+
 local resolve_dependents
 
 -- write a failed result decided here (abort, failed dependency) and cascade to dependents
@@ -162,6 +197,7 @@ resolve_dependents = function(p, now, worklist, published)
             set_field(fields, 'pk', kind)
             set_field(fields, 'pv', payload)
             set_field(fields, 'pi', parent)
+            pass_to_fallbacks(p, child, kind, payload, parent)
           end
           local dp = p .. 'dp:' .. child
           redis.call('SREM', dp, parent)
@@ -228,8 +264,18 @@ local function enqueue(keys, args)
       local failed_dep = nil
       local link = field(fields, 'k')
       for _, dep in ipairs(deps) do
-        if redis.call('HEXISTS', tasks_key(p), dep) == 1 then
+        local dep_raw = redis.call('HGET', tasks_key(p), dep)
+        if dep_raw then
           waiting = waiting + 1
+          if link == 'o' then
+            -- a fallback runs with its task's arguments, parent value included
+            local dep_fields = task_fields(p, cmsgpack.unpack(dep_raw))
+            local pk = field(dep_fields, 'pk')
+            if pk then
+              set_field(fields, 'pk', pk); set_field(fields, 'pv', field(dep_fields, 'pv'))
+              set_field(fields, 'pi', field(dep_fields, 'pi'))
+            end
+          end
           redis.call('SADD', p .. 'dp:' .. id, dep)
           redis.call('SADD', p .. 'dn:' .. dep, id)
           redis.call('SADD', p .. 'hd', dep)
@@ -269,8 +315,12 @@ end
 --[[ finish(KEYS[1]=prefix; ARGV: worker, now, then groups of 7:
   id, priority, msgid, outcome, a, b, c
 outcome 'r' (result): a = record, b = ttl ms (-1 keep, 0 publish only), c = unique fn or ''
+outcome 'c' (result of a repeating task, which runs again): a = record,
+                      b = msgpack [ttl ms, next run_at, fields], c = unique fn or ''
 outcome 'y' (retry):  a = msgpack fields, b = run_at, c = unique fn or ''
 outcome 'h' (hand back for immediate redelivery): a = msgpack fields, b, c unused
+A task asked to abort (in `ab`) is not retried, handed back or repeated: it ends with a
+StreaqCancelled result instead (or the result it reached).
 Returns the number of results written. ]]
 local function finish(keys, args)
   local p = keys[1]
@@ -279,6 +329,8 @@ local function finish(keys, args)
   local done_ids = {}
   local published = {}
   local worklist = {}
+  local repeats = {}
+  local cancelled = {}
   local written = 0
   for n = 3, #args, 7 do
     local id, prio, msgid, outcome = args[n], args[n + 1], args[n + 2], args[n + 3]
@@ -287,14 +339,29 @@ local function finish(keys, args)
       acks[prio] = acks[prio] or {}
       table.insert(acks[prio], msgid)
     end
+    if outcome ~= 'r' and redis.call('SISMEMBER', p .. 'ab', id) == 1 then
+      if outcome == 'c' then
+        b = cmsgpack.unpack(b)[1]
+        outcome = 'r'
+      else
+        cancelled[#cancelled + 1] = {id, cmsgpack.unpack(a)}
+        outcome = 'x'
+      end
+    end
     if outcome == 'r' then
       store_result(p, id, a, b, published)
       done_ids[#done_ids + 1] = id
       written = written + 1
+    elseif outcome == 'c' then
+      local spec = cmsgpack.unpack(b)
+      store_result(p, id, a, spec[1], published)
+      done_ids[#done_ids + 1] = id
+      repeats[#repeats + 1] = {id, prio, spec[3], tonumber(spec[2])}
+      written = written + 1
     elseif outcome == 'y' then
       local fields = cmsgpack.unpack(a)
       place(p, id, prio, fields, tonumber(b), now)
-    else
+    elseif outcome == 'h' then
       local fields = cmsgpack.unpack(a)
       place(p, id, prio, fields, 0, now)
     end
@@ -333,7 +400,16 @@ local function finish(keys, args)
         end
       end
     end
-    resolve_dependents(p, now, worklist, published)
+  end
+  for _, item in ipairs(cancelled) do
+    redis.call('SREM', p .. 'ab', item[1])
+    fail_task(p, item[1], item[2], failure_payload('StreaqCancelled', 'task aborted'), now,
+      published, worklist)
+    written = written + 1
+  end
+  resolve_dependents(p, now, worklist, published)
+  for _, item in ipairs(repeats) do
+    place(p, item[1], item[2], item[3], item[4], now)
   end
   publish(p, published)
   return written
@@ -383,17 +459,13 @@ local function is_pending(p, prio, msgid)
   return pending[1] ~= nil
 end
 
---[[ abort(KEYS[1]=prefix; ARGV: id, now)
-Returns 0 finished already, -1 unknown, 1 aborted here (result written), 2 running: abort requested. ]]
-local function abort(keys, args)
-  local p = keys[1]
-  local id, now = args[1], tonumber(args[2])
-  if redis.call('EXISTS', p .. 'r:' .. id) == 1 then return 0 end
-  local raw = redis.call('HGET', tasks_key(p), id)
-  if not raw then return -1 end
-  local st = cmsgpack.unpack(raw)
+-- abort the unfinished task id (index entry st): 1 aborted here (result written), 2 running
+-- (abort requested), -1 gone
+local function abort_task(p, id, st, now)
   if st[1] == 'q' and is_pending(p, st[2], st[3]) then
     redis.call('SADD', p .. 'ab', id)
+    -- a repeating task's previous result must not answer those waiting for this run's end
+    redis.call('DEL', p .. 'r:' .. id)
     redis.call('PUBLISH', p .. 'abort', id)
     return 2
   end
@@ -407,13 +479,43 @@ local function abort(keys, args)
   return 1
 end
 
+--[[ abort(KEYS[1]=prefix; ARGV: id, now)
+Returns 0 finished already, -1 unknown, 1 aborted here (result written), 2 running: abort requested. ]]
+local function abort(keys, args)
+  local p = keys[1]
+  local id, now = args[1], tonumber(args[2])
+  -- the index first: a repeating task has a result and an index entry between runs
+  local raw = redis.call('HGET', tasks_key(p), id)
+  if not raw then
+    if redis.call('EXISTS', p .. 'r:' .. id) == 1 then return 0 end
+    return -1
+  end
+  return abort_task(p, id, cmsgpack.unpack(raw), now)
+end
+
+--[[ unschedule(KEYS[1]=prefix; ARGV: id, now)
+Stops a scheduled task (delayed, waiting on dependencies, or repeating on a crontab in any state):
+it ends with a StreaqCancelled result and does not run again. Returns 1 when it was scheduled. ]]
+local function unschedule(keys, args)
+  local p = keys[1]
+  local id, now = args[1], tonumber(args[2])
+  local raw = redis.call('HGET', tasks_key(p), id)
+  if not raw then return 0 end
+  local st = cmsgpack.unpack(raw)
+  if st[1] ~= 'd' and st[1] ~= 'w' and not field(task_fields(p, st), 'cr') then return 0 end
+  if abort_task(p, id, st, now) > 0 then return 1 end
+  return 0
+end
+
 --[[ status(KEYS[1]=prefix; ARGV: id) -> 'done' | 'running' | 'queued' | 'scheduled' | 'missing' ]]
 local function status(keys, args)
   local p = keys[1]
   local id = args[1]
-  if redis.call('EXISTS', p .. 'r:' .. id) == 1 then return 'done' end
   local raw = redis.call('HGET', tasks_key(p), id)
-  if not raw then return 'missing' end
+  if not raw then
+    if redis.call('EXISTS', p .. 'r:' .. id) == 1 then return 'done' end
+    return 'missing'
+  end
   local st = cmsgpack.unpack(raw)
   if st[1] == 'q' then
     if is_pending(p, st[2], st[3]) then return 'running' end
@@ -544,6 +646,7 @@ redis.register_function('__PREFIX__enqueue', enqueue)
 redis.register_function('__PREFIX__finish', finish)
 redis.register_function('__PREFIX__unique', unique)
 redis.register_function('__PREFIX__abort', abort)
+redis.register_function('__PREFIX__unschedule', unschedule)
 redis.register_function{function_name = '__PREFIX__status', callback = status, flags = {'no-writes'}}
 redis.register_function{function_name = '__PREFIX__info', callback = info, flags = {'no-writes'}}
 redis.register_function('__PREFIX__promote', promote)
