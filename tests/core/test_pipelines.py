@@ -60,7 +60,7 @@ async def test_fallback_of_then_link_gets_parent_result(
             assert (await fine.result()).result == 2
             # two fallbacks in a row: both run with the link's arguments, parent value included
             first: Task[Any, Any] = double.enqueue(4).then(picky, limit=1).otherwise(explode)
-            twice = await first.otherwise(rescue)
+            twice: Task[Any, Any] = await first.otherwise(rescue)
             assert (await twice.result()).result == -9
     assert ("rescue", (6, 5)) in calls
     assert ("rescue", (2, 5)) not in calls
@@ -170,6 +170,7 @@ async def test_tasks_by_status_exact_limits(
 ) -> None:
     worker = worker_factory(concurrency=3, prefetch=0, priorities=["low", "high"])
     release = anyio.Event()
+    three = anyio.Event()
     started: list[int] = []
 
     @worker.task
@@ -179,6 +180,8 @@ async def test_tasks_by_status_exact_limits(
     @worker.task
     async def block(n: int) -> int:
         started.append(n)
+        if len(started) == 3:
+            three.set()
         await release.wait()
         return n
 
@@ -213,8 +216,7 @@ async def test_tasks_by_status_exact_limits(
                 assert done == all_queued
                 assert len(await ids(TaskStatus.DONE, 111)) == 111
                 blocked = [await block.enqueue(n) for n in range(5)]
-                while len(started) < 3:
-                    await anyio.sleep(0.01)
+                await three.wait()
                 running = await ids(TaskStatus.RUNNING, 1000)
                 assert len(running) == 3
                 assert running <= {t.id for t in blocked}
