@@ -74,6 +74,14 @@ def codegen(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHONS[0], default=False)
+def pyright(session: nox.Session) -> None:
+    """pyright on the chain type tests (a second opinion, not a gate: mypy --strict is)."""
+    _install(session, extras="trio")
+    session.install("pyright")
+    session.run("pyright", "tests/typing")
+
+
+@nox.session(python=PYTHONS[0], default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks against peers measured in the same run (see benchmarks/README.md)."""
     _install(session, "bench", extras="trio,uvloop")
