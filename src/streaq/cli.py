@@ -1,4 +1,4 @@
-"""The ``streaq`` command line: ``streaq run``, ``streaq web`` and ``streaq --version``.
+"""The ``streaq`` command line: ``streaq run``, ``info``, ``web`` and ``streaq --version``.
 
 Process model of ``streaq run module:worker``:
 
@@ -10,6 +10,13 @@ Process model of ``streaq run module:worker``:
 - ``--reload``: this process is a *reloader*. It runs the same command without ``--reload`` as
   a child and restarts it whenever a ``.py`` file under the working directory changes.
 
+``streaq run --metrics-port P`` serves Prometheus metrics (``streaq[prometheus]``) from each worker
+process; with ``--workers N`` child *i* (1-based) listens on ``P + i - 1``, because Prometheus
+scrapes each process separately and N processes cannot share one port.
+
+``streaq info module:worker [--json]`` prints a snapshot of the worker's queue (see
+``streaq._inspect``): it reads Redis only and never runs or prepares the queue.
+
 Children run in their own process group, so a Ctrl-C at the terminal reaches only the parent,
 which forwards it once: a worker must not see the same interrupt twice (a second signal may
 mean "stop now" to it).
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import logging.config
 import os
@@ -66,6 +74,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {value}")
+    return value
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streaq", description="Distributed task queue on Redis streams."
@@ -80,6 +95,16 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     run.add_argument("--reload", action="store_true", help="restart on .py file changes")
     run.add_argument("--verbose", "-v", action="store_true", help="log at DEBUG level")
+    run.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port (N workers: PORT..PORT+N-1)",
+    )
+    info = commands.add_parser("info", help="show the state of a worker's queue")
+    info.add_argument("worker_path", metavar="module:worker", help="where the Worker object is")
+    info.add_argument("--json", action="store_true", help="print JSON instead of tables")
     commands.add_parser("web", help="monitoring web UI (not available yet)", add_help=False)
     return parser
 
@@ -97,17 +122,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "info":
+        return _info(args.worker_path, as_json=args.json)
     if args.reload:
         _configure_cli_logging(args.verbose)
-        return _Reloader(_child_command(args, workers=args.workers)).run()
+        return _Reloader(_child_command(args, workers=args.workers, port=args.metrics_port)).run()
     if args.workers > 1:
         _configure_cli_logging(args.verbose)
-        return _Supervisor(_child_command(args, workers=1), args.workers).run()
-    return _run_worker(args.worker_path, burst=args.burst, verbose=args.verbose)
+        port = args.metrics_port
+        commands = [
+            _child_command(args, workers=1, port=None if port is None else port + n)
+            for n in range(args.workers)
+        ]
+        return _Supervisor(commands).run()
+    return _run_worker(
+        args.worker_path, burst=args.burst, verbose=args.verbose, metrics_port=args.metrics_port
+    )
 
 
-def _run_worker(worker_path: str, *, burst: bool, verbose: bool) -> int:
-    """Import the worker and run it in this process."""
+def _import_worker(worker_path: str) -> Any:
+    """The object at ``worker_path``; ``str`` (the message) when it is missing or no worker."""
     # like other task-queue CLIs: modules next to where the command runs are importable
     cwd = os.getcwd()
     if cwd not in sys.path:
@@ -115,12 +149,59 @@ def _run_worker(worker_path: str, *, burst: bool, verbose: bool) -> int:
     try:
         worker: Any = import_string(worker_path)
     except ImportError as exc:
-        return _error(str(exc))
+        return str(exc)
     if not callable(getattr(worker, "run_sync", None)):
-        return _error(f"{worker_path!r} is not a streaq Worker (it has no run_sync())")
+        return f"{worker_path!r} is not a streaq Worker (it has no run_sync())"
+    return worker
+
+
+def _info(worker_path: str, *, as_json: bool) -> int:
+    """Print a snapshot of the queue of the worker at ``worker_path``."""
+    import anyio
+    from redis.exceptions import RedisError
+
+    from ._inspect import inspect_worker, render_snapshot
+
+    worker = _import_worker(worker_path)
+    if isinstance(worker, str):
+        return _error(worker)
+    try:
+        found = anyio.run(
+            inspect_worker,
+            worker,
+            backend=worker.anyio_backend,
+            backend_options=worker.anyio_kwargs,
+        )
+    except (RedisError, OSError) as exc:
+        return _error(f"cannot read queue {worker.queue_name!r}: {exc}")
+    if as_json:
+        print(json.dumps(found.to_json(), indent=2))
+    else:
+        print(render_snapshot(found, worker.tz))
+    return 0
+
+
+def _run_worker(
+    worker_path: str, *, burst: bool, verbose: bool, metrics_port: int | None = None
+) -> int:
+    """Import the worker and run it in this process."""
+    worker = _import_worker(worker_path)
+    if isinstance(worker, str):
+        return _error(worker)
     logging.config.dictConfig(default_log_config(worker.tz, verbose))
     if burst:
         worker.burst = True
+    if metrics_port is not None:
+        try:
+            from .contrib.prometheus import serve_metrics
+        except ImportError:
+            return _error(
+                "--metrics-port needs prometheus_client: pip install 'streaq[prometheus]'"
+            )
+        try:
+            serve_metrics(worker, metrics_port)
+        except OSError as exc:
+            return _error(f"cannot serve metrics on port {metrics_port}: {exc}")
     try:
         worker.run_sync()
     except KeyboardInterrupt:
@@ -129,8 +210,10 @@ def _run_worker(worker_path: str, *, burst: bool, verbose: bool) -> int:
     return 0
 
 
-def _child_command(args: argparse.Namespace, *, workers: int) -> list[str]:
+def _child_command(args: argparse.Namespace, *, workers: int, port: int | None) -> list[str]:
     command = [sys.executable, "-m", "streaq", "run", args.worker_path, "--workers", str(workers)]
+    if port is not None:
+        command += ["--metrics-port", str(port)]
     if args.burst:
         command.append("--burst")
     if args.verbose:
@@ -186,6 +269,7 @@ class _Slot:
     """One of the supervisor's N worker processes, across its restarts."""
 
     index: int
+    command: list[str]
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     failures: int = 0
@@ -195,11 +279,10 @@ class _Slot:
 
 
 class _Supervisor:
-    """Run N copies of a worker command until they exit or a signal stops them."""
+    """Run worker commands (one per slot) until they exit or a signal stops them."""
 
-    def __init__(self, command: list[str], count: int) -> None:
-        self._command = command
-        self._slots = [_Slot(index) for index in range(1, count + 1)]
+    def __init__(self, commands: list[list[str]]) -> None:
+        self._slots = [_Slot(index, command) for index, command in enumerate(commands, start=1)]
         self._stopping = False
         self._gave_up = False
 
@@ -223,7 +306,7 @@ class _Supervisor:
     def _start(self, slot: _Slot) -> None:
         slot.restart_at = None
         slot.started_at = time.monotonic()
-        slot.process = _spawn(self._command)
+        slot.process = _spawn(slot.command)
         logger.debug("worker process %d started (pid %d)", slot.index, slot.process.pid)
 
     def _exited(self, slot: _Slot, code: int, now: float) -> None:

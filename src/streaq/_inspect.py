@@ -1,0 +1,324 @@
+"""A snapshot of a queue's state for operators: ``streaq info`` and the Prometheus exporter.
+
+Everything is read straight from the queue's keys (layout: the header of ``lua/streaq.lua``) in
+two round trips and nothing is written, so inspecting a busy production queue is safe:
+
+1. per priority ``XLEN`` and ``XINFO GROUPS`` of its stream; ``ZCARD`` of the delayed set;
+   ``HLEN`` of the task index; the ``workers`` heartbeat hash; the server's ``TIME``;
+2. per priority, the oldest entry the consumer group has not delivered yet (``XRANGE`` from just
+   after the group's ``last-delivered-id``).
+
+How the numbers are derived, and why:
+
+- A message leaves its stream only in the call that records its result (``XACK`` + ``XDEL``), so
+  a stream's length is queued + running, and ``running`` is the group's pending count (claimed
+  by a worker, including prefetched messages not started yet); ``queued = XLEN - pending``.
+- ``lag`` is the age of the oldest message no worker has claimed yet, from its entry id's
+  timestamp (ids are the server's clock at ``XADD``; a handed-back or promoted task is added
+  anew, so its lag counts from then). ``None`` when nothing waits. Ages use the server's
+  ``TIME`` so a skewed client clock does not distort them.
+- ``waiting`` is the rest of the task index: tasks waiting for dependencies (``after=``) or for a
+  ``unique`` lock.
+- A worker is *alive* when its last heartbeat is younger than ``idle_timeout``. Heartbeats come
+  every ``idle_timeout / 4``, and ``idle_timeout`` is exactly when other workers take over a
+  silent worker's tasks, so "alive" here agrees with the queue's own notion of a dead worker.
+  Entries of workers that stopped stay in the hash and are shown as not alive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import tzinfo
+from typing import TYPE_CHECKING, Any
+
+from ._cron import CronSchedule
+from ._keys import GROUP, QueueKeys
+from .utils import to_ms
+
+if TYPE_CHECKING:
+    from ._redis import RedisClient
+    from .task import AnyRegisteredTask
+    from .worker import Worker
+
+__all__ = [
+    "CronInfo",
+    "PriorityInfo",
+    "QueueSnapshot",
+    "WorkerBeat",
+    "cron_infos",
+    "inspect_worker",
+    "render_snapshot",
+    "snapshot",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityInfo:
+    """One priority's stream.
+
+    :param name: the priority's name
+    :param queued: messages no worker has claimed yet
+    :param running: messages claimed by a worker (running, or prefetched and about to run)
+    :param lag_ms: age of the oldest unclaimed message in ms, ``None`` when none waits
+    """
+
+    name: str
+    queued: int
+    running: int
+    lag_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerBeat:
+    """A worker's last heartbeat.
+
+    :param id: the worker's id
+    :param last_beat_ms: time of its last heartbeat (ms since the epoch)
+    :param age_ms: how long ago that was
+    :param alive: whether the beat is younger than ``idle_timeout``
+    """
+
+    id: str
+    last_beat_ms: int
+    age_ms: int
+    alive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CronInfo:
+    """A registered cron job and its next firing.
+
+    :param name: the job's registered name
+    :param crontab: its crontab expression
+    :param next_fire_ms: its next firing after the snapshot's time (ms since the epoch)
+    """
+
+    name: str
+    crontab: str
+    next_fire_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSnapshot:
+    """What ``streaq info`` shows: a queue's state at one moment.
+
+    :param queue_name: the queue's name
+    :param now_ms: the server's time when the snapshot was taken
+    :param priorities: one entry per priority, lowest first
+    :param delayed: tasks scheduled for later (delays, schedules, retries waiting their delay)
+    :param waiting: tasks waiting for dependencies or for a unique lock
+    :param workers: heartbeats of the workers that ever served the queue, newest first
+    :param crons: registered cron jobs with their next firing, soonest first
+    """
+
+    queue_name: str
+    now_ms: int
+    priorities: list[PriorityInfo]
+    delayed: int
+    waiting: int
+    workers: list[WorkerBeat]
+    crons: list[CronInfo] = field(default_factory=list)
+
+    @property
+    def queued(self) -> int:
+        """Unclaimed messages over all priorities."""
+        return sum(p.queued for p in self.priorities)
+
+    @property
+    def running(self) -> int:
+        """Claimed messages over all priorities."""
+        return sum(p.running for p in self.priorities)
+
+    @property
+    def lag_ms(self) -> int | None:
+        """The largest lag over all priorities."""
+        lags = [p.lag_ms for p in self.priorities if p.lag_ms is not None]
+        return max(lags) if lags else None
+
+    @property
+    def workers_alive(self) -> int:
+        """Workers whose last heartbeat is recent enough."""
+        return sum(w.alive for w in self.workers)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict: the fields plus the totals (``queued``, ``running``, ...)."""
+        data = asdict(self)
+        data.update(
+            queued=self.queued,
+            running=self.running,
+            lag_ms=self.lag_ms,
+            workers_alive=self.workers_alive,
+        )
+        return data
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes | bytearray) else str(value)
+
+
+def _mapping(reply: Any) -> Mapping[Any, Any]:
+    """A RESP3 map as it is, a RESP2 flat list as a dict."""
+    if isinstance(reply, Mapping):
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
+def _group(reply: Any) -> Mapping[bytes, Any] | None:
+    if isinstance(reply, Exception):
+        # the stream does not exist yet: nobody prepared the queue, so it is empty
+        return None
+    for entry in reply:
+        info = _mapping(entry)
+        if _text(info.get(b"name", b"")) == GROUP:
+            return info
+    return None
+
+
+def _entry_ms(entry_id: Any) -> int:
+    return int(_text(entry_id).split("-", 1)[0])
+
+
+def cron_infos(registry: Iterable[AnyRegisteredTask], tz: tzinfo, now_ms: int) -> list[CronInfo]:
+    """Next firings of the cron jobs among ``registry``, soonest first."""
+    crons = [
+        CronInfo(task.fn_name, task.crontab, CronSchedule(task.crontab, tz).next_fire_ms(now_ms))
+        for task in registry
+        if task.crontab
+    ]
+    return sorted(crons, key=lambda c: (c.next_fire_ms, c.name))
+
+
+async def snapshot(
+    redis: RedisClient,
+    keys: QueueKeys,
+    priorities: Sequence[str],
+    *,
+    idle_timeout_ms: int,
+) -> QueueSnapshot:
+    """Read a queue's state (two round trips, no writes); see the module docstring.
+
+    :param redis: a connected client
+    :param keys: the queue's keys
+    :param priorities: its priority names, lowest first
+    :param idle_timeout_ms: a worker whose last beat is older than this is not alive
+    :return: the snapshot, without cron jobs (they live in the worker's registry, not in Redis)
+    :raises redis.exceptions.RedisError: when Redis cannot be read
+    """
+    prefix = keys.prefix
+    commands: list[list[str]] = [["TIME"], ["ZCARD", prefix + "z"], ["HLEN", prefix + "t"]]
+    commands.append(["HGETALL", keys.workers])
+    for priority in priorities:
+        commands += [["XLEN", keys.stream(priority)], ["XINFO", "GROUPS", keys.stream(priority)]]
+    replies = await redis.pipeline(commands, raise_on_error=False)
+    for reply in replies[:4]:
+        if isinstance(reply, Exception):
+            raise reply
+    seconds, micros = (int(_text(part)) for part in replies[0])
+    now = seconds * 1000 + micros // 1000
+    delayed, indexed = int(replies[1]), int(replies[2])
+
+    lengths: list[tuple[str, int, int]] = []
+    oldest: list[list[str]] = []
+    for n, priority in enumerate(priorities):
+        length = replies[4 + 2 * n]
+        group = _group(replies[5 + 2 * n])
+        length = 0 if isinstance(length, Exception) else int(length)
+        pending = int(group.get(b"pending", 0)) if group is not None else 0
+        lengths.append((priority, length, pending))
+        last = _text(group.get(b"last-delivered-id", b"0-0")) if group is not None else "0-0"
+        # "(" makes the start exclusive: the first entry the group has not delivered
+        oldest.append(["XRANGE", keys.stream(priority), f"({last}", "+", "COUNT", "1"])
+    firsts = await redis.pipeline(oldest, raise_on_error=False)
+
+    infos: list[PriorityInfo] = []
+    for (priority, length, pending), first in zip(lengths, firsts, strict=True):
+        lag = None
+        if first and not isinstance(first, Exception):
+            lag = max(0, now - _entry_ms(first[0][0]))
+        infos.append(PriorityInfo(priority, max(0, length - pending), pending, lag))
+
+    beats = [
+        (_text(wid), int(_text(ms))) for wid, ms in _mapping(replies[3]).items() if ms is not None
+    ]
+    workers = [
+        WorkerBeat(wid, ms, max(0, now - ms), now - ms < idle_timeout_ms)
+        for wid, ms in sorted(beats, key=lambda b: (-b[1], b[0]))
+    ]
+    in_streams = sum(length for _, length, _ in lengths)
+    # the index holds every unfinished task once: in a stream (q), delayed (d), or waiting (w, u)
+    waiting = max(0, indexed - in_streams - delayed)
+    return QueueSnapshot(keys.queue_name, now, infos, delayed, waiting, workers)
+
+
+async def inspect_worker(worker: Worker[Any]) -> QueueSnapshot:
+    """Snapshot the queue of ``worker``, with its cron jobs, on a connection of its own.
+
+    The worker is not entered (``async with worker:`` would prepare the queue, a write), so this
+    works the same whether or not the worker runs in this process.
+
+    :param worker: the worker whose queue to read
+    :return: the snapshot
+    :raises redis.exceptions.RedisError: when Redis cannot be read
+    """
+    from ._redis import open_client
+
+    idle_ms = to_ms(worker.idle_timeout) or 60_000
+    async with open_client(worker.redis_url, **worker.redis_kwargs) as redis:
+        found = await snapshot(redis, worker.keys, worker.priorities, idle_timeout_ms=idle_ms)
+    return replace(found, crons=cron_infos(worker.registry.values(), worker.tz, found.now_ms))
+
+
+def _age(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f}m"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    # the first column is text (left-aligned), the others are numbers or short words
+    widths = [max(len(row[n]) for row in [header, *rows]) for n in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = [row[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
+        lines.append("  " + "  ".join(cells).rstrip())
+    return lines
+
+
+def render_snapshot(found: QueueSnapshot, tz: tzinfo) -> str:
+    """The human form of ``streaq info``: tables of priorities, workers and cron jobs.
+
+    :param found: the snapshot
+    :param tz: time zone of the times shown (the worker's)
+    :return: the text, without a trailing newline
+    """
+    from datetime import datetime
+
+    def when(ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+    lines = [f"queue {found.queue_name} at {when(found.now_ms)}", ""]
+    rows = [[p.name, str(p.queued), str(p.running), _age(p.lag_ms)] for p in found.priorities]
+    rows.append(["total", str(found.queued), str(found.running), _age(found.lag_ms)])
+    lines += _table(["priority", "queued", "running", "lag"], rows)
+    lines += ["", f"delayed {found.delayed}, waiting for dependencies or a lock {found.waiting}"]
+    lines += ["", f"workers alive: {found.workers_alive} of {len(found.workers)} seen"]
+    if found.workers:
+        beats = [
+            [w.id, when(w.last_beat_ms), _age(w.age_ms), "yes" if w.alive else "no"]
+            for w in found.workers
+        ]
+        lines += _table(["worker", "last beat", "ago", "alive"], beats)
+    lines += ["", f"cron jobs: {len(found.crons)}"]
+    if found.crons:
+        jobs = [[c.name, c.crontab, when(c.next_fire_ms)] for c in found.crons]
+        lines += _table(["name", "crontab", "next firing"], jobs)
+    return "\n".join(lines)
