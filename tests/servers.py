@@ -9,6 +9,13 @@ password when it has one), within a deadline. :meth:`RedisServer.restart` stops 
 again on the *same* port, which is what reconnect tests need. :class:`ServerFactory` (behind the
 ``redis_server`` fixture) creates servers and kills every one of them in teardown, whatever the test
 did. TLS servers get certificates from a throwaway CA made with ``trustme``.
+
+Topologies for the Sentinel and Cluster tests are built from the same processes:
+:class:`SentinelTopology` (one master, two replicas, three sentinels -- ``redis-server
+--sentinel`` with a generated config -- with a short ``down-after-milliseconds`` so failovers take
+seconds) and :class:`ClusterTopology` (masters, optionally replicas, joined with ``redis-cli
+--cluster create``). Both wait until the topology is really usable (replicas in sync, sentinels
+aware of each other; ``cluster_state:ok`` everywhere) and kill every process in :meth:`stop`.
 """
 
 from __future__ import annotations
@@ -20,11 +27,20 @@ import socket
 import ssl
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import redis
 import trustme
 
-__all__ = ["RedisServer", "ServerFactory", "TLSFiles", "free_port"]
+__all__ = [
+    "ClusterTopology",
+    "RedisServer",
+    "SentinelTopology",
+    "ServerFactory",
+    "TLSFiles",
+    "free_port",
+]
 
 _START_TIMEOUT = 10.0
 
@@ -76,6 +92,8 @@ class RedisServer:
     :param tls: certificates to serve TLS with (then plain TCP is off).
     :param tls_auth_clients: whether clients must present a certificate.
     :param appendonly: enable the AOF (so data survives :meth:`restart`).
+    :param extra_args: more ``redis-server`` options (``["--replicaof", host, port]`` ...).
+    :param port: the port to listen on (default: a free one).
     """
 
     def __init__(
@@ -87,9 +105,11 @@ class RedisServer:
         tls: TLSFiles | None = None,
         tls_auth_clients: bool = False,
         appendonly: bool = False,
+        extra_args: list[str] | None = None,
+        port: int | None = None,
     ) -> None:
         self.directory = directory
-        self.port = free_port()
+        self.port = port if port is not None else free_port()
         self.password = password
         self.tls = tls
         self._args = [
@@ -129,6 +149,7 @@ class RedisServer:
         #: The unix socket the server also listens on.
         self.socket_path = str(directory / "redis.sock")
         self._args += ["--unixsocket", self.socket_path, "--unixsocketperm", "700"]
+        self._args += extra_args or []
         self._process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -261,3 +282,256 @@ class ServerFactory:
         for server in self._servers:
             with contextlib.suppress(Exception):
                 server.stop(kill=True)
+
+
+def _wait_for(what: str, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll ``predicate`` (exceptions count as false) until it holds.
+
+    :raises RuntimeError: when it does not hold within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if predicate():
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+class SentinelTopology:
+    """One master, ``replicas`` replicas and ``sentinels`` sentinels watching ``master_name``.
+
+    :param directory: parent of the processes' working directories.
+    :param sentinel_password: ``requirepass`` of the sentinels (they share it among themselves).
+    :param down_after_ms: ``down-after-milliseconds``: how long a silent master is not yet dead.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        replicas: int = 2,
+        sentinels: int = 3,
+        master_name: str = "mymaster",
+        sentinel_password: str | None = None,
+        down_after_ms: int = 1000,
+    ) -> None:
+        self.directory = directory
+        self.master_name = master_name
+        self.sentinel_password = sentinel_password
+        self.servers: list[RedisServer] = []
+        self.sentinels: list[RedisServer] = []
+        self._replicas = replicas
+        self._sentinel_count = sentinels
+        self._down_after_ms = down_after_ms
+
+    @property
+    def sentinel_nodes(self) -> list[tuple[str, int]]:
+        """``(host, port)`` of the sentinels."""
+        return [("127.0.0.1", s.port) for s in self.sentinels]
+
+    def start(self) -> None:
+        """Start the servers and sentinels and wait until failover is possible."""
+        master = RedisServer(self.directory / "master")
+        self.servers.append(master)
+        master.start()
+        for index in range(self._replicas):
+            replica = RedisServer(
+                self.directory / f"replica-{index}",
+                extra_args=["--replicaof", "127.0.0.1", str(master.port)],
+            )
+            self.servers.append(replica)
+            replica.start()
+        for index in range(self._sentinel_count):
+            sentinel_dir = self.directory / f"sentinel-{index}"
+            sentinel_dir.mkdir(parents=True, exist_ok=True)
+            port = free_port()
+            lines = [
+                f"port {port}",
+                "bind 127.0.0.1",
+                f"dir {sentinel_dir}",
+                f"logfile {sentinel_dir / 'sentinel.log'}",
+                f"sentinel monitor {self.master_name} 127.0.0.1 {master.port} 2",
+                f"sentinel down-after-milliseconds {self.master_name} {self._down_after_ms}",
+                f"sentinel failover-timeout {self.master_name} 10000",
+                f"sentinel parallel-syncs {self.master_name} 2",
+            ]
+            if self.sentinel_password is not None:
+                lines += [
+                    f"requirepass {self.sentinel_password}",
+                    f"sentinel sentinel-pass {self.sentinel_password}",
+                ]
+            config = sentinel_dir / "sentinel.conf"
+            config.write_text("\n".join(lines) + "\n")
+            sentinel = RedisServer(sentinel_dir, password=self.sentinel_password)
+            sentinel.port = port
+            sentinel._args = [
+                shutil.which("redis-server") or "redis-server",
+                str(config),
+                "--sentinel",
+            ]
+            self.sentinels.append(sentinel)
+            sentinel.start()
+        _wait_for("replicas in sync", lambda: self._online_replicas(master) == self._replicas)
+        _wait_for("sentinels aware of each other and of the replicas", self._sentinels_ready)
+
+    def _client(self, server: RedisServer) -> redis.Redis:
+        return redis.Redis(port=server.port, password=server.password, socket_timeout=2)
+
+    def _online_replicas(self, master: RedisServer) -> int:
+        with self._client(master) as client:
+            info = client.info("replication")
+        return sum(
+            1
+            for key, value in info.items()
+            if key.startswith("slave") and value["state"] == "online"
+        )
+
+    def _sentinels_ready(self) -> bool:
+        for sentinel in self.sentinels:
+            with self._client(sentinel) as client:
+                fields = client.sentinel_master(self.master_name)
+                if int(fields["num-slaves"]) != self._replicas:
+                    return False
+                if int(fields["num-other-sentinels"]) != self._sentinel_count - 1:
+                    return False
+        return True
+
+    def master_port(self) -> int:
+        """:return: the port of the current master, as the first sentinel names it."""
+        with self._client(self.sentinels[0]) as client:
+            host_port = client.execute_command(
+                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name
+            )
+        return int(host_port[1])
+
+    def server_on(self, port: int) -> RedisServer:
+        """:return: the data server listening on ``port``."""
+        return next(s for s in self.servers if s.port == port)
+
+    def wait_for_new_master(self, old_port: int, timeout: float = 30.0) -> int:
+        """Wait until the sentinels name a master other than ``old_port`` and it says so itself.
+
+        :return: the new master's port.
+        """
+        found: list[int] = []
+
+        def promoted() -> bool:
+            port = self.master_port()
+            if port == old_port:
+                return False
+            with self._client(self.server_on(port)) as client:
+                if client.execute_command("ROLE")[0] != b"master":
+                    return False
+            found.append(port)
+            return True
+
+        _wait_for("a promoted replica", promoted, timeout)
+        return found[-1]
+
+    def stop(self) -> None:
+        """Kill every process of the topology."""
+        for server in [*self.sentinels, *self.servers]:
+            with contextlib.suppress(Exception):
+                server.stop(kill=True)
+
+
+def _cluster_port() -> int:
+    """A free port that a cluster node may use: its bus port (+10000) must exist and be free."""
+    while True:
+        port = free_port()
+        if port > 55535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+class ClusterTopology:
+    """A Redis Cluster of ``masters`` masters with ``replicas`` replicas each.
+
+    :param directory: parent of the nodes' working directories.
+    """
+
+    def __init__(self, directory: Path, *, masters: int = 3, replicas: int = 0) -> None:
+        self.directory = directory
+        self.nodes: list[RedisServer] = []
+        self._masters = masters
+        self._replicas = replicas
+
+    @property
+    def startup_nodes(self) -> list[tuple[str, int]]:
+        """``(host, port)`` of every node."""
+        return [("127.0.0.1", node.port) for node in self.nodes]
+
+    def start(self) -> None:
+        """Start the nodes, create the cluster and wait until every node reports it ok."""
+        for index in range(self._masters * (1 + self._replicas)):
+            node_dir = self.directory / f"node-{index}"
+            node = RedisServer(
+                node_dir,
+                port=_cluster_port(),
+                extra_args=[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(node_dir / "nodes.conf"),
+                    "--cluster-node-timeout",
+                    "2000",
+                ],
+            )
+            self.nodes.append(node)
+            node.start()
+        subprocess.run(
+            [
+                shutil.which("redis-cli") or "redis-cli",
+                "--cluster",
+                "create",
+                *[f"127.0.0.1:{node.port}" for node in self.nodes],
+                "--cluster-replicas",
+                str(self._replicas),
+                "--cluster-yes",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+        )
+
+        def all_ok() -> bool:
+            for node in self.nodes:
+                with self.client(node.port) as client:
+                    if b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                        return False
+                    # every node must also see every other (gossip finished)
+                    if len(client.execute_command("CLUSTER", "NODES").splitlines()) != len(
+                        self.nodes
+                    ):
+                        return False
+            return True
+
+        _wait_for("cluster_state:ok on every node", all_ok, 30)
+
+    def client(self, port: int) -> redis.Redis:
+        """:return: a plain (non-cluster) redis-py client of one node."""
+        return redis.Redis(port=port, socket_timeout=5)
+
+    def node_ids(self) -> dict[int, str]:
+        """:return: port -> node id of the masters."""
+        with self.client(self.nodes[0].port) as client:
+            text = client.execute_command("CLUSTER", "NODES").decode()
+        ids = {}
+        for line in text.splitlines():
+            fields = line.split()
+            if "master" in fields[2]:
+                ids[int(fields[1].split("@")[0].rsplit(":", 1)[1])] = fields[0]
+        return ids
+
+    def stop(self) -> None:
+        """Kill every node."""
+        for node in self.nodes:
+            with contextlib.suppress(Exception):
+                node.stop(kill=True)

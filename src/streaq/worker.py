@@ -98,8 +98,12 @@ class Worker(Generic[C]):
     ) -> None:
         if concurrency < 1:
             raise StreaqError("concurrency must be at least 1")
-        if sentinel_nodes or cluster_nodes:
-            raise StreaqError("Redis Sentinel and Cluster are not supported yet")
+        if sentinel_nodes and cluster_nodes:
+            raise StreaqError("use either sentinel_nodes or cluster_nodes, not both")
+        self.sentinel_nodes = list(sentinel_nodes or [])
+        self.sentinel_master = sentinel_master
+        self.sentinel_kwargs = dict(sentinel_kwargs or {})
+        self.cluster_nodes = list(cluster_nodes or [])
         self.redis_url = redis_url
         self.redis_kwargs = dict(redis_kwargs or {})
         self.concurrency = concurrency
@@ -282,7 +286,16 @@ class Worker(Generic[C]):
         stack = AsyncExitStack()
         try:
             redis = await stack.enter_async_context(
-                open_client(self.redis_url, **self.redis_kwargs)
+                open_client(
+                    self.redis_url,
+                    sentinel_nodes=self.sentinel_nodes,
+                    sentinel_master=self.sentinel_master,
+                    sentinel_kwargs=self.sentinel_kwargs,
+                    cluster_nodes=self.cluster_nodes,
+                    # under Cluster, blocking reads and pub/sub go to the queue's slot
+                    cluster_home_key=self.keys.prefix,
+                    **self.redis_kwargs,
+                )
             )
             redis.require_version(REDIS_MIN_VERSION, "Redis functions and XAUTOCLAIM")
             tg = await stack.enter_async_context(anyio.create_task_group())

@@ -4,12 +4,15 @@ Nothing outside this subpackage imports hiredis or touches sockets. Layers, bott
 ``_protocol`` (sans-IO RESP) → ``_connection`` (one stream, cancel-safe round trips) → ``_pool``
 (bounded, LIFO) → ``_client`` (commands, pipelines, functions, dedicated connections) and
 ``_pubsub``; ``_errors`` maps failures to ``redis.exceptions`` once, ``_config`` parses URLs,
-``_backoff`` paces reconnects.
+``_backoff`` paces reconnects. Topologies: ``_sentinel`` (a connector that finds the master
+through the sentinels), ``_cluster`` (a client routing by hash slot), ``_routed`` (connections
+that turn "wrong server" replies into reconnects).
 """
 
 from ._backoff import Backoff as Backoff
 from ._client import RedisClient as RedisClient
 from ._client import open_client as open_client
+from ._cluster import ClusterClient as ClusterClient
 from ._config import RedisConfig as RedisConfig
 from ._config import parse_config as parse_config
 from ._connection import Connection as Connection
@@ -24,10 +27,13 @@ from ._pool import ConnectionPool as ConnectionPool
 from ._protocol import pairs as pairs
 from ._pubsub import Message as Message
 from ._pubsub import PubSub as PubSub
+from ._routed import RoutedConnection as RoutedConnection
+from ._sentinel import SentinelConnector as SentinelConnector
 
 __all__ = [
     "Backoff",
     "BusyGroupError",
+    "ClusterClient",
     "Connection",
     "ConnectionPool",
     "Connector",
@@ -38,6 +44,8 @@ __all__ = [
     "RedisClient",
     "RedisConfig",
     "RedisVersionError",
+    "RoutedConnection",
+    "SentinelConnector",
     "WrongTypeError",
     "connect",
     "open_client",

@@ -19,6 +19,14 @@ timeout is never retried.
 Blocking commands (``XREADGROUP BLOCK``, ``BLPOP``) go to :meth:`RedisClient.dedicated`
 connections, outside the pool, so they never starve pooled commands of slots; cancelling one closes
 its connection. Pub/sub gets its own connection as well (:meth:`RedisClient.pubsub`).
+
+Topologies plug in through the connector. With ``sentinel_nodes``, the connector is a
+:class:`~streaq._redis._sentinel.SentinelConnector`, which asks the sentinels for the master before
+every new connection. A connection whose reply was ``READONLY`` (its server was demoted to a
+replica) is closed instead of returned to the pool, and the command -- which did not run -- is sent
+once more on a new connection, i.e. to the master the sentinels name now. With ``cluster_nodes``
+the client is a :class:`~streaq._redis._cluster.ClusterClient`, which routes every command to the
+master of its slot, each master with its own pool.
 """
 
 from __future__ import annotations
@@ -94,11 +102,11 @@ class RedisClient:
                 f"the server at {self.address} runs {have}"
             )
 
-    async def _roundtrip(self, data: bytes, count: int | None) -> Any:
+    async def _roundtrip(self, data: bytes, count: int | None, *, fresh: bool = False) -> Any:
         pool = self._pool
-        conn, reused = await pool.acquire()
+        conn, reused = await pool.acquire(fresh=fresh)
         try:
-            return await conn.roundtrip(data, count)
+            return await _discard_if_readonly(conn, await conn.roundtrip(data, count), count)
         except rex.ConnectionError:
             if not reused or conn.reply_started:
                 raise
@@ -107,7 +115,7 @@ class RedisClient:
         # The idle connection was dead before we used it: one retry on a new connection.
         conn, _ = await pool.acquire(fresh=True)
         try:
-            return await conn.roundtrip(data, count)
+            return await _discard_if_readonly(conn, await conn.roundtrip(data, count), count)
         finally:
             await pool.release(conn)
 
@@ -120,8 +128,16 @@ class RedisClient:
         :raises redis.exceptions.ConnectionError: when the server cannot be reached.
         :raises redis.exceptions.TimeoutError: when ``socket_timeout`` expires.
         """
-        reply = await self._roundtrip(pack_command(args), None)
+        data = pack_command(args)
+        reply = await self._roundtrip(data, None)
         if isinstance(reply, Exception):
+            if isinstance(reply, rex.ReadOnlyError):
+                # The command did not run; the connection was dropped, so a fresh one reaches the
+                # current master (Sentinel) -- or the same replica again, and then we give up.
+                reply = await self._roundtrip(data, None, fresh=True)
+                if isinstance(reply, Exception):
+                    raise reply
+                return reply
             raise reply
         return reply
 
@@ -139,6 +155,14 @@ class RedisClient:
         if not commands:
             return []
         replies: list[Any] = await self._roundtrip(pack_commands(commands), len(commands))
+        readonly = [i for i, reply in enumerate(replies) if isinstance(reply, rex.ReadOnlyError)]
+        if readonly:
+            # Only the refused commands are sent again: the others ran (reads on a replica).
+            retried = await self._roundtrip(
+                pack_commands([commands[i] for i in readonly]), len(readonly), fresh=True
+            )
+            for index, reply in zip(readonly, retried, strict=True):
+                replies[index] = reply
         if raise_on_error:
             for reply in replies:
                 if isinstance(reply, Exception):
@@ -224,27 +248,79 @@ class RedisClient:
         return open_pubsub(self._connector, max_buffered=max_buffered, backoff=backoff)
 
 
+async def _discard_if_readonly(conn: Connection, reply: Any, count: int | None) -> Any:
+    """Close ``conn`` when ``reply`` (or one of ``count`` pipeline replies) is ``READONLY``.
+
+    ``READONLY`` means the server is a replica now (a demoted master after a Sentinel failover):
+    the connection must not go back to the pool, or every later command would hit it again.
+    """
+    if count is None:
+        if isinstance(reply, rex.ReadOnlyError):
+            await conn.aclose()
+    elif any(isinstance(item, rex.ReadOnlyError) for item in reply):
+        await conn.aclose()
+    return reply
+
+
 @asynccontextmanager
 async def open_client(
-    url: str = "redis://localhost:6379", *, max_connections: int | None = None, **kwargs: Any
+    url: str = "redis://localhost:6379",
+    *,
+    max_connections: int | None = None,
+    sentinel_nodes: Sequence[tuple[str, int]] | None = None,
+    sentinel_master: str = "mymaster",
+    sentinel_kwargs: dict[str, Any] | None = None,
+    cluster_nodes: Sequence[tuple[str, int]] | None = None,
+    cluster_home_key: str | None = None,
+    **kwargs: Any,
 ) -> AsyncIterator[RedisClient]:
     """Connect to Redis for the duration of the ``async with``.
 
+    One server by default; the master of a Sentinel group with ``sentinel_nodes``; a Redis
+    Cluster with ``cluster_nodes`` (then the client is a
+    :class:`~streaq._redis._cluster.ClusterClient`).
+
     :param url: ``redis://``, ``rediss://`` or ``unix://`` URL (see
-        :func:`~streaq._redis._config.parse_config`).
-    :param max_connections: pool size (default 64, or the URL's ``max_connections``).
+        :func:`~streaq._redis._config.parse_config`). With Sentinel or Cluster its host and port
+        are not used, its other settings (password, TLS, db ...) apply to every data node.
+    :param max_connections: pool size (default 64, or the URL's ``max_connections``); per node
+        under Cluster.
+    :param sentinel_nodes: ``(host, port)`` of the sentinels, to use Redis Sentinel.
+    :param sentinel_master: the name of the master the sentinels monitor.
+    :param sentinel_kwargs: :class:`~streaq._redis._config.RedisConfig` fields for the sentinel
+        connections, e.g. ``{"password": "..."}``.
+    :param cluster_nodes: ``(host, port)`` of some cluster nodes, to use Redis Cluster.
+    :param cluster_home_key: under Cluster, a key whose slot's master serves the dedicated
+        (blocking read) and pub/sub connections; a worker passes its queue's key prefix.
     :param kwargs: any other :class:`~streaq._redis._config.RedisConfig` field, e.g.
         ``socket_timeout``, ``password``, ``protocol``, ``ssl_ca_certs``.
     :return: the connected client (as the context value).
     :raises TypeError: for an unknown keyword argument.
-    :raises redis.exceptions.ConnectionError: when the server cannot be reached.
+    :raises ValueError: when both ``sentinel_nodes`` and ``cluster_nodes`` are given.
+    :raises redis.exceptions.ConnectionError: when the server cannot be reached (for Sentinel,
+        ``redis.sentinel.MasterNotFoundError`` when no sentinel names a master).
     :raises redis.exceptions.AuthenticationError: for wrong credentials.
     """
     if max_connections is not None:
         kwargs["max_connections"] = max_connections
+    if sentinel_nodes and cluster_nodes:
+        raise ValueError("use either sentinel_nodes or cluster_nodes, not both")
     config = parse_config(url, **kwargs)
-    ssl_context = config.ssl_context() if config.ssl else None
-    client = RedisClient(config, functools.partial(connect, config, ssl_context))
+    client: RedisClient
+    if cluster_nodes:
+        # Imported here: _cluster builds on this module.
+        from ._cluster import ClusterClient
+
+        client = ClusterClient(config, cluster_nodes, home_key=cluster_home_key)
+    elif sentinel_nodes:
+        from ._sentinel import SentinelConnector
+
+        client = RedisClient(
+            config, SentinelConnector(config, sentinel_nodes, sentinel_master, sentinel_kwargs)
+        )
+    else:
+        ssl_context = config.ssl_context() if config.ssl else None
+        client = RedisClient(config, functools.partial(connect, config, ssl_context))
     try:
         await client._connect_first()
         yield client

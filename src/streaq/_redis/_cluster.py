@@ -1,0 +1,550 @@
+"""Redis Cluster: slot routing with ``MOVED``/``ASK`` handling, one pool per master.
+
+Theory of operation
+-------------------
+**Slots.** A key belongs to slot ``CRC16(tag) mod 16384``, where the tag is the part between the
+first ``{`` and the next ``}`` when that is non-empty, else the whole key (:func:`key_slot`). Every
+key of a streaq queue carries ``{<queue>}``, so a queue lives in one slot and its server functions,
+which touch many keys of the queue at once, run atomically on one node. :func:`command_keys` knows
+where the keys of the commands streaq sends are (``FCALL``'s ``numkeys``, ``XREADGROUP``'s
+``STREAMS``, every argument of ``MGET``/``DEL``, ``SCAN``'s ``MATCH`` pattern); a command whose
+keys hash to different slots fails before it is sent, with ``ClusterCrossSlotError``.
+
+**Slot map.** :class:`ClusterClient` reads ``CLUSTER SLOTS`` from the first node that answers
+(known masters first, then the startup nodes) into a 16384-entry table of master addresses.
+Replicas are ignored: every command goes to a master. The map is re-read when a node says
+``MOVED`` (after patching the one slot at once, so the retry goes to the right node even before the
+refresh), when a node cannot be reached, and when a dedicated connection is opened. Refreshes are
+serialised, and a caller whose refresh was overtaken by another's does not repeat it.
+
+**Nodes.** Each master gets its own :class:`~streaq._redis._client.RedisClient` (its own bounded
+pool, its own idle-connection retry rule, and its own function-library state, so a library is
+loaded on each node the first time a call is routed there, and reloaded there if that node forgets
+it).
+
+**Redirections.**
+
+* ``MOVED slot host:port`` -- the slot has a new owner: patch the map, refresh it, retry there.
+* ``ASK slot host:port`` -- the slot is being migrated and the key is already on the target: send
+  ``ASKING`` and the command in one round trip to the target. Except for ``FCALL``: streaq's
+  functions declare only the queue prefix as a key but read and write the queue's other keys,
+  which may be split between the two nodes mid-migration; running a function on either half would
+  see part of the queue. So a function call redirected with ``ASK`` (or refused with ``TRYAGAIN``)
+  waits with backoff and retries until the migration is finished and ``MOVED`` points to the new
+  owner (bounded by :data:`_REDIRECT_PATIENCE`).
+* ``TRYAGAIN``/``CLUSTERDOWN`` -- wait and retry.
+
+A command that failed with ``ConnectionError`` is not retried (it may have run), but the map is
+refreshed so the next command finds the new master after a cluster failover.
+
+**Dedicated connections and pub/sub.** A client made for a worker has a *home key* (the queue's
+key prefix). Blocking reads get a :class:`~streaq._redis._routed.RoutedConnection` to the master of
+the home slot, so ``MOVED``/``ASK`` on them become ``ConnectionError`` and the reader reconnects to
+the new owner. Pub/sub connects to the home slot's master too, but only for locality: in Redis 7
+plain ``PUBLISH`` is broadcast over the cluster bus to every node, so a subscriber on any node gets
+every message, and a subscriber that loses its node simply reconnects to whichever master owns the
+home slot now. (``SSUBSCRIBE``/``SPUBLISH`` would save the broadcast traffic but would require
+following slot moves on the subscriber; the queue's channels carry little traffic.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TypeVar
+
+import anyio
+from redis import exceptions as rex
+
+from ._backoff import Backoff
+from ._client import RedisClient
+from ._config import RedisConfig
+from ._connection import Connection, connect, raise_first_error
+from ._functions import FcallSpec, FunctionLibrary
+from ._protocol import Arg
+from ._pubsub import PubSub, open_pubsub
+from ._routed import as_routed
+
+__all__ = ["SLOTS", "ClusterClient", "command_keys", "crc16", "key_slot"]
+
+#: The number of hash slots of a Redis Cluster.
+SLOTS = 16384
+#: Redirections followed for one command before giving up.
+_MAX_REDIRECTS = 16
+#: Seconds a function call waits for a slot migration to finish (ASK/TRYAGAIN) before failing.
+_REDIRECT_PATIENCE = 30.0
+
+T = TypeVar("T")
+Address = tuple[str, int]
+
+
+def _crc16_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+        table.append(crc & 0xFFFF)
+    return table
+
+
+_TABLE = _crc16_table()
+
+
+def crc16(data: bytes) -> int:
+    """CRC16-CCITT (XModem), the checksum Redis Cluster hashes keys with.
+
+    :param data: the bytes to hash.
+    :return: the 16-bit checksum.
+    """
+    crc = 0
+    for byte in data:
+        crc = ((crc << 8) & 0xFF00) ^ _TABLE[((crc >> 8) ^ byte) & 0xFF]
+    return crc
+
+
+@functools.lru_cache(maxsize=4096)
+def _tag_slot(tag: bytes) -> int:
+    # Keys of a queue share their tag, so caching by tag makes routing a dict lookup.
+    return crc16(tag) % SLOTS
+
+
+def key_slot(key: Arg) -> int:
+    """The hash slot of a key, honouring ``{hash tags}``.
+
+    :param key: the key (``str`` is UTF-8 encoded, numbers as Redis sees them).
+    :return: the slot, ``0 <= slot < 16384``.
+    """
+    data = key.encode() if isinstance(key, str) else key if isinstance(key, bytes) else b"%r" % key
+    start = data.find(b"{")
+    if start >= 0:
+        end = data.find(b"}", start + 1)
+        if end > start + 1:
+            return _tag_slot(data[start + 1 : end])
+    return _tag_slot(data)
+
+
+def _upper(arg: Arg) -> str:
+    return (arg.decode() if isinstance(arg, bytes) else str(arg)).upper()
+
+
+_SCRIPT_CALLS = frozenset(("FCALL", "FCALL_RO", "EVAL", "EVAL_RO", "EVALSHA", "EVALSHA_RO"))
+_ALL_KEYS = frozenset(("MGET", "DEL", "UNLINK", "EXISTS", "TOUCH", "WATCH"))
+_KEYLESS = frozenset(
+    (
+        "ASKING", "AUTH", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DBSIZE", "DEBUG", "ECHO",
+        "FLUSHALL", "FLUSHDB", "FUNCTION", "HELLO", "INFO", "MULTI", "EXEC", "DISCARD", "PING",
+        "ROLE", "SCRIPT", "SELECT", "TIME", "WAIT",
+    )
+)  # fmt: skip
+
+
+def command_keys(args: Sequence[Arg]) -> Sequence[Arg]:
+    """The arguments of a command that decide its slot.
+
+    :param args: the command name and arguments.
+    :return: its keys (the channel for ``PUBLISH``, the ``MATCH`` pattern for ``SCAN`` when it has
+        a hash tag); empty for commands any node can serve.
+    """
+    name = _upper(args[0])
+    if name in _SCRIPT_CALLS:
+        numkeys = int(args[2])
+        return args[3 : 3 + numkeys]
+    if name in ("XREAD", "XREADGROUP"):
+        for index, arg in enumerate(args):
+            if _upper(arg) == "STREAMS":
+                rest = args[index + 1 :]
+                return rest[: len(rest) // 2]
+        return ()
+    if name in _ALL_KEYS:
+        return args[1:]
+    if name in ("MSET", "MSETNX"):
+        return args[1::2]
+    if name == "SCAN":
+        # A cluster SCAN walks one node; with a tagged pattern that is the node holding the tag.
+        for index, arg in enumerate(args[:-1]):
+            if _upper(arg) == "MATCH":
+                pattern = args[index + 1]
+                text = pattern if isinstance(pattern, bytes) else str(pattern).encode()
+                start = text.find(b"{")
+                if start >= 0 and text.find(b"}", start + 2) > start:
+                    return (pattern,)
+        return ()
+    if name in _KEYLESS or len(args) < 2:
+        return ()
+    return args[1:2]
+
+
+def commands_slot(commands: Sequence[Sequence[Arg]]) -> int | None:
+    """The one slot all keys of ``commands`` hash to.
+
+    :param commands: commands (one for a single command).
+    :return: the slot, or ``None`` when no command has a key.
+    :raises redis.exceptions.ClusterCrossSlotError: when keys hash to different slots.
+    """
+    slot: int | None = None
+    first: Arg = b""
+    for command in commands:
+        for key in command_keys(command):
+            this = key_slot(key)
+            if slot is None:
+                slot, first = this, key
+            elif this != slot:
+                raise rex.ClusterCrossSlotError(
+                    f"keys {first!r} (slot {slot}) and {key!r} (slot {this}) are in different "
+                    "cluster slots; keys used together need a common {hash tag}"
+                )
+    return slot
+
+
+class ClusterClient(RedisClient):
+    """A client for a Redis Cluster, with the interface of
+    :class:`~streaq._redis._client.RedisClient`. Create with
+    :func:`~streaq._redis._client.open_client` (``cluster_nodes=...``).
+
+    :param config: settings for every node (``host``/``port`` are replaced per node).
+    :param startup_nodes: ``(host, port)`` of some nodes, to read the slot map from.
+    :param home_key: a key whose slot dedicated connections and pub/sub go to (a queue's prefix).
+    """
+
+    def __init__(
+        self,
+        config: RedisConfig,
+        startup_nodes: Sequence[Address],
+        *,
+        home_key: str | None = None,
+    ) -> None:
+        if not startup_nodes:
+            raise ValueError("at least one cluster node address is needed")
+        if config.db:
+            raise ValueError("Redis Cluster has only database 0")
+        if config.path is not None:
+            raise ValueError("cluster nodes are reached over TCP, not a unix socket")
+        super().__init__(config, self._connect_home)
+        self._startup = [(host, int(port)) for host, port in startup_nodes]
+        self._home_key = home_key
+        self._ssl: ssl.SSLContext | None = config.ssl_context() if config.ssl else None
+        self._nodes: dict[Address, RedisClient] = {}
+        self._slots: list[Address | None] = [None] * SLOTS
+        self._generation = 0  # bumped by every slot map refresh
+        self._stale = True
+        self._refresh_lock = anyio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<ClusterClient masters={sorted(set(filter(None, self._slots)))}>"
+
+    @property
+    def address(self) -> str:
+        """The startup nodes, for messages."""
+        return ",".join(f"{host}:{port}" for host, port in self._startup)
+
+    @property
+    def masters(self) -> list[Address]:
+        """The masters in the current slot map."""
+        return sorted({addr for addr in self._slots if addr is not None})
+
+    def node_for_slot(self, slot: int) -> Address | None:
+        """The master serving ``slot`` according to the current map.
+
+        :param slot: a hash slot.
+        :return: its master's address, or ``None`` when the map does not cover it.
+        """
+        return self._slots[slot]
+
+    def node(self, address: Address) -> RedisClient:
+        """The (pooled) client of one node, created on first use.
+
+        :param address: ``(host, port)`` of the node.
+        :return: its client.
+        """
+        client = self._nodes.get(address)
+        if client is None:
+            host, port = address
+            config = dataclasses.replace(self.config, host=host, port=port)
+            client = RedisClient(config, functools.partial(connect, config, self._ssl))
+            self._nodes[address] = client
+        return client
+
+    # -- slot map ------------------------------------------------------------------------------
+
+    async def refresh(self, seen_generation: int | None = None) -> None:
+        """Re-read the slot map.
+
+        :param seen_generation: the generation the caller found stale; when another refresh
+            finished since, this one is skipped.
+        :raises redis.exceptions.ConnectionError: when no node answers ``CLUSTER SLOTS``.
+        """
+        async with self._refresh_lock:
+            if seen_generation is not None and seen_generation != self._generation:
+                return
+            problems: list[str] = []
+            candidates = list(dict.fromkeys([*self.masters, *self._startup]))
+            for address in candidates:
+                try:
+                    reply = await self.node(address).execute("CLUSTER", "SLOTS")
+                except (rex.ConnectionError, rex.TimeoutError, rex.ResponseError) as exc:
+                    problems.append(str(exc))
+                    continue
+                slots: list[Address | None] = [None] * SLOTS
+                for entry in reply:
+                    start, end, master = int(entry[0]), int(entry[1]), entry[2]
+                    host = bytes(master[0]).decode()
+                    if host in ("", "?"):
+                        host = address[0]  # the node does not know its own address: as dialled
+                    owner = (host, int(master[1]))
+                    for slot in range(start, end + 1):
+                        slots[slot] = owner
+                self._slots = slots
+                self._generation += 1
+                self._stale = False
+                return
+            raise rex.ConnectionError(
+                "No cluster node answered CLUSTER SLOTS: " + "; ".join(problems)
+            )
+
+    async def _master(self, slot: int | None) -> RedisClient:
+        if self._stale:
+            await self.refresh(self._generation)
+        if slot is None:
+            masters = self.masters
+            if not masters:
+                raise rex.ClusterDownError("the cluster serves no slots")
+            return self.node(masters[0])
+        address = self._slots[slot]
+        if address is None:
+            await self.refresh(self._generation)
+            address = self._slots[slot]
+            if address is None:
+                raise rex.ClusterDownError(f"no node serves slot {slot}")
+        return self.node(address)
+
+    # -- routing -------------------------------------------------------------------------------
+
+    async def _route(
+        self,
+        slot: int | None,
+        call: Callable[[RedisClient], Awaitable[T]],
+        asking: Callable[[RedisClient], Awaitable[T]] | None,
+    ) -> T:
+        """Run ``call`` on the slot's master, following redirections (see the module doc).
+
+        :param asking: how to run the command on an ``ASK`` target (after ``ASKING``); ``None``
+            to wait for the migration instead.
+        """
+        backoff = Backoff(initial=0.01, maximum=0.5)
+        deadline = anyio.current_time() + _REDIRECT_PATIENCE
+        redirects = 0
+        while True:
+            node = await self._master(slot)
+            try:
+                return await call(node)
+            except rex.MovedError as exc:
+                redirects += 1
+                if redirects > _MAX_REDIRECTS:
+                    raise
+                self._slots[exc.slot_id] = (exc.host, exc.port)
+                self._stale = True
+                continue
+            except rex.AskError as exc:
+                if asking is not None:
+                    return await self._follow_ask(exc, call, asking)
+                problem: rex.RedisError = exc
+            except (rex.TryAgainError, rex.ClusterDownError) as exc:
+                problem = exc
+                self._stale = True
+            except (rex.ConnectionError, rex.TimeoutError):
+                # Not retried (the command may have run), but the next one finds the new master.
+                self._stale = True
+                raise
+            if anyio.current_time() > deadline:
+                raise problem
+            await backoff.sleep()
+
+    async def _follow_ask(
+        self,
+        exc: rex.AskError,
+        call: Callable[[RedisClient], Awaitable[T]],
+        asking: Callable[[RedisClient], Awaitable[T]],
+    ) -> T:
+        try:
+            return await asking(self.node((exc.host, exc.port)))
+        except rex.MovedError as moved:
+            # The migration finished in between: the target owns the slot now.
+            self._slots[moved.slot_id] = (moved.host, moved.port)
+            self._stale = True
+            return await call(self.node((moved.host, moved.port)))
+
+    async def execute(self, *args: Arg) -> Any:
+        """Run one command on the master of its keys' slot (see :meth:`RedisClient.execute`).
+
+        :param args: command name and arguments.
+        :return: the reply.
+        :raises redis.exceptions.ClusterCrossSlotError: when its keys are in different slots.
+        :raises redis.exceptions.RedisError: as for :meth:`RedisClient.execute`.
+        """
+
+        async def asking(node: RedisClient) -> Any:
+            replies = await node.pipeline([("ASKING",), args], raise_on_error=False)
+            raise_first_error(replies)
+            return replies[1]
+
+        return await self._route(commands_slot((args,)), lambda node: node.execute(*args), asking)
+
+    async def pipeline(
+        self, commands: Sequence[Sequence[Arg]], *, raise_on_error: bool = True
+    ) -> list[Any]:
+        """Run commands whose keys share one slot in one round trip to its master.
+
+        Redirected commands (and only those: the others ran) are sent again where they belong.
+
+        :param commands: the commands.
+        :param raise_on_error: raise the first error reply after reading all replies.
+        :return: one reply per command.
+        :raises redis.exceptions.ClusterCrossSlotError: when keys are in different slots.
+        """
+        if not commands:
+            return []
+        slot = commands_slot(commands)
+        replies = await self._route(
+            slot, lambda node: node.pipeline(commands, raise_on_error=False), None
+        )
+        for _ in range(_MAX_REDIRECTS):
+            redirected = [i for i, r in enumerate(replies) if isinstance(r, rex.AskError)]
+            if not redirected:
+                break
+            for index in redirected:
+                # Rare (a slot moving under a pipeline): one command at a time, fully routed.
+                try:
+                    replies[index] = await self.execute(*commands[index])
+                except rex.ResponseError as exc:
+                    replies[index] = exc
+        if raise_on_error:
+            raise_first_error(replies)
+        return replies
+
+    async def fcall(
+        self,
+        library: FunctionLibrary,
+        function: str,
+        keys: Sequence[Arg] = (),
+        args: Sequence[Arg] = (),
+    ) -> Any:
+        """``FCALL`` on the master of the keys' slot, loading the library on that node on demand.
+
+        :param library: the library defining ``function``.
+        :param function: the function name.
+        :param keys: key arguments (all in one slot).
+        :param args: other arguments.
+        :return: the function's reply.
+        :raises redis.exceptions.ResponseError: for an error raised by the function.
+        """
+        slot = commands_slot((("FCALL", function, len(keys), *keys),))
+        return await self._route(slot, lambda node: node.fcall(library, function, keys, args), None)
+
+    async def fcall_ro(
+        self,
+        library: FunctionLibrary,
+        function: str,
+        keys: Sequence[Arg] = (),
+        args: Sequence[Arg] = (),
+    ) -> Any:
+        """``FCALL_RO`` on the master of the keys' slot (replicas are not used).
+
+        :param library: the library defining ``function``.
+        :param function: the function name.
+        :param keys: key arguments (all in one slot).
+        :param args: other arguments.
+        :return: the function's reply.
+        :raises redis.exceptions.ResponseError: for an error raised by the function.
+        """
+        slot = commands_slot((("FCALL_RO", function, len(keys), *keys),))
+        return await self._route(
+            slot, lambda node: node.fcall_ro(library, function, keys, args), None
+        )
+
+    async def fcall_pipeline(
+        self, library: FunctionLibrary, calls: Sequence[FcallSpec], *, raise_on_error: bool = True
+    ) -> list[Any]:
+        """Many ``FCALL`` s on one slot's master in one round trip.
+
+        :param library: the library defining the functions.
+        :param calls: ``(function, keys, args)`` triples, all keys in one slot.
+        :param raise_on_error: raise the first error after all calls ran.
+        :return: one reply per call.
+        :raises redis.exceptions.ClusterCrossSlotError: when keys are in different slots.
+        """
+        if not calls:
+            return []
+        slot = commands_slot([("FCALL", fn, len(keys), *keys) for fn, keys, _ in calls])
+
+        async def call(node: RedisClient) -> list[Any]:
+            replies = await node.fcall_pipeline(library, calls, raise_on_error=False)
+            # All calls share a slot, so a redirection applies to all of them and none ran.
+            for reply in replies:
+                if isinstance(reply, rex.AskError | rex.TryAgainError | rex.ClusterDownError):
+                    raise reply
+            return replies
+
+        replies = await self._route(slot, call, None)
+        if raise_on_error:
+            raise_first_error(replies)
+        return replies
+
+    # -- connections ---------------------------------------------------------------------------
+
+    async def _connect_home(self) -> Connection:
+        """Connect to the master of the home slot (any master without a home key)."""
+        slot = None if self._home_key is None else key_slot(self._home_key)
+        try:
+            node = await self._master(slot)
+            conn = await node._connector()
+        except (rex.ConnectionError, rex.TimeoutError):
+            self._stale = True
+            raise
+        return as_routed(conn)
+
+    async def _connect_first(self) -> None:
+        await self.refresh()
+        node = await self._master(None)
+        await node._connect_first()
+        self.server_version = node.server_version
+
+    async def aclose(self) -> None:
+        """Close every node's connections."""
+        for node in list(self._nodes.values()):
+            await node.aclose()
+        await super().aclose()
+
+    @asynccontextmanager
+    async def dedicated(self, *, socket_timeout: float | None = None) -> AsyncIterator[Connection]:
+        """A new connection to the home slot's master, outside the pools; closed on exit.
+
+        The slot map is refreshed first (this is how a reader finds the new owner after its
+        connection reported ``MOVED``), and the connection turns redirections into
+        ``ConnectionError`` (see :mod:`streaq._redis._routed`).
+
+        :param socket_timeout: per-command limit (``None`` for blocking commands).
+        :return: the connection (as the context value).
+        :raises redis.exceptions.ConnectionError: when connecting fails.
+        """
+        await self.refresh(self._generation)
+        conn = await self._connect_home()
+        conn.socket_timeout = socket_timeout
+        try:
+            yield conn
+        finally:
+            await conn.aclose()
+
+    def pubsub(
+        self, *, max_buffered: int = 10_000, backoff: Backoff | None = None
+    ) -> AbstractAsyncContextManager[PubSub]:
+        """A subscriber connected to the home slot's master (see the module doc on broadcast).
+
+        :param max_buffered: messages buffered before backpressure.
+        :param backoff: reconnect delays.
+        :return: an async context manager yielding a :class:`~streaq._redis._pubsub.PubSub`.
+        """
+        return open_pubsub(self._connect_home, max_buffered=max_buffered, backoff=backoff)

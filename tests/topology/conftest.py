@@ -1,0 +1,40 @@
+"""Fixtures of the topology suite: a Sentinel group and a Redis Cluster, started once per module.
+
+Starting a topology takes seconds (sentinels must discover each other, cluster gossip must
+settle), so each is module-scoped and shared by the tests of its module on every backend; every
+process is killed in teardown, whatever the tests did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from servers import ClusterTopology, SentinelTopology
+
+#: The sentinels' password: every Sentinel test goes through sentinel auth.
+SENTINEL_PASSWORD = "sentinel-secret"
+
+
+@pytest.fixture(scope="module")
+def sentinel_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelTopology]:
+    """One master, two replicas and three password-protected sentinels (``mymaster``)."""
+    topology = SentinelTopology(
+        tmp_path_factory.mktemp("sentinel"), sentinel_password=SENTINEL_PASSWORD
+    )
+    try:
+        topology.start()
+        yield topology
+    finally:
+        topology.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterTopology]:
+    """A three-master Redis Cluster."""
+    topology = ClusterTopology(tmp_path_factory.mktemp("cluster"), masters=3)
+    try:
+        topology.start()
+        yield topology
+    finally:
+        topology.stop()

@@ -1,0 +1,192 @@
+"""Redis Cluster: slot hashing, routing, queues on several shards, a slot migrated mid-workload."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import anyio
+import pytest
+from redis import exceptions as rex
+from servers import ClusterTopology
+
+from streaq import Worker
+from streaq._keys import QueueKeys
+from streaq._redis import open_client
+from streaq._redis._cluster import ClusterClient, command_keys, key_slot
+
+from ._behaviours import check_core_behaviours
+
+pytestmark = pytest.mark.anyio
+
+
+def _worker(topology: ClusterTopology, queue_name: str, **options: Any) -> Worker[Any]:
+    options.setdefault("concurrency", 1)
+    return Worker(
+        queue_name=queue_name,
+        cluster_nodes=topology.startup_nodes[:1],  # one startup node is enough to find the rest
+        handle_signals=False,
+        idle_timeout=5,
+        **options,
+    )
+
+
+def test_key_slot_matches_redis() -> None:
+    # reference values from the Redis Cluster specification / CLUSTER KEYSLOT
+    assert key_slot("foo") == 12182
+    assert key_slot("123456789") == 12739  # CRC16-XModem check value 0x31C3 mod 16384
+    assert key_slot("{user1000}.following") == key_slot("{user1000}.followers")
+    assert key_slot("foo{}{bar}") == key_slot("foo{}{bar}")  # empty tag: the whole key hashes
+    assert key_slot("foo{}{bar}") != key_slot("bar")
+    keys = QueueKeys("q")
+    assert key_slot(keys.stream("normal")) == key_slot(keys.prefix) == key_slot("q")
+
+
+def test_command_keys() -> None:
+    assert command_keys(["FCALL", "f", 1, "k", "arg"]) == ["k"]
+    assert command_keys(["XREADGROUP", "GROUP", "g", "c", "STREAMS", "a", "b", ">", ">"]) == [
+        "a",
+        "b",
+    ]
+    assert command_keys(["MGET", "a", "b"]) == ["a", "b"]
+    assert command_keys(["SCAN", 0, "MATCH", "streaq:{q}:r:*"]) == ("streaq:{q}:r:*",)
+    assert command_keys(["PING"]) == ()
+
+
+async def test_key_slots_agree_with_the_server(cluster_topology: ClusterTopology) -> None:
+    async with open_client(cluster_nodes=cluster_topology.startup_nodes) as client:
+        for key in ["foo", "streaq:{a queue}:s:normal", "{x}", "é", "x{}y"]:
+            assert await client.execute("CLUSTER", "KEYSLOT", key) == key_slot(key)
+
+
+async def test_routing_and_cross_slot_error(cluster_topology: ClusterTopology) -> None:
+    async with open_client(cluster_nodes=cluster_topology.startup_nodes[:1]) as client:
+        assert isinstance(client, ClusterClient)
+        assert len(client.masters) == 3
+        for n in range(30):
+            await client.execute("SET", f"route-{n}", n)
+        assert [await client.execute("GET", f"route-{n}") for n in range(30)] == [
+            str(n).encode() for n in range(30)
+        ]
+        assert await client.execute("MGET", "{t}a", "{t}b") == [None, None]
+        with pytest.raises(rex.ClusterCrossSlotError, match="different cluster slots"):
+            await client.execute("MGET", "route-1", "route-2")
+        with pytest.raises(rex.ClusterCrossSlotError):
+            await client.pipeline([("GET", "route-1"), ("GET", "route-2")])
+
+
+async def test_worker_runs_tasks_on_cluster(
+    cluster_topology: ClusterTopology, queue_name: str
+) -> None:
+    await check_core_behaviours(_worker(cluster_topology, queue_name))
+
+
+def _queues_on_distinct_masters(topology: ClusterTopology, count: int) -> list[str]:
+    """Queue names whose slots belong to ``count`` different masters."""
+    owners: dict[int, int] = {}
+    for port in [port for port in topology.node_ids()]:
+        with topology.client(port) as client:
+            for start, end, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                if int(_[0][1]) == port:
+                    for slot in range(start, end + 1):
+                        owners[slot] = port
+    names: dict[int, str] = {}
+    while len(names) < count:
+        name = f"shard-{uuid.uuid4().hex[:8]}"
+        names.setdefault(owners[key_slot(name)], name)
+    return list(names.values())
+
+
+async def test_queues_spread_over_shards(cluster_topology: ClusterTopology) -> None:
+    names = _queues_on_distinct_masters(cluster_topology, 3)
+    workers = [_worker(cluster_topology, name, concurrency=10) for name in names]
+    tasks = []
+    for worker in workers:
+
+        @worker.task
+        async def square(x: int) -> int:
+            return x * x
+
+        tasks.append(square)
+    async with anyio.create_task_group() as tg:
+        for worker in workers:
+            await tg.start(worker.run_async)
+        with anyio.fail_after(20):
+            enqueued = [[await t.enqueue(n) for n in range(50)] for t in tasks]
+            for batch in enqueued:
+                assert [(await task.result()).result for task in batch] == [
+                    n * n for n in range(50)
+                ]
+        tg.cancel_scope.cancel()
+    # each queue's keys are on its own master
+    homes = set()
+    for name in names:
+        stream = QueueKeys(name).stream("normal")
+        for port in cluster_topology.node_ids():
+            with cluster_topology.client(port) as client:
+                if client.execute_command("CLUSTER", "COUNTKEYSINSLOT", key_slot(stream)) and (
+                    client.exists(stream)
+                ):
+                    homes.add(port)
+    assert len(homes) == 3
+
+
+def _migrate_slot(topology: ClusterTopology, slot: int) -> tuple[int, int]:
+    """Move ``slot`` to another master the way ``redis-cli --cluster reshard`` does.
+
+    :return: the source and target ports.
+    """
+    ids = topology.node_ids()
+    with topology.client(topology.nodes[0].port) as client:
+        source = next(
+            int(entry[2][1])
+            for entry in client.execute_command("CLUSTER", "SLOTS")
+            if entry[0] <= slot <= entry[1]
+        )
+    target = next(port for port in ids if port != source)
+    with topology.client(source) as src, topology.client(target) as dst:
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source])
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
+        while True:
+            keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 2)
+            if not keys:
+                break
+            # small batches, so the half-migrated state lasts a while and ASK is exercised
+            src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+        for port in ids:
+            with topology.client(port) as node:
+                node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+    return source, target
+
+
+async def test_nothing_is_lost_when_the_queue_slot_migrates(
+    cluster_topology: ClusterTopology, queue_name: str
+) -> None:
+    worker = _worker(cluster_topology, queue_name, concurrency=10)
+    runs: dict[int, int] = {}
+    warm = anyio.Event()
+
+    @worker.task
+    async def work(n: int) -> int:
+        await anyio.sleep(0.01)
+        runs[n] = runs.get(n, 0) + 1
+        if len(runs) >= count // 8:
+            warm.set()
+        return n + 1
+
+    count = 300
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run_async)
+        with anyio.fail_after(45):
+            tasks = [await work.enqueue(n) for n in range(count // 2)]
+            await warm.wait()  # the workload is running
+            async with anyio.create_task_group() as side:
+                side.start_soon(
+                    anyio.to_thread.run_sync, _migrate_slot, cluster_topology, key_slot(queue_name)
+                )
+                # producers keep enqueueing while the slot moves
+                tasks += [await work.enqueue(n) for n in range(count // 2, count)]
+            results = [await task.result() for task in tasks]
+        tg.cancel_scope.cancel()
+    assert [r.result for r in results] == [n + 1 for n in range(count)]
+    assert set(runs) == set(range(count))
