@@ -1,0 +1,1 @@
+"""Durability suite: worker processes killed, Redis restarted or unreachable, bad input."""

@@ -1,0 +1,150 @@
+"""The worker of the durability suite, run by ``streaq run app:worker`` in subprocesses.
+
+Configured from the environment (``STREAQ_DUR_*``, see :func:`from_env`); the test process builds
+the same worker with :func:`build` to enqueue and await. Every task body records each execution
+in Redis under ``dur:{<queue>}:`` (outside the queue's own keys): ``runs`` (task id -> executions
+started), ``first`` (task id -> ms of the first start) and ``attempts`` (task id -> attempts of a
+retried task). Recording is skipped when ``record`` is off (the ACL test, whose user may only touch
+the queue's keys).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import anyio
+from redis import exceptions as rex
+
+from streaq import Worker
+from streaq.task import AsyncRegisteredTask
+from streaq.types import StreaqRetry
+
+RETRY_ATTEMPTS = 3
+
+
+def record_prefix(queue: str) -> str:
+    """The prefix of the keys the task bodies write (not the queue's keys)."""
+    return f"dur:{{{queue}}}:"
+
+
+@dataclass
+class App:
+    """A worker and its registered tasks."""
+
+    worker: Worker[Any]
+    plain: AsyncRegisteredTask[[int, float], int]
+    retried: AsyncRegisteredTask[[int], int]
+    step: AsyncRegisteredTask[[int], int]
+    failing: AsyncRegisteredTask[[int], int]
+    fallback: AsyncRegisteredTask[[int], int]
+    plain_fallback: AsyncRegisteredTask[[int, float], int]
+
+
+def build(
+    redis_url: str,
+    queue: str,
+    *,
+    backend: str = "asyncio",
+    idle_timeout: float = 1.0,
+    concurrency: int = 8,
+    record: bool = True,
+    redis_kwargs: dict[str, Any] | None = None,
+) -> App:
+    """The suite's worker with its tasks registered."""
+    worker: Worker[Any] = Worker(
+        redis_url=redis_url,
+        queue_name=queue,
+        concurrency=concurrency,
+        idle_timeout=timedelta(seconds=idle_timeout),
+        anyio_backend=backend,
+        redis_kwargs=redis_kwargs,
+    )
+    prefix = record_prefix(queue)
+
+    async def execute(*args: Any) -> Any:
+        # Redis may be restarting under the fault tests: a body waits for it rather than fail
+        with anyio.fail_after(60):
+            while True:
+                try:
+                    return await worker._client.redis.execute(*args)
+                except (rex.ConnectionError, rex.TimeoutError, OSError):
+                    await anyio.sleep(0.1)
+
+    async def started(task_id: str) -> None:
+        if record:
+            await execute("HINCRBY", prefix + "runs", task_id, 1)
+            await execute("HSETNX", prefix + "first", task_id, int(time.time() * 1000))
+
+    @worker.task(name="plain", max_tries=20)
+    async def plain(n: int, pause: float) -> int:
+        await started(plain.context.task_id)
+        await anyio.sleep(pause)
+        return n
+
+    @worker.task(name="retried", max_tries=20)
+    async def retried(n: int) -> int:
+        task_id = retried.context.task_id
+        await started(task_id)
+        if record:
+            attempts = int(await execute("HINCRBY", prefix + "attempts", task_id, 1))
+        else:
+            attempts = retried.context.tries
+        if attempts < RETRY_ATTEMPTS:
+            raise StreaqRetry(delay=timedelta(milliseconds=50))
+        return n
+
+    @worker.task(name="step", max_tries=20)
+    async def step(x: int) -> int:
+        await started(step.context.task_id)
+        return x + 1
+
+    @worker.task(name="failing", max_tries=20)
+    async def failing(n: int) -> int:
+        await started(failing.context.task_id)
+        raise ValueError(f"failing {n}")
+
+    @worker.task(name="fallback", max_tries=20)
+    async def fallback(n: int) -> int:
+        await started(fallback.context.task_id)
+        return -n
+
+    @worker.task(name="plain_fallback", max_tries=20)
+    async def plain_fallback(n: int, pause: float) -> int:
+        await started(plain_fallback.context.task_id)
+        return -n
+
+    return App(worker, plain, retried, step, failing, fallback, plain_fallback)
+
+
+def from_env() -> App:
+    """The app as configured by the ``STREAQ_DUR_*`` variables the tests set."""
+    env = os.environ
+    kwargs: dict[str, Any] = {}
+    if env.get("STREAQ_DUR_CA"):
+        kwargs["ssl_ca_certs"] = env["STREAQ_DUR_CA"]
+    return build(
+        env["STREAQ_DUR_URL"],
+        env["STREAQ_DUR_QUEUE"],
+        backend=env.get("STREAQ_DUR_BACKEND", "asyncio"),
+        idle_timeout=float(env.get("STREAQ_DUR_IDLE", "1")),
+        concurrency=int(env.get("STREAQ_DUR_CONCURRENCY", "8")),
+        record=env.get("STREAQ_DUR_RECORD", "1") == "1",
+        redis_kwargs=kwargs or None,
+    )
+
+
+_app: App | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # ``streaq run app:worker`` looks the worker up; build it only then (the tests import build)
+    global _app
+    if name == "worker":
+        if _app is None:
+            _app = from_env()
+        return _app.worker
+    raise AttributeError(name)
