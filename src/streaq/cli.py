@@ -202,12 +202,94 @@ def _run_worker(
             serve_metrics(worker, metrics_port)
         except OSError as exc:
             return _error(f"cannot serve metrics on port {metrics_port}: {exc}")
+    from .worker import Worker
+
+    # the progress reader needs a real queue (the CLI tests run stand-ins without one)
+    progress = _BurstProgress(worker, sys.stderr) if burst and isinstance(worker, Worker) else None
+    if progress is not None:
+        progress.start()
     try:
         worker.run_sync()
     except KeyboardInterrupt:
         # the worker handles signals itself; this only happens when it was told not to
         return 130
+    finally:
+        if progress is not None:
+            progress.stop()
     return 0
+
+
+class _BurstProgress:
+    """Progress of ``streaq run --burst``: a bar on a terminal, else a log line on each change.
+
+    A daemon thread reads the queue (its own short-lived event loop and connection, as
+    ``streaq info`` does) and the worker's counters; the worker's loop is never touched.
+    "Done" counts tasks this process finished (succeeded, failed or aborted); "left" is what
+    the streams still hold, queued or running anywhere.
+    """
+
+    BAR_WIDTH = 30
+    TTY_INTERVAL = 0.2
+    LOG_INTERVAL = 5.0
+
+    def __init__(self, worker: Any, stream: Any) -> None:
+        self._worker = worker
+        self._stream = stream
+        self._tty = bool(getattr(stream, "isatty", lambda: False)())
+        self._interval = self.TTY_INTERVAL if self._tty else self.LOG_INTERVAL
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="streaq-progress", daemon=True)
+        self._last = ""
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=5)
+        if self._tty and self._last:
+            self._stream.write("\n")
+            self._stream.flush()
+
+    def _loop(self) -> None:
+        while not self._stopped.wait(self._interval):
+            self._report()
+
+    def _report(self) -> None:
+        import anyio
+
+        from ._inspect import inspect_worker
+
+        try:
+            found = anyio.run(inspect_worker, self._worker)
+        except Exception as exc:
+            logger.debug("cannot read the queue for progress: %s", exc)
+            return
+        counters = self._worker.counters
+        done = counters["completed"] + counters["failed"] + counters["aborted"]
+        line = render_progress(done, found.queued + found.running, counters["failed"])
+        if self._tty:
+            self._stream.write("\r" + line)
+            self._stream.flush()
+        elif line != self._last:
+            logger.info("burst progress: %s", line)
+        self._last = line
+
+
+def render_progress(
+    done: int, left: int, failed: int, width: int = _BurstProgress.BAR_WIDTH
+) -> str:
+    """One line of burst progress, e.g. ``[#######.......] 7/14 done, 7 left, 1 failed``.
+
+    :param done: tasks finished by this process
+    :param left: tasks still in the streams
+    :param failed: how many of those done failed
+    :param width: characters of the bar
+    """
+    total = done + left
+    filled = width if total == 0 else done * width // total
+    bar = "#" * filled + "." * (width - filled)
+    return f"[{bar}] {done}/{total} done, {left} left, {failed} failed"
 
 
 def _child_command(args: argparse.Namespace, *, workers: int, port: int | None) -> list[str]:
