@@ -447,6 +447,7 @@ local function unlink(p, id, st)
   elseif state == 'w' then
     for _, dep in ipairs(redis.call('SMEMBERS', p .. 'dp:' .. id)) do
       redis.call('SREM', p .. 'dn:' .. dep, id)
+      if redis.call('EXISTS', p .. 'dn:' .. dep) == 0 then redis.call('SREM', p .. 'hd', dep) end
     end
   elseif state == 'u' then
     redis.call('LREM', p .. 'uw:' .. field(st[3], 'f'), 0, id)
