@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeAlias, TypeVar, TypeVarTuple
 
+from typing_extensions import TypeVar as TypeVarDefault
+
 __all__ = [
     "AsyncCron",
     "AsyncTask",
@@ -39,7 +41,8 @@ __all__ = [
     "TypedCoroutine",
 ]
 
-C = TypeVar("C")
+# a worker without a lifespan has the context None: `Worker(...)` needs no annotation
+C = TypeVarDefault("C", default=None)
 P = ParamSpec("P")
 POther = ParamSpec("POther")
 R = TypeVar("R")
