@@ -54,13 +54,17 @@ class QueueFunctions:
         return result
 
     async def finish(self, worker_id: str, now: int, items: Sequence[Arg]) -> int:
-        """Record results, retries and hand-backs (groups of 7 arguments per task)."""
+        """Record results, retries, repeats and hand-backs (groups of 7 arguments per task)."""
         result: int = await self.call("finish", [worker_id, now, *items])
         return result
 
     async def unique(self, fn: str, task_id: str, priority: str, msgid: str, fields: bytes) -> bool:
         """Take ``fn``'s unique lock for ``task_id``, or park the task until it is free."""
         return bool(await self.call("unique", [fn, task_id, priority, msgid, fields]))
+
+    async def unschedule(self, task_id: str, now: int) -> bool:
+        """Stop a delayed, waiting or crontab-repeating task; ``False`` if it was not scheduled."""
+        return bool(await self.call("unschedule", [task_id, now]))
 
     async def abort(self, task_id: str, now: int) -> int:
         """0 finished already, -1 unknown, 1 aborted, 2 running (abort requested)."""

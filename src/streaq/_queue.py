@@ -209,7 +209,7 @@ class QueueClient:
 
         :return: ``True`` when the task was scheduled, ``False`` otherwise
         """
-        return bool(await self.functions.call("unschedule", [task_id, now_ms()]))
+        return await self.functions.unschedule(task_id, now_ms())
 
     async def info(self, task_id: str) -> TaskInfo | None:
         """Facts about an unfinished task, or ``None``."""

@@ -384,7 +384,7 @@ class Worker(Generic[C]):
 
     async def unschedule_by_id(self, task_id: str) -> bool:
         """Stop the repeating task ``task_id``; ``True`` when it was scheduled."""
-        return await self._client.abort(task_id, 0)
+        return await self._client.unschedule(task_id)
 
     # running
 

@@ -64,7 +64,7 @@ async def test_crontab_task_repeats_until_unscheduled(
             info = await task.info()
             assert info is not None
             assert info.scheduled is not None
-            assert await worker._client.unschedule(task.id)
+            assert await worker.unschedule_by_id(task.id)
             res = await task.result()
             assert not res.success
             assert isinstance(res.exception, StreaqCancelled)
@@ -102,7 +102,7 @@ async def test_unschedule_running_crontab_task(
             task = await slow.enqueue().start(schedule=EVERY_SECOND)
             await started.wait()
             assert await task.status() == TaskStatus.RUNNING
-            assert await worker._client.unschedule(task.id)
+            assert await worker.unschedule_by_id(task.id)
             res = await task.result()
             assert isinstance(res.exception, StreaqCancelled)
             assert await task.status() == TaskStatus.DONE
@@ -120,11 +120,11 @@ async def test_unschedule_by_id(worker: Worker[Any], run_worker: RunWorker) -> N
         assert await worker.unschedule_by_id(delayed.id)
         assert isinstance((await delayed.result()).exception, StreaqCancelled)
         assert not await worker.unschedule_by_id("missing")
-        assert not await worker._client.unschedule(delayed.id)
+        assert not await worker.unschedule_by_id(delayed.id)
         queued = await noop.enqueue()
-        assert not await worker._client.unschedule(queued.id)  # queued, not scheduled
+        assert not await worker.unschedule_by_id(queued.id)  # queued, not scheduled
         later = await noop.enqueue().start(delay=60)
-        assert await worker._client.unschedule(later.id)
+        assert await worker.unschedule_by_id(later.id)
         assert isinstance((await later.result()).exception, StreaqCancelled)
 
 
