@@ -14,7 +14,7 @@ import nox
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.error_on_missing_interpreters = True
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "typecheck", "codegen", "tests"]
+nox.options.sessions = ["lint", "typecheck", "codegen", "docs", "tests"]
 
 PYTHONS = ["3.11", "3.12", "3.13"]
 BACKENDS = ["asyncio", "trio"]
@@ -71,6 +71,15 @@ def codegen(session: nox.Session) -> None:
     """Fail when generated code is stale (tools/gen_chains.py --check)."""
     _install(session)
     session.run("python", "tools/gen_chains.py", "--check")
+
+
+@nox.session(python=PYTHONS[0])
+def docs(session: nox.Session) -> None:
+    """Build the documentation with warnings as errors (sphinx-build -W)."""
+    _install(session, "docs")
+    session.run(
+        "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", f"{session.create_tmp()}/html"
+    )
 
 
 @nox.session(python=PYTHONS[0], default=False)

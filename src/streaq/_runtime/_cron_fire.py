@@ -13,16 +13,14 @@ import logging
 from typing import Any
 
 import anyio
-from redis import exceptions as rex
 
 from .._cron import CronSchedule, cron_firing_id
 from ..task import Task
 from ..utils import now_ms, to_ms
-from ._state import WorkerState
+from ._state import RECOVERABLE, WorkerState
 
 logger = logging.getLogger("streaq")
 
-_RECOVERABLE = (rex.ConnectionError, rex.TimeoutError, OSError)
 # occurrences missed by at most this much are still fired when no drift limit is set
 _DEFAULT_CATCH_UP_MS = 60_000
 
@@ -58,5 +56,5 @@ async def fire_cron_jobs(state: WorkerState) -> None:
         if firing:
             try:
                 await worker.enqueue_many(firing)
-            except _RECOVERABLE as e:
+            except RECOVERABLE as e:
                 logger.warning("cannot fire cron jobs: %s", e)

@@ -17,12 +17,12 @@ from __future__ import annotations
 import logging
 import math
 import signal
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from redis import exceptions as rex
 
 from .._codec import encode_fields
 from .._redis import Backoff
@@ -31,7 +31,7 @@ from ..utils import now_ms, to_seconds
 from ._cron_fire import fire_cron_jobs
 from ._reader import Reader
 from ._runner import Runner
-from ._state import Job, WorkerState
+from ._state import RECOVERABLE, Job, WorkerState
 
 if TYPE_CHECKING:
     from ..worker import Worker
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("streaq")
 
 FINISH_BATCH = 200
-_RECOVERABLE = (rex.ConnectionError, rex.TimeoutError, OSError)
 
 
 def _finish_args(jobs: list[Job]) -> list[Any]:
@@ -59,7 +58,7 @@ async def _record(state: WorkerState, jobs: list[Job]) -> None:
         try:
             await state.client.functions.finish(state.worker.id, now_ms(), _finish_args(todo))
             break
-        except _RECOVERABLE as e:
+        except RECOVERABLE as e:
             delay = backoff.next()
             logger.warning("cannot record %d results (%s); retrying in %.1fs", len(todo), e, delay)
             await anyio.sleep(delay)
@@ -101,30 +100,42 @@ async def _run_jobs(
 
 
 async def _lease_keeper(state: WorkerState, interval: float) -> None:
-    functions = state.client.functions
-    while True:
-        await anyio.sleep(interval)
-        pairs: list[str] = []
-        for job in list(state.jobs.values()):
-            pairs += [job.priority, job.msgid]
-        try:
-            await state.client.redis.execute(
-                "HSET", state.worker.keys.workers, state.worker.id, now_ms()
-            )
-            if not pairs:
-                continue
-            lost = {bytes(m).decode() for m in await functions.lease(state.worker.id, pairs)}
-        except _RECOVERABLE as e:
-            logger.warning("cannot refresh task leases: %s", e)
-            continue
-        for job in list(state.jobs.values()):
-            if job.msgid in lost and job.outcome is None:
-                # another worker took it over; its result is that worker's to write
-                logger.warning("task %s was taken over by another worker", job.task_id)
-                job.lost = True
-                job.outcome = ("", None, None, None)
-                if job.scope is not None:
-                    job.scope.cancel()
+    """Beat (for ``streaq info``) and refresh the leases of claimed messages, until cancelled."""
+    workers_key, worker_id = state.worker.keys.workers, state.worker.id
+    try:
+        while True:
+            await _refresh_leases(state)
+            await anyio.sleep(interval)
+    finally:
+        # a worker that stops cleanly is no longer listed among the live ones
+        with anyio.CancelScope(shield=True), anyio.move_on_after(2), suppress(*RECOVERABLE):
+            await state.client.redis.execute("HDEL", workers_key, worker_id)
+
+
+async def _refresh_leases(state: WorkerState) -> None:
+    pairs: list[str] = []
+    for job in list(state.jobs.values()):
+        pairs += [job.priority, job.msgid]
+    try:
+        await state.client.redis.execute(
+            "HSET", state.worker.keys.workers, state.worker.id, now_ms()
+        )
+        if not pairs:
+            return
+        lost = {
+            bytes(m).decode() for m in await state.client.functions.lease(state.worker.id, pairs)
+        }
+    except RECOVERABLE as e:
+        logger.warning("cannot refresh task leases: %s", e)
+        return
+    for job in list(state.jobs.values()):
+        if job.msgid in lost and job.outcome is None:
+            # another worker took it over; its result is that worker's to write
+            logger.warning("task %s was taken over by another worker", job.task_id)
+            job.lost = True
+            job.outcome = ("", None, None, None)
+            if job.scope is not None:
+                job.scope.cancel()
 
 
 async def _scheduler(state: WorkerState) -> None:
@@ -134,7 +145,7 @@ async def _scheduler(state: WorkerState) -> None:
         try:
             moved, nxt = await functions.promote(now_ms(), 1000)
             backoff.reset()
-        except _RECOVERABLE as e:
+        except RECOVERABLE as e:
             logger.warning("cannot move delayed tasks: %s", e)
             await anyio.sleep(backoff.next())
             continue

@@ -19,12 +19,11 @@ from redis import exceptions as rex
 from .._keys import GROUP
 from .._redis import Backoff, Connection
 from ..utils import now_ms
-from ._state import Job, WorkerState, parse_fields
+from ._state import RECOVERABLE, Job, WorkerState, parse_fields
 
 logger = logging.getLogger("streaq")
 
 BLOCK_MS = 2000
-_RECOVERABLE = (rex.ConnectionError, rex.TimeoutError, OSError)
 
 
 def _entries(reply: Any) -> list[tuple[str, list[Any]]]:
@@ -114,7 +113,7 @@ class Reader:
                         if burst and not claimed and await self._burst_done():
                             state.request_stop()
                             return
-            except _RECOVERABLE as e:
+            except RECOVERABLE as e:
                 delay = backoff.next()
                 logger.warning("cannot read tasks (%s); retrying in %.1fs", e, delay)
                 await anyio.sleep(delay)
@@ -128,7 +127,7 @@ class Reader:
         logger.warning("the queue's consumer group is gone (Redis restarted?); recreating it")
         try:
             await self.state.client.prepare()
-        except _RECOVERABLE:
+        except RECOVERABLE:
             await anyio.sleep(backoff.next())
 
     async def _burst_done(self) -> bool:
@@ -151,7 +150,7 @@ class Reader:
                     entries = await functions.reclaim(
                         state.worker.id, self.idle_ms, free, priorities
                     )
-                except _RECOVERABLE as e:
+                except RECOVERABLE as e:
                     logger.warning("cannot reclaim tasks: %s", e)
                     entries = []
                 except rex.ResponseError as e:

@@ -12,11 +12,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from redis import exceptions as rex
 
 from .._queue import QueueClient
 
 if TYPE_CHECKING:
     from ..worker import Worker
+
+
+#: failures a worker duty waits out with a backoff: Redis unreachable, too slow, or (during a
+#: Sentinel failover) still a replica
+RECOVERABLE = (rex.ConnectionError, rex.TimeoutError, rex.ReadOnlyError, OSError)
 
 
 @dataclass(slots=True, eq=False)
