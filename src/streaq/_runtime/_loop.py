@@ -227,7 +227,10 @@ async def _serve(
 ) -> None:
     worker = state.worker
     idle = to_seconds(worker.idle_timeout) or 60.0
-    send_jobs, recv_jobs = anyio.create_memory_object_stream[Job](state.limit)
+    # claims are bounded by the capacity count, not by this buffer: the reader and the reclaimer
+    # both size their claims from it before waiting on Redis, so a full buffer must never make
+    # a claimed message undeliverable (send_nowait would raise WouldBlock and end the run)
+    send_jobs, recv_jobs = anyio.create_memory_object_stream[Job](math.inf)
     send_out, recv_out = anyio.create_memory_object_stream[Job](math.inf)
     reader = Reader(state, send_jobs, idle)
     # every end of the streams is closed however the run ends: a duty cancelled before it
