@@ -32,14 +32,6 @@ def clean_queue(redis_url: str, queue_name: str) -> Iterator[str]:
         delete_keys(redis_url, f"streaq:{{{queue_name}}}:*")
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.xfail(
-    strict=True,
-    reason="_reader.py: Reader._accept send_nowait()s into the job channel sized "
-    "concurrency+prefetch, but _read() and reclaim_loop() each size their claim from a "
-    "free() snapshot taken before awaiting Redis (a 2 s BLOCK for the reader), so a reclaim "
-    "during a blocked read overfills the channel: WouldBlock kills the worker",
-)
 async def test_reclaim_during_blocked_read_does_not_overfill(
     redis_url: str, clean_queue: str
 ) -> None:
