@@ -9,14 +9,18 @@ is returned by a single GET and never touches the subscription. After the subscr
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import anyio
 import anyio.abc
 import msgspec
+from redis import exceptions as rex
 
 from ._keys import QueueKeys
-from ._redis import RedisClient
+from ._redis import Backoff, RedisClient
+
+logger = logging.getLogger("streaq")
 
 _done_decoder = msgspec.msgpack.Decoder(list[tuple[str, bytes | None]])
 
@@ -76,7 +80,18 @@ class ResultWaiter:
     async def _refetch(self, task_ids: list[str]) -> None:
         if not task_ids:
             return
-        records = await self._client.execute("MGET", *[self._keys.result(t) for t in task_ids])
+        keys = [self._keys.result(t) for t in task_ids]
+        backoff = Backoff()
+        while True:
+            try:
+                records = await self._client.execute("MGET", *keys)
+                break
+            except (rex.ConnectionError, rex.TimeoutError) as e:
+                # e.g. LOADING right after a restart: a failure here must not end the listener,
+                # or every later wait would miss its wake-up
+                delay = backoff.next()
+                logger.warning("cannot fetch finished results (%s); retrying in %.1fs", e, delay)
+                await anyio.sleep(delay)
         for task_id, record in zip(task_ids, records, strict=True):
             if record is not None:
                 self._deliver(task_id, record)
