@@ -244,10 +244,11 @@ def test_reload_restarts_the_worker_on_python_changes(project: Path) -> None:
     assert "module_changed.py" in stderr
 
 
-def test_web_is_a_placeholder(project: Path) -> None:
-    result = streaq_cli(project, "web", "fake_worker:once", "--port", "8000")
-    assert result.returncode == 2
-    assert "the web UI is not available yet" in result.stderr
+def test_web_bad_worker_path(project: Path) -> None:
+    # the UI itself is tested in tests/ui; here only the CLI's error path
+    result = streaq_cli(project, "web", "no_such_module:worker", "--port", "8000")
+    assert result.returncode == 1
+    assert "streaq: error:" in result.stderr
 
 
 @pytest.mark.parametrize(

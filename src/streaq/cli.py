@@ -14,6 +14,9 @@ Process model of ``streaq run module:worker``:
 process; with ``--workers N`` child *i* (1-based) listens on ``P + i - 1``, because Prometheus
 scrapes each process separately and N processes cannot share one port.
 
+``streaq web module:worker [--host H] [--port P]`` serves the monitoring UI (``streaq.ui``, extra
+``streaq[web]``) with uvicorn; that process is a producer and never runs tasks.
+
 ``streaq info module:worker [--json]`` prints a snapshot of the worker's queue (see
 ``streaq._inspect``): it reads Redis only and never runs or prepares the queue.
 
@@ -105,7 +108,10 @@ def _build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="show the state of a worker's queue")
     info.add_argument("worker_path", metavar="module:worker", help="where the Worker object is")
     info.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    commands.add_parser("web", help="monitoring web UI (not available yet)", add_help=False)
+    web = commands.add_parser("web", help="serve the monitoring web UI (streaq[web])")
+    web.add_argument("worker_path", metavar="module:worker", help="where the Worker object is")
+    web.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    web.add_argument("--port", type=_port, default=8000, help="port to listen on (8000)")
     return parser
 
 
@@ -117,11 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command == "web":
-        print("the web UI is not available yet", file=sys.stderr)
-        return 2
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "web":
+        return _web(args.worker_path, host=args.host, port=args.port)
     if args.command == "info":
         return _info(args.worker_path, as_json=args.json)
     if args.reload:
@@ -178,6 +183,22 @@ def _info(worker_path: str, *, as_json: bool) -> int:
         print(json.dumps(found.to_json(), indent=2))
     else:
         print(render_snapshot(found, worker.tz))
+    return 0
+
+
+def _web(worker_path: str, *, host: str, port: int) -> int:
+    """Serve the monitoring UI of the worker at ``worker_path`` with uvicorn."""
+    try:
+        import uvicorn
+
+        from .ui import create_app
+    except ImportError as exc:
+        return _error(f"the web UI needs its extra ({exc.name}): pip install 'streaq[web]'")
+    worker = _import_worker(worker_path)
+    if isinstance(worker, str):
+        return _error(worker)
+    # uvicorn runs asyncio whatever the worker's backend: the UI only produces and reads
+    uvicorn.run(create_app(worker), host=host, port=port, log_level="info")
     return 0
 
 

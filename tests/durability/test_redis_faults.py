@@ -70,12 +70,6 @@ async def _wait_done(app: App, tasks: list[Task[Any, Any]], fraction: float) -> 
         await anyio.sleep(0.02)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="intermittent (1 run in ~4, asyncio): after a SIGKILL+restart of the AOF server a "
-    "task.result(timeout=60) in _results did not return; not yet diagnosed (lost wake-up of "
-    "the producer's result subscription or a lost task)",
-)
 async def test_aof_restart_mid_workload(
     aof_server: RedisServer, worker_processes: ProcessFactory, backend_name: str, queue_name: str
 ) -> None:

@@ -1,0 +1,55 @@
+"""streaq's monitoring web UI (extra ``streaq[web]``): a FastAPI router and ``streaq web``.
+
+Run it on its own::
+
+    pip install 'streaq[web]'
+    streaq web myapp.tasks:worker --host 127.0.0.1 --port 8000
+
+or mount the router in your own FastAPI application. The UI is a *producer*: it reads the queue
+and sends aborts, so the worker must be entered (``async with worker:``) for the application's
+lifetime; the application's lifespan does that, exactly as ``streaq web`` does::
+
+    from contextlib import asynccontextmanager
+    from fastapi import FastAPI
+    from streaq.ui import create_router
+    from myapp.tasks import worker
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with worker:  # connect once, share the connection pool with every request
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(create_router(worker), prefix="/streaq")
+
+Access control: the UI can abort tasks and replay dead letters, so anything but a trusted
+network should put it behind authentication. ``auth`` is a FastAPI dependency run before every
+page and action; raise ``HTTPException`` in it to refuse the request::
+
+    import secrets
+    from fastapi import Depends, HTTPException
+    from fastapi.security import HTTPBasic, HTTPBasicCredentials
+
+    basic = HTTPBasic()
+
+    def admin_only(credentials: HTTPBasicCredentials = Depends(basic)) -> None:
+        ok = secrets.compare_digest(credentials.username, "admin") and secrets.compare_digest(
+            credentials.password, os.environ["STREAQ_UI_PASSWORD"]
+        )
+        if not ok:
+            raise HTTPException(401, headers={"WWW-Authenticate": "Basic"})
+
+    app.include_router(create_router(worker, auth=admin_only), prefix="/streaq")
+
+Actions are POST forms protected against cross-site request forgery with a double-submit token:
+the token is kept in a signed cookie and repeated in each form; a POST whose form token is
+missing or differs from the cookie's is refused with 403. Pass the same ``secret`` to every
+process when several serve the UI behind one address (the default is random per process, so a
+restart only makes open pages fetch a fresh token).
+"""
+
+from __future__ import annotations
+
+from ._app import create_app, create_router
+
+__all__ = ["create_app", "create_router"]

@@ -1,0 +1,323 @@
+"""The UI's FastAPI router (pages, actions, CSRF) and the stand-alone app of ``streaq web``."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from .._cron import cron_firing_id
+from .._inspect import inspect_worker
+from ..task import TaskResult, TaskStatus
+from . import _data
+
+if TYPE_CHECKING:
+    from ..worker import Worker
+
+__all__ = ["create_app", "create_router"]
+
+_HERE = Path(__file__).resolve().parent
+CSRF_COOKIE = "streaq_csrf"
+CSRF_FIELD = "csrf_token"
+#: statuses with a task list, in the order of a task's life
+LISTED = (TaskStatus.SCHEDULED, TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.DONE)
+CHART_WIDTH, CHART_HEIGHT = 450.0, 80.0
+
+
+class _Csrf:
+    """Double-submit CSRF tokens: a random token in an HMAC-signed cookie, echoed by each form.
+
+    A cross-site page can make the browser send the cookie but can neither read it nor forge a
+    signed one, so it cannot put the matching token in the form. The signature stops a cookie
+    planted by a sibling subdomain from passing with a token of the attacker's choosing.
+    """
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def _sign(self, token: str) -> str:
+        return hmac.new(self._secret, token.encode(), hashlib.sha256).hexdigest()
+
+    def token_of(self, request: Request) -> str | None:
+        """The token of the request's cookie when its signature holds."""
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        token, _, signature = cookie.partition(".")
+        if token and hmac.compare_digest(signature, self._sign(token)):
+            return token
+        return None
+
+    def issue(self, request: Request, response: Response, token: str) -> None:
+        """Set the cookie of ``token`` on ``response``."""
+        response.set_cookie(
+            CSRF_COOKIE,
+            f"{token}.{self._sign(token)}",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+
+    async def check(self, request: Request) -> None:
+        """Refuse (403) a POST whose form token does not match its signed cookie."""
+        expected = self.token_of(request)
+        form = await request.form()
+        sent = form.get(CSRF_FIELD)
+        if expected is None or not isinstance(sent, str) or not hmac.compare_digest(sent, expected):
+            raise HTTPException(403, "missing or wrong CSRF token: reload the page and retry")
+
+
+def _when(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(ms: int | None) -> str:
+    if ms is None or ms < 0:
+        return "-"
+    if ms < 1000:
+        return f"{ms} ms"
+    seconds = ms / 1000
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _templates() -> Jinja2Templates:
+    templates = Jinja2Templates(directory=str(_HERE / "templates"))
+    templates.env.filters["when"] = _when
+    templates.env.filters["duration"] = _duration
+    return templates
+
+
+def create_router(
+    worker: Worker[Any],
+    *,
+    auth: Callable[..., Any] | None = None,
+    secret: str | bytes | None = None,
+) -> APIRouter:
+    """The UI's router: mount it with ``app.include_router(router, prefix="/streaq")``.
+
+    The worker must be entered (``async with worker:``) while the app serves requests, in the
+    app's lifespan (see :mod:`streaq.ui`).
+
+    :param worker: the worker whose queue to show
+    :param auth: a FastAPI dependency run before every page and action; raise
+        ``HTTPException`` in it to refuse
+    :param secret: key signing the CSRF cookie; random per process by default
+    :return: the router
+    """
+    key = secret.encode() if isinstance(secret, str) else secret or secrets.token_bytes(32)
+    csrf = _Csrf(key)
+    templates = _templates()
+    dependencies = [Depends(auth)] if auth is not None else []
+    router = APIRouter(dependencies=dependencies)
+    css = (_HERE / "static" / "style.css").read_text()
+
+    def render(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
+        # one token per browser session: reuse the cookie's, else start one
+        token = csrf.token_of(request) or secrets.token_urlsafe(24)
+        context.update(
+            queue=worker.queue_name,
+            csrf_field=CSRF_FIELD,
+            csrf_token=token,
+            listed=LISTED,
+            message=request.query_params.get("msg"),
+        )
+        response = templates.TemplateResponse(request, name, context, status_code=status_code)
+        csrf.issue(request, response, token)
+        return response
+
+    def back_to(request: Request, route: str, message: str, **params: str) -> RedirectResponse:
+        # POST → 303 → GET, so reloading the page does not repeat the action
+        url = request.url_for(route, **params).include_query_params(msg=message)
+        return RedirectResponse(str(url), status_code=303)
+
+    @router.get("/style.css", name="streaq_css", include_in_schema=False)
+    async def style() -> Response:
+        return Response(css, media_type="text/css")
+
+    @router.get("/", name="streaq_overview")
+    async def overview(request: Request) -> Response:
+        """Counts per status and priority, lag, workers and the throughput chart."""
+        found = await inspect_worker(worker)
+        stats = await _data.result_stats(worker, found.now_ms)
+        bars = _data.chart_bars(stats.buckets, CHART_WIDTH, CHART_HEIGHT)
+        return render(
+            request,
+            "overview.html",
+            snap=found,
+            stats=stats,
+            bars=bars,
+            chart_width=CHART_WIDTH,
+            chart_height=CHART_HEIGHT,
+            minute_total=sum(b.total for b in stats.buckets),
+            dead_letters=_data.dead_letters_supported(worker),
+        )
+
+    @router.get("/tasks/{status}", name="streaq_tasks")
+    async def tasks(
+        request: Request,
+        status: str,
+        priority: str | None = None,
+        limit: int = Query(50, ge=1),
+        offset: int = Query(0, ge=0),
+    ) -> Response:
+        """Tasks in ``status``, ``limit`` per page from ``offset``, optionally of one priority."""
+        try:
+            wanted = TaskStatus(status)
+        except ValueError:
+            raise HTTPException(404, f"no task list for status {status!r}") from None
+        if wanted not in LISTED:
+            raise HTTPException(404, f"no task list for status {status!r}")
+        if priority == "":
+            priority = None  # the filter form's "all" choice
+        if priority is not None and priority not in worker.priorities:
+            raise HTTPException(400, f"unknown priority {priority!r}")
+        # one more than the page, to know whether a next page exists
+        found = await worker.get_tasks_by_status(
+            wanted,
+            priority=None if wanted == TaskStatus.DONE else priority,
+            limit=offset + limit + 1,
+        )
+        page = list(found[offset : offset + limit])
+        return render(
+            request,
+            "tasks.html",
+            status=wanted,
+            tasks=page,
+            done=wanted == TaskStatus.DONE,
+            priorities=worker.priorities,
+            priority=priority,
+            limit=limit,
+            offset=offset,
+            has_next=len(found) > offset + limit,
+        )
+
+    @router.get("/task/{task_id}", name="streaq_task")
+    async def task(request: Request, task_id: str) -> Response:
+        """One task: arguments, result or traceback, timings, tries, dependencies."""
+        status = await worker.status_by_id(task_id)
+        info = None
+        result: TaskResult[Any] | None = None
+        if status == TaskStatus.DONE:
+            try:
+                result = await worker.result_by_id(task_id, timeout=1)
+            except TimeoutError:
+                status = TaskStatus.NOT_FOUND  # it expired between the two reads
+        elif status != TaskStatus.NOT_FOUND:
+            info = await worker.info_by_id(task_id)
+        if info is None and result is None:
+            return render(request, "missing.html", status_code=404, task_id=task_id)
+        value = error = trace = None
+        if result is not None:
+            if result.success:
+                value = repr(result.result)
+            else:
+                error = repr(result.exception)
+                trace = _data.remote_traceback(result.exception)
+        return render(
+            request,
+            "task.html",
+            task_id=task_id,
+            status=info.status if info is not None else status,
+            info=info,
+            result=result,
+            value=value,
+            error=error,
+            trace=trace,
+        )
+
+    @router.post("/task/{task_id}/abort", name="streaq_abort", dependencies=[Depends(csrf.check)])
+    async def abort(request: Request, task_id: str) -> Response:
+        """Abort a task (queued, delayed or running); back to its page."""
+        stopped = await worker.abort_by_id(task_id)
+        message = "aborted" if stopped else "not aborted: the task had already finished"
+        return back_to(request, "streaq_task", message, task_id=task_id)
+
+    @router.post(
+        "/task/{task_id}/unschedule", name="streaq_unschedule", dependencies=[Depends(csrf.check)]
+    )
+    async def unschedule(request: Request, task_id: str) -> Response:
+        """Stop a repeating task (``task.start(schedule=...)``); back to its page."""
+        stopped = await worker.unschedule_by_id(task_id)
+        message = "unscheduled" if stopped else "not unscheduled: the task does not repeat"
+        return back_to(request, "streaq_task", message, task_id=task_id)
+
+    @router.get("/cron", name="streaq_cron")
+    async def cron(request: Request) -> Response:
+        """Registered cron jobs with their next firing and that firing's task id."""
+        found = await inspect_worker(worker)
+        jobs = [(job, cron_firing_id(job.name, job.next_fire_ms)) for job in found.crons]
+        return render(request, "cron.html", jobs=jobs, now_ms=found.now_ms)
+
+    @router.get("/workers", name="streaq_workers")
+    async def workers(request: Request) -> Response:
+        """Workers that served the queue, with their last heartbeat."""
+        found = await inspect_worker(worker)
+        return render(request, "workers.html", snap=found)
+
+    @router.get("/dead-letters", name="streaq_dead_letters")
+    async def dead_letters(
+        request: Request, limit: int = Query(50, ge=1), offset: int = Query(0, ge=0)
+    ) -> Response:
+        """Tasks that ran out of tries, when this streaq keeps them."""
+        if not _data.dead_letters_supported(worker):
+            return render(request, "dead_letters.html", available=False, letters=[])
+        found = await _data.list_dead_letters(worker, limit, offset)
+        letters = [(_data.letter_id(x), _data.letter_fields(x)) for x in found[:limit]]
+        return render(
+            request,
+            "dead_letters.html",
+            available=True,
+            letters=letters,
+            limit=limit,
+            offset=offset,
+            has_next=len(found) > limit,
+        )
+
+    @router.post(
+        "/dead-letters/{task_id}/replay", name="streaq_replay", dependencies=[Depends(csrf.check)]
+    )
+    async def replay(request: Request, task_id: str) -> Response:
+        """Put a dead letter back on the queue; back to the dead letters."""
+        if not _data.dead_letters_supported(worker):
+            raise HTTPException(404, "dead letters are not available in this streaq")
+        await _data.replay_dead_letter(worker, task_id)
+        return back_to(request, "streaq_dead_letters", f"replayed {task_id}")
+
+    return router
+
+
+def create_app(
+    worker: Worker[Any],
+    *,
+    auth: Callable[..., Any] | None = None,
+    secret: str | bytes | None = None,
+) -> FastAPI:
+    """The stand-alone UI application of ``streaq web``: the router at ``/``, the worker
+    entered as a producer for the app's lifetime.
+
+    :param worker: the worker whose queue to show
+    :param auth: see :func:`create_router`
+    :param secret: see :func:`create_router`
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with worker:
+            yield
+
+    app = FastAPI(title=f"streaq · {worker.queue_name}", lifespan=lifespan, docs_url=None)
+    app.include_router(create_router(worker, auth=auth, secret=secret))
+    return app
