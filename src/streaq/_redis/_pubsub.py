@@ -86,6 +86,8 @@ class PubSub:
         self._channels: set[bytes] = set()
         self._patterns: set[bytes] = set()
         self._waiters: dict[tuple[bytes, bytes], list[anyio.Event]] = {}
+        # error replies (e.g. NOPERM) fail every request waiting for a confirmation
+        self._failed: dict[tuple[bytes, bytes], Exception] = {}
         # Confirmations still expected after a reconnect before ``reconnected`` is emitted.
         self._resync: set[tuple[bytes, bytes]] = set()
         self._send_lock = anyio.Lock()
@@ -159,6 +161,13 @@ class PubSub:
             pass
         for event in events:
             await event.wait()
+        errors = [self._failed.pop((kind, name)) for name in names if (kind, name) in self._failed]
+        if errors:
+            if kind == b"subscribe":
+                self._channels.difference_update(names)
+            elif kind == b"psubscribe":
+                self._patterns.difference_update(names)
+            raise errors[0]
 
     async def get_message(self) -> Message:
         """Wait for the next message (cancelling the wait loses nothing).
@@ -234,6 +243,14 @@ class PubSub:
             return conn
 
     async def _dispatch(self, reply: Any) -> None:
+        if isinstance(reply, Exception):
+            # errors carry no channel name: fail every pending request rather than hang them
+            for key, events in list(self._waiters.items()):
+                self._failed[key] = reply
+                for event in events:
+                    event.set()
+            self._waiters.clear()
+            return
         if not isinstance(reply, list) or not reply:
             return
         kind = reply[0]
