@@ -39,6 +39,8 @@ KIND_ERROR = 2
 _SIG_LEN = 32
 _STREAQ_ERRORS: dict[str, type[BaseException]] = {}
 _SIMPLE = (str, int, float, bool, type(None))
+#: types whose values need no conversion when they already have exactly that type
+_SCALARS = frozenset((str, int, float, bool, bytes))
 
 
 class ArgumentError(StreaqError, TypeError):
@@ -151,17 +153,34 @@ def _lua_str(data: bytes) -> bytes:
     return b"\xdb" + n.to_bytes(4, "big") + data
 
 
+def lua_bytes(data: bytes) -> msgspec.Raw:
+    """``data`` as a pre-encoded msgpack str (what Lua's ``cmsgpack`` reads), for :func:`encode`."""
+    return msgspec.Raw(_lua_str(data))
+
+
+def _lua_ready(value: list[Any] | tuple[Any, ...]) -> list[Any]:
+    out: list[Any] = []
+    append = out.append
+    for v in value:
+        if isinstance(v, bytes):
+            append(msgspec.Raw(_lua_str(v)))
+        elif isinstance(v, list | tuple):
+            append(_lua_ready(v))
+        else:
+            append(v)
+    return out
+
+
 def pack_for_lua(value: Any) -> bytes:
     """msgpack for Redis' Lua ``cmsgpack``, which rejects the bin type: bytes travel as str.
 
     Handles lists/tuples of str, bytes, int and nested lists, which is all the library takes.
+    msgspec encodes everything; only the bytes leaves are pre-encoded (as ``msgspec.Raw`` str).
     """
     if isinstance(value, bytes):
         return _lua_str(value)
     if isinstance(value, list | tuple):
-        n = len(value)
-        head = bytes((0x90 | n,)) if n < 16 else b"\xdc" + n.to_bytes(2, "big")
-        return head + b"".join(pack_for_lua(v) for v in value)
+        return _encode(_lua_ready(value))
     return _encode(value)
 
 
@@ -282,7 +301,16 @@ class CallSpec:
     :param fn: the task function
     """
 
-    __slots__ = ("_by_name", "_positional", "_return_type", "_signature", "name")
+    __slots__ = (
+        "_by_name",
+        "_convert_at",
+        "_max_args",
+        "_min_args",
+        "_positional",
+        "_return_type",
+        "_signature",
+        "name",
+    )
 
     def __init__(self, fn: Callable[..., Any], name: str) -> None:
         self.name = name
@@ -297,6 +325,22 @@ class CallSpec:
                 self._positional.append((param.name, tp))
             if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
                 self._by_name[param.name] = tp
+        # a positional-only call binds without ``Signature.bind`` when its length is within
+        # [required positional, all positional] and no keyword-only parameter is required
+        params = list(self._signature.parameters.values())
+        self._min_args = sum(
+            1
+            for p in params
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        )
+        self._max_args = len(self._positional)
+        if any(p.kind is p.VAR_POSITIONAL for p in params):
+            self._max_args = -1  # always bind (extra positionals go to *args)
+        if any(p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in params):
+            self._min_args, self._max_args = 1, 0  # never satisfied: always bind
+        self._convert_at: list[tuple[str, Any] | None] = [
+            (name, tp) if _needs_conversion(tp) else None for name, tp in self._positional
+        ]
 
     @property
     def return_type(self) -> Any:
@@ -315,18 +359,29 @@ class CallSpec:
 
         :raises ArgumentError: naming the parameter whose value has the wrong type
         """
-        self.check(args, kwargs)
-        positional = self._positional
-        for n, value in enumerate(args):
-            if n >= len(positional):
-                break
-            pname, tp = positional[n]
-            if _needs_conversion(tp):
-                args[n] = self._convert_one(pname, value, tp)
-        for key, value in kwargs.items():
-            tp = self._by_name.get(key, Any)
-            if _needs_conversion(tp):
-                kwargs[key] = self._convert_one(key, value, tp)
+        n_args = len(args)
+        if kwargs or not self._min_args <= n_args <= self._max_args:
+            # only a positional call within the plain arity needs no ``Signature.bind``
+            self.check(args, kwargs)
+        positional = self._convert_at
+        for n in range(min(n_args, len(positional))):
+            target = positional[n]
+            if target is None:
+                continue
+            value = args[n]
+            pname, tp = target
+            vt = type(value)
+            if vt is tp and vt in _SCALARS:
+                continue
+            if tp is float and vt is int:
+                args[n] = float(value)
+                continue
+            args[n] = self._convert_one(pname, value, tp)
+        if kwargs:
+            for key, value in kwargs.items():
+                tp = self._by_name.get(key, Any)
+                if _needs_conversion(tp) and not (type(value) is tp and tp in _SCALARS):
+                    kwargs[key] = self._convert_one(key, value, tp)
 
     def _convert_one(self, pname: str, value: Any, tp: Any) -> Any:
         try:

@@ -22,7 +22,8 @@ from ._codec import (
     Codec,
     decode_exception,
     decode_record,
-    pack_for_lua,
+    encode,
+    lua_bytes,
 )
 from ._cron import CronSchedule
 from ._keys import QueueKeys
@@ -130,7 +131,7 @@ class QueueClient:
         elif isinstance(task.schedule, str):
             crontab = task.schedule
             run_at = CronSchedule(crontab, tz).next_fire_ms(now)
-        fields: list[Any] = ["i", task.id, "f", fn_name, "d", payload, "c", now]
+        fields: list[Any] = ["i", task.id, "f", fn_name, "d", lua_bytes(payload), "c", now]
         fields += ["l", ttl_ms(parent.ttl) if parent.ttl is not None or spec else DEFAULT_TTL_MS]
         if parent.expire is not None:
             fields += ["x", max(run_at, now) + (to_ms(parent.expire) or 0)]
@@ -142,7 +143,8 @@ class QueueClient:
             fields += ["cr", crontab]
         priority = task.priority or self.priorities[0]
         dedupe = 1 if task.id.startswith("cron:") else 0
-        return pack_for_lua([task.id, priority, run_at, deps, dedupe, fields])
+        # every other leaf is a str or an int: one msgspec call encodes the whole blob
+        return encode([task.id, priority, run_at, deps, dedupe, fields])
 
     async def enqueue_many(self, tasks: Iterable[Task[Any, Any]], tz: Any) -> None:
         """Enqueue tasks (and the links of their chains) in as few calls as possible.

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._codec import encode_fields
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("streaq")
 
 FINISH_BATCH = 200
+#: a runner yields to the event loop at least once per this many jobs taken without waiting
+CHECKPOINT_EVERY = 8
 
 
 def _finish_args(jobs: list[Job]) -> list[Any]:
@@ -84,8 +87,30 @@ async def _run_jobs(
     jobs: MemoryObjectReceiveStream[Job],
     outcomes: MemoryObjectSendStream[Job],
 ) -> None:
+    # The hot loop: take a waiting job without a checkpoint when there is one (``receive()`` and
+    # ``send()`` each yield to the event loop), hand the outcome over without waiting (the
+    # outcome stream is unbounded), and yield every CHECKPOINT_EVERY jobs so that a run of
+    # no-op jobs that never suspend cannot starve the reader, the finisher and the other duties.
+    receive_nowait, send_nowait = jobs.receive_nowait, outcomes.send_nowait
+    checkpoint = anyio.lowlevel.checkpoint
+    streak = 0
     async with jobs, outcomes:
-        async for job in jobs:
+        while True:
+            try:
+                job = receive_nowait()
+            except anyio.WouldBlock:
+                try:
+                    job = await jobs.receive()
+                except anyio.EndOfStream:
+                    return
+                streak = 0
+            except anyio.EndOfStream:
+                return
+            else:
+                streak += 1
+                if streak >= CHECKPOINT_EVERY:
+                    streak = 0
+                    await checkpoint()
             if job.outcome is not None:
                 # aborted while it waited in the channel; the listener recorded it already
                 continue
@@ -96,7 +121,7 @@ async def _run_jobs(
                 if job.outcome is None:
                     runner.hand_back(job)
                 state.decided(job)
-            await outcomes.send(job)
+            send_nowait(job)
 
 
 async def _lease_keeper(state: WorkerState, interval: float) -> None:
