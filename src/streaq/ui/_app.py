@@ -249,9 +249,9 @@ def create_router(
         "/task/{task_id}/unschedule", name="streaq_unschedule", dependencies=[Depends(csrf.check)]
     )
     async def unschedule(request: Request, task_id: str) -> Response:
-        """Stop a repeating task (``task.start(schedule=...)``); back to its page."""
+        """Stop a scheduled task (repeating or delayed); back to its page."""
         stopped = await worker.unschedule_by_id(task_id)
-        message = "unscheduled" if stopped else "not unscheduled: the task does not repeat"
+        message = "unscheduled" if stopped else "not unscheduled: the task is not scheduled"
         return back_to(request, "streaq_task", message, task_id=task_id)
 
     @router.get("/cron", name="streaq_cron")

@@ -180,6 +180,9 @@ def letter_fields(letter: Any) -> dict[str, Any]:
     """A dead letter's fields, for a generic table."""
     if isinstance(letter, dict):
         return dict(letter)
+    to_json = getattr(letter, "to_json", None)
+    if callable(to_json):  # streaq's DeadLetter: readable values, without the raw payload
+        return dict(to_json())
     if is_dataclass(letter) and not isinstance(letter, type):
         return {f.name: getattr(letter, f.name) for f in fields(letter)}
     struct_fields = getattr(letter, "__struct_fields__", None)
