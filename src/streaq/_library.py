@@ -108,3 +108,33 @@ class QueueFunctions:
         """Queued per priority, then delayed, then all unfinished tasks."""
         result: list[int] = await self.call_ro("counts", list(priorities))
         return result
+
+    async def dead_letter(
+        self,
+        worker_id: str,
+        now: int,
+        task_id: str,
+        priority: str,
+        msgid: str,
+        record: bytes,
+        ttl_ms: int,
+        unique_fn: str,
+        reason: str,
+        tries: int,
+    ) -> bool:
+        """Move a claimed message to the dead-letter stream and write its failed ``record``.
+
+        :return: ``False`` when the message is gone (finished elsewhere): nothing was written
+        """
+        args: list[Arg] = [worker_id, now, task_id, priority, msgid, record, ttl_ms]
+        return bool(await self.call("dead_letter", [*args, unique_fn, reason, tries]))
+
+    async def replay_dead_letters(self, now: int, task_ids: Sequence[str]) -> list[str]:
+        """Queue dead-lettered tasks afresh (all when ``task_ids`` is empty); the ids replayed."""
+        result: list[bytes] = await self.call("replay_dead_letters", [now, *task_ids])
+        return [bytes(r).decode() for r in result]
+
+    async def purge_dead_letters(self, task_ids: Sequence[str]) -> int:
+        """Delete dead letters of ``task_ids`` (all when empty); the number deleted."""
+        result: int = await self.call("purge_dead_letters", list(task_ids))
+        return result

@@ -18,6 +18,7 @@ import anyio.abc
 
 from ._codec import Codec, Deserializer, Serializer
 from ._cron import CronSchedule
+from ._dlq import DeadLetter
 from ._keys import QueueKeys
 from ._queue import QueueClient
 from ._redis import open_client
@@ -32,6 +33,7 @@ from .task import (
     TaskStatus,
 )
 from .types import AsyncTask, C, P, R, ReturnCoroutine, StreaqError, SyncTask
+from .utils import now_ms as _now_ms
 
 __all__ = ["Worker"]
 
@@ -385,6 +387,37 @@ class Worker(Generic[C]):
     async def unschedule_by_id(self, task_id: str) -> bool:
         """Stop the repeating task ``task_id``; ``True`` when it was scheduled."""
         return await self._client.unschedule(task_id)
+
+    # dead letters (see streaq._dlq)
+
+    async def dead_letters(self, limit: int | None = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` entries of the queue's dead-letter stream (all with ``None``).
+
+        A message lands there when it can never succeed: delivered more than ``max_tries`` times
+        because its workers kept dying, an undecodable payload, or an unknown function. Its
+        failed result was written at the same moment.
+        """
+        from ._dlq import list_dead_letters
+
+        return await list_dead_letters(self._client, limit)
+
+    async def replay_dead_letters(self, task_ids: Iterable[str] | None = None) -> list[str]:
+        """Queue dead-lettered tasks again as fresh tasks (same id, no tries so far).
+
+        :param task_ids: the tasks to replay; every dead letter when ``None``
+        :return: the ids of the tasks queued again (their old failed results are deleted)
+        """
+        ids = [] if task_ids is None else list(task_ids)
+        if task_ids is not None and not ids:
+            return []
+        return await self._client.functions.replay_dead_letters(_now_ms(), ids)
+
+    async def purge_dead_letters(self, task_ids: Iterable[str] | None = None) -> int:
+        """Delete dead letters of ``task_ids`` (every one when ``None``); the number deleted."""
+        ids = [] if task_ids is None else list(task_ids)
+        if task_ids is not None and not ids:
+            return 0
+        return await self._client.functions.purge_dead_letters(ids)
 
     # running
 

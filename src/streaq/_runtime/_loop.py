@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import signal
-from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -30,6 +29,7 @@ from .._redis import Backoff
 from ..types import StreaqCancelled
 from ..utils import now_ms, to_seconds
 from ._cron_fire import fire_cron_jobs
+from ._leases import LeaseKeeper
 from ._reader import Reader
 from ._runner import Runner
 from ._state import RECOVERABLE, Job, WorkerState
@@ -122,45 +122,6 @@ async def _run_jobs(
                     runner.hand_back(job)
                 state.decided(job)
             send_nowait(job)
-
-
-async def _lease_keeper(state: WorkerState, interval: float) -> None:
-    """Beat (for ``streaq info``) and refresh the leases of claimed messages, until cancelled."""
-    workers_key, worker_id = state.worker.keys.workers, state.worker.id
-    try:
-        while True:
-            await _refresh_leases(state)
-            await anyio.sleep(interval)
-    finally:
-        # a worker that stops cleanly is no longer listed among the live ones
-        with anyio.CancelScope(shield=True), anyio.move_on_after(2), suppress(*RECOVERABLE):
-            await state.client.redis.execute("HDEL", workers_key, worker_id)
-
-
-async def _refresh_leases(state: WorkerState) -> None:
-    pairs: list[str] = []
-    for job in list(state.jobs.values()):
-        pairs += [job.priority, job.msgid]
-    try:
-        await state.client.redis.execute(
-            "HSET", state.worker.keys.workers, state.worker.id, now_ms()
-        )
-        if not pairs:
-            return
-        lost = {
-            bytes(m).decode() for m in await state.client.functions.lease(state.worker.id, pairs)
-        }
-    except RECOVERABLE as e:
-        logger.warning("cannot refresh task leases: %s", e)
-        return
-    for job in list(state.jobs.values()):
-        if job.msgid in lost and job.outcome is None:
-            # another worker took it over; its result is that worker's to write
-            logger.warning("task %s was taken over by another worker", job.task_id)
-            job.lost = True
-            job.outcome = ("", None, None, None)
-            if job.scope is not None:
-                job.scope.cancel()
 
 
 async def _scheduler(state: WorkerState) -> None:
@@ -268,7 +229,7 @@ async def _serve(
     ]
     try:
         async with anyio.create_task_group() as outer:
-            outer.start_soon(_lease_keeper, state, max(idle / 4, 0.05))
+            outer.start_soon(LeaseKeeper(state, max(idle / 4, 0.05)).run)
             await outer.start(_listener, state, runner)
             async with anyio.create_task_group() as finishing:
                 finishing.start_soon(_finisher, state, recv_out)

@@ -24,13 +24,13 @@ from .._codec import (
     ArgumentError,
     ResultRecord,
     SignatureError,
-    decode_exception,
     decode_untyped,
     encode,
     encode_exception,
     encode_fields,
 )
 from .._cron import CronSchedule
+from .._dlq import dead_letter, find_poison
 from ..task import AnyRegisteredTask, AsyncRegisteredTask, _current_context
 from ..types import StreaqCancelled, StreaqError, StreaqRetry
 from ..utils import now_ms, to_ms, to_seconds
@@ -144,27 +144,11 @@ class Runner:
         if job.aborted:
             self.fail(job, StreaqCancelled("task aborted"))
             return
-        if task is None:
-            self.fail(
-                job,
-                StreaqError(
-                    f"missing function {job.fn_name!r}: no task of that "
-                    f"name is registered on worker {self.worker.id}"
-                ),
-            )
-            return
-        if task.max_tries and job.tries > task.max_tries:
-            last = job.fields.get("le")
-            job.tries = task.max_tries
-            exc = (
-                decode_exception(bytes(last))
-                if last
-                else StreaqError(
-                    f"task {job.task_id} reached max_tries={task.max_tries} "
-                    "(its worker stopped while running it)"
-                )
-            )
-            self.fail(job, exc)
+        # poison (unknown function, too many deliveries, undecodable payload): a dead letter
+        poison = find_poison(job, task, self.codec, self.worker.id)
+        if poison is not None or task is None:
+            if poison is not None:
+                await dead_letter(self, job, task, poison)
             return
         deadline = job.fields.get("x")
         if deadline is not None and now_ms() > int(deadline):

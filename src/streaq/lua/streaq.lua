@@ -16,6 +16,7 @@ All keys of a queue share the prefix KEYS[1] = "streaq:{<queue>}:" (one cluster 
   hd             set of ids that have dependents (lets `finish` skip the dn lookup otherwise)
   ab             set of running ids asked to abort
   u:<fn>         unique lock, value = id of the holder;  uw:<fn>  list of ids waiting for it
+  dlq            stream of dead letters: original fields + reason, time, priority, tries, worker
 Channels: done (msgpack array of [id, record | nil] after results are written), abort (task id),
 wake (due time of a delayed task that became the earliest).
 
@@ -643,6 +644,129 @@ local function counts(keys, args)
   return out
 end
 
+--[[ Dead letters. A message that can never succeed -- delivered more than max_tries times because
+its worker keeps dying, an undecodable payload, an unknown function -- moves to the stream
+  dlq   entries: the original fields plus reason, time (ms), priority, tries, worker
+(capped at DLQ_MAXLEN entries, oldest dropped first) in the same call that writes its failed
+result, so nothing vanishes and waiters still wake. ]]
+
+local DLQ_MAXLEN = 10000
+local DEAD_FIELDS = {reason = true, time = true, priority = true, tries = true, worker = true}
+
+-- release the unique lock of fn held by id and let the next waiter run (as `finish` does)
+local function release_unique(p, fn, id, now)
+  local lock = p .. 'u:' .. fn
+  if redis.call('GET', lock) ~= id then return end
+  redis.call('DEL', lock)
+  local waiter = redis.call('LPOP', p .. 'uw:' .. fn)
+  if waiter then
+    local raw = redis.call('HGET', tasks_key(p), waiter)
+    if raw then
+      local st = cmsgpack.unpack(raw)
+      place(p, waiter, st[2], st[3], 0, now)
+    end
+  end
+end
+
+--[[ dead_letter(KEYS[1]=prefix; ARGV: worker, now, id, priority, msgid, record, ttl ms,
+  unique fn or '', reason, tries)
+Moves the claimed message msgid to the dead-letter stream, writes the failed result `record`
+(waking waiters, failing dependents) and releases the task's unique lock.
+Returns 1, or 0 when the message is gone (another worker finished it): nothing is written. ]]
+local function dead_letter(keys, args)
+  local p = keys[1]
+  local worker, now = args[1], tonumber(args[2])
+  local id, prio, msgid, rec, ttl = args[3], args[4], args[5], args[6], args[7]
+  local unique_fn, reason, tries = args[8], args[9], args[10]
+  local skey = stream_key(p, prio)
+  local entries = redis.call('XRANGE', skey, msgid, msgid)
+  if not entries[1] then return 0 end
+  local dead = {}
+  for _, v in ipairs(entries[1][2]) do dead[#dead + 1] = v end
+  for _, v in ipairs({'reason', reason, 'time', args[2], 'priority', prio, 'tries', tries,
+    'worker', worker}) do
+    dead[#dead + 1] = v
+  end
+  redis.call('XADD', p .. 'dlq', 'MAXLEN', '~', DLQ_MAXLEN, '*', unpack(dead))
+  redis.call('XACK', skey, GROUP, msgid)
+  redis.call('XDEL', skey, msgid)
+  local published, worklist = {}, {}
+  store_result(p, id, rec, ttl, published)
+  redis.call('HDEL', tasks_key(p), id)
+  redis.call('SREM', p .. 'ab', id)
+  if unique_fn ~= '' then release_unique(p, unique_fn, id, now) end
+  if redis.call('SISMEMBER', p .. 'hd', id) == 1 then
+    local kind, payload = split_record(rec)
+    worklist[1] = {id, kind, payload}
+  end
+  resolve_dependents(p, now, worklist, published)
+  publish(p, published)
+  return 1
+end
+
+-- the dead-letter entries naming one of ids (a set), or all of them when ids is nil
+local function dead_entries(p, ids)
+  local out = {}
+  for _, entry in ipairs(redis.call('XRANGE', p .. 'dlq', '-', '+')) do
+    if ids == nil or ids[field(entry[2], 'i')] then out[#out + 1] = entry end
+  end
+  return out
+end
+
+local function id_set(args, from)
+  if #args < from then return nil end
+  local ids = {}
+  for n = from, #args do ids[args[n]] = true end
+  return ids
+end
+
+--[[ replay_dead_letters(KEYS[1]=prefix; ARGV: now, then task ids (none: all))
+Puts dead-lettered tasks back in their streams as fresh tasks (no tries so far, no last error,
+no expiry deadline) under their own ids; their failed result is deleted so that waiters wait for
+the new run. A task that exists again already (queued, delayed ...) is not placed twice.
+Dependents failed when the task was dead-lettered stay failed. Returns the ids replayed. ]]
+local function replay_dead_letters(keys, args)
+  local p = keys[1]
+  local now = tonumber(args[1])
+  local replayed, seen = {}, {}
+  for _, entry in ipairs(dead_entries(p, id_set(args, 2))) do
+    local old = entry[2]
+    local id = field(old, 'i')
+    if not seen[id] and redis.call('HEXISTS', tasks_key(p), id) == 0 then
+      seen[id] = true
+      local fields = {}
+      for n = 1, #old, 2 do
+        local name = old[n]
+        if not DEAD_FIELDS[name] and name ~= 'r' and name ~= 'le' and name ~= 'x' then
+          fields[#fields + 1] = name
+          fields[#fields + 1] = old[n + 1]
+        end
+      end
+      redis.call('DEL', p .. 'r:' .. id)
+      place(p, id, field(old, 'priority'), fields, 0, now)
+      replayed[#replayed + 1] = id
+    end
+    redis.call('XDEL', p .. 'dlq', entry[1])
+  end
+  return replayed
+end
+
+--[[ purge_dead_letters(KEYS[1]=prefix; ARGV: task ids (none: all)) -> entries deleted ]]
+local function purge_dead_letters(keys, args)
+  local p = keys[1]
+  local ids = id_set(args, 1)
+  if ids == nil then
+    local n = redis.call('XLEN', p .. 'dlq')
+    redis.call('DEL', p .. 'dlq')
+    return n
+  end
+  local gone = 0
+  for _, entry in ipairs(dead_entries(p, ids)) do
+    gone = gone + redis.call('XDEL', p .. 'dlq', entry[1])
+  end
+  return gone
+end
+
 redis.register_function('__PREFIX__enqueue', enqueue)
 redis.register_function('__PREFIX__finish', finish)
 redis.register_function('__PREFIX__unique', unique)
@@ -655,3 +779,6 @@ redis.register_function('__PREFIX__reclaim', reclaim)
 redis.register_function('__PREFIX__lease', lease)
 redis.register_function('__PREFIX__prepare', prepare)
 redis.register_function{function_name = '__PREFIX__counts', callback = counts, flags = {'no-writes'}}
+redis.register_function('__PREFIX__dead_letter', dead_letter)
+redis.register_function('__PREFIX__replay_dead_letters', replay_dead_letters)
+redis.register_function('__PREFIX__purge_dead_letters', purge_dead_letters)

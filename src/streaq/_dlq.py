@@ -1,0 +1,229 @@
+"""Dead letters: messages that can never succeed, kept aside instead of vanishing.
+
+A claimed message is *poison* when
+
+- it was delivered more than its task's ``max_tries`` times because the workers running it kept
+  dying (a crash, an OOM kill, a SIGKILL mid-run: the delivery count of the stream's pending list
+  grows with every reclaim),
+- its payload cannot be decoded (garbage, truncated, or a signature that does not match when
+  ``signing_secret`` is set), or
+- it names a function no worker of the queue registered.
+
+Such a message moves to the queue's dead-letter stream ``streaq:{<queue>}:dlq`` (its original
+fields plus ``reason``, ``time``, ``priority``, ``tries`` and ``worker``) in the *same* server
+call that acknowledges it and writes its failed result (the ``dead_letter`` function of
+``lua/streaq.lua``): the failed result still wakes whoever waits for it and fails its dependents,
+and the message is never lost in between. The stream is capped at ``DLQ_MAXLEN`` (10,000) entries,
+oldest first, so a flood of bad input cannot grow Redis without bound.
+
+:meth:`Worker.dead_letters <streaq.Worker.dead_letters>` lists them,
+:meth:`~streaq.Worker.replay_dead_letters` queues them again as fresh tasks (same id, no tries
+so far) and :meth:`~streaq.Worker.purge_dead_letters` deletes them; ``streaq dlq list|replay|purge
+module:worker`` does the same from a shell.
+
+A wrong argument *type* is not poison: the payload decodes, the task fails with a readable
+:class:`~streaq.types.StreaqError` like any failing task (retrying it could not help either, but
+the message itself is sound).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._codec import KIND_ERROR, ArgumentError, SignatureError, decode_exception, encode_exception
+from ._redis import Backoff
+from .types import StreaqError
+from .utils import now_ms
+
+if TYPE_CHECKING:
+    from ._codec import Codec
+    from ._queue import QueueClient
+    from ._runtime._runner import Runner
+    from ._runtime._state import Job
+    from .task import AnyRegisteredTask
+
+logger = logging.getLogger("streaq")
+
+#: reasons a message is dead-lettered (the entry's ``reason`` field starts with one of them)
+REASON_MAX_TRIES = "max_tries exceeded"
+REASON_UNDECODABLE = "undecodable payload"
+REASON_BAD_SIGNATURE = "invalid signature"
+REASON_UNKNOWN_FUNCTION = "unknown function"
+
+_EXTRA_FIELDS = ("reason", "time", "priority", "tries", "worker")
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One entry of a queue's dead-letter stream.
+
+    :param entry_id: the entry's id in the dead-letter stream
+    :param task_id: the task's id (replay keeps it)
+    :param fn_name: the registered name of the task's function
+    :param reason: why it was dead-lettered, e.g. ``"max_tries exceeded: delivered 4 times ..."``
+    :param time: when it was dead-lettered
+    :param tries: deliveries counted when it was dead-lettered (retries included)
+    :param priority: the priority it was queued with
+    :param worker: the id of the worker that dead-lettered it
+    :param fields: every field of the original stream entry (``d`` is the payload)
+    """
+
+    entry_id: str
+    task_id: str
+    fn_name: str
+    reason: str
+    time: datetime
+    tries: int
+    priority: str
+    worker: str
+    fields: dict[str, bytes]
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as JSON-ready values (the payload and other raw fields are left out)."""
+        return {
+            "entry_id": self.entry_id,
+            "task_id": self.task_id,
+            "fn_name": self.fn_name,
+            "reason": self.reason,
+            "time": self.time.isoformat(),
+            "tries": self.tries,
+            "priority": self.priority,
+            "worker": self.worker,
+        }
+
+
+def parse_dead_letter(entry_id: Any, flat: list[Any]) -> DeadLetter:
+    """A :class:`DeadLetter` from an ``XRANGE`` entry of the dead-letter stream."""
+    fields = {bytes(flat[n]).decode(): bytes(flat[n + 1]) for n in range(0, len(flat), 2)}
+
+    def text(name: str, default: str = "") -> str:
+        raw = fields.get(name)
+        return default if raw is None else raw.decode(errors="replace")
+
+    return DeadLetter(
+        entry_id=bytes(entry_id).decode(),
+        task_id=text("i"),
+        fn_name=text("f"),
+        reason=text("reason"),
+        time=datetime.fromtimestamp(int(text("time", "0")) / 1000, UTC),
+        tries=int(text("tries", "0")),
+        priority=text("priority"),
+        worker=text("worker"),
+        fields={k: v for k, v in fields.items() if k not in _EXTRA_FIELDS},
+    )
+
+
+async def list_dead_letters(client: QueueClient, limit: int | None) -> list[DeadLetter]:
+    """The oldest ``limit`` dead letters of the client's queue (all when ``None``)."""
+    key = client.keys.prefix + "dlq"
+    args: list[Any] = ["XRANGE", key, "-", "+"]
+    if limit is not None:
+        args += ["COUNT", limit]
+    reply = await client.redis.execute(*args)
+    return [parse_dead_letter(entry_id, flat) for entry_id, flat in reply or []]
+
+
+@dataclass(frozen=True, slots=True)
+class Poison:
+    """Why a claimed message must be dead-lettered, and the failure its waiters get."""
+
+    reason: str
+    error: BaseException
+
+
+def find_poison(
+    job: Job, task: AnyRegisteredTask | None, codec: Codec, worker_id: str
+) -> Poison | None:
+    """The reason ``job`` can never succeed on worker ``worker_id``, or ``None`` when it may run.
+
+    Decoding the payload here costs one extra decode per task; it is what lets an undecodable
+    message land in the dead-letter stream without touching the runner's argument path.
+    """
+    if task is None:
+        return Poison(
+            f"{REASON_UNKNOWN_FUNCTION} {job.fn_name!r}",
+            StreaqError(
+                f"missing function {job.fn_name!r}: no task of that "
+                f"name is registered on worker {worker_id}"
+            ),
+        )
+    if task.max_tries and job.tries > task.max_tries:
+        last = job.fields.get("le")
+        error = (
+            decode_exception(bytes(last))
+            if last
+            else StreaqError(
+                f"task {job.task_id} reached max_tries={task.max_tries} "
+                "(its worker stopped while running it)"
+            )
+        )
+        return Poison(
+            f"{REASON_MAX_TRIES}: delivered {job.tries} times, max_tries={task.max_tries}",
+            error,
+        )
+    try:
+        codec.decode_call(job.task_id, bytes(job.fields.get("d", b"")))
+    except SignatureError as e:
+        return Poison(REASON_BAD_SIGNATURE, e)
+    except ArgumentError as e:
+        return Poison(f"{REASON_UNDECODABLE}: {e}", e)
+    return None
+
+
+async def dead_letter(
+    runner: Runner, job: Job, task: AnyRegisteredTask | None, poison: Poison
+) -> None:
+    """Dead-letter ``job`` and write its failed result in one server call (see the module doc).
+
+    Connection trouble is waited out with a backoff; when the run is cancelled meanwhile, the
+    job's outcome stays undecided and the message is handed back as usual.
+    """
+    # imported here: the runtime package imports this module
+    from ._runtime._state import RECOVERABLE
+
+    worker = runner.worker
+    tries = job.tries
+    if task is not None and task.max_tries and job.tries > task.max_tries:
+        # the result reports the tries the task was allowed, as a retry-exhausted task does
+        job.tries = task.max_tries
+    record = runner._record(job, KIND_ERROR, encode_exception(poison.error), 0, job.tries)
+    unique = task.fn_name if task is not None and task.unique else ""
+    functions = runner.state.client.functions
+    backoff = Backoff()
+    while True:
+        try:
+            written = await functions.dead_letter(
+                worker.id,
+                now_ms(),
+                job.task_id,
+                job.priority,
+                job.msgid,
+                record,
+                runner._ttl(job),
+                unique,
+                poison.reason,
+                tries,
+            )
+            break
+        except RECOVERABLE as e:
+            delay = backoff.next()
+            logger.warning(
+                "cannot dead-letter task %s (%s); retrying in %.1fs", job.task_id, e, delay
+            )
+            await anyio.sleep(delay)
+    # recorded already: the finisher has nothing to write
+    job.outcome = ("", None, None, None)
+    if written:
+        worker.counters["failed"] += 1
+        logger.error(
+            "task %s × %s dead-lettered: %s (%s)",
+            job.fn_name,
+            job.task_id,
+            poison.reason,
+            poison.error,
+        )
