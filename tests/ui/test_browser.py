@@ -1,0 +1,219 @@
+"""The UI in a real browser: headless Chromium (Debian's package) driven by Playwright.
+
+``streaq run`` and ``streaq web`` run as subprocesses against one queue, as an operator would run
+them; the test enqueues tasks, then loads every page, aborts a running task by clicking its
+button, and replays a dead letter. Screenshots go to the test's tmp dir.
+
+It runs once per test run, not per backend: the UI is served by uvicorn on asyncio whatever
+the tests' backend, and the browser is the slow part.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+import streaq
+from streaq import TaskStatus, Worker
+
+from ._support import WORKER_MODULE
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# children import streaq from this source tree even when it is not installed
+SRC = str(Path(streaq.__file__).resolve().parent.parent)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    ),
+    pytest.mark.skipif(
+        os.environ.get("STREAQ_TEST_BACKEND", "asyncio") != "asyncio",
+        reason="browser tests run in the asyncio session only (the UI server is asyncio anyway)",
+    ),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def spawn(cwd: Path, env: dict[str, str], *args: str, log: Path) -> subprocess.Popen[bytes]:
+    """Start ``python -m streaq *args`` with its output in ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streaq", *args], cwd=cwd, env=env, stdout=out, stderr=out
+        )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it lingers."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def served(tmp_path: Path, redis_url: str, clean_queue: str) -> Iterator[tuple[str, Worker[Any]]]:
+    """``streaq run`` and ``streaq web`` on the test's queue; the UI's base URL and a producer."""
+    (tmp_path / "ui_worker.py").write_text(WORKER_MODULE)
+    env = dict(os.environ, REDIS_URL=redis_url, STREAQ_QUEUE=clean_queue)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [SRC, env.get("PYTHONPATH", "")] if p)
+    port = free_port()
+    run = spawn(tmp_path, env, "run", "ui_worker:worker", log=tmp_path / "run.log")
+    web = spawn(
+        tmp_path, env, "web", "ui_worker:worker", "--port", str(port), log=tmp_path / "web.log"
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert web.poll() is None, (tmp_path / "web.log").read_text()
+            try:
+                if httpx.get(base + "/workers", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "streaq web did not start"
+            time.sleep(0.1)
+        producer: Worker[Any] = Worker(
+            redis_url=redis_url, queue_name=clean_queue, priorities=["low", "high"]
+        )
+        yield base, producer
+    finally:
+        stop(web)
+        stop(run)
+
+
+def enqueue(producer: Worker[Any], *calls: tuple[str, tuple[Any, ...]]) -> list[str]:
+    """Enqueue ``fn(*args)`` by name for each call; their ids."""
+
+    async def go() -> list[str]:
+        async with producer:
+            return [(await producer.enqueue_unsafe(fn, *args)).id for fn, args in calls]
+
+    ids: list[str] = _in_thread(go)
+    return ids
+
+
+def _in_thread(fn: Any) -> Any:
+    # Playwright's sync API keeps an asyncio loop marked running in this thread
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(anyio.run, fn).result()
+
+
+def status(producer: Worker[Any], task_id: str) -> TaskStatus:
+    """The status of ``task_id``."""
+
+    async def go() -> TaskStatus:
+        async with producer:
+            return await producer.status_by_id(task_id)
+
+    result: TaskStatus = _in_thread(go)
+    return result
+
+
+def test_pages_abort_and_replay_in_chromium(
+    served: tuple[str, Worker[Any]], tmp_path: Path
+) -> None:
+    base, producer = served
+    ok, failed, long, poison = enqueue(
+        producer,
+        ("sleeper", (0.01,)),
+        ("boom", ()),
+        ("sleeper", (60,)),
+        ("no_such_function", ()),  # no worker has it: dead-lettered (where supported)
+    )
+    deadline = time.monotonic() + 15
+    while status(producer, long) != TaskStatus.RUNNING or status(producer, ok) != TaskStatus.DONE:
+        assert time.monotonic() < deadline, "the worker did not pick the tasks up"
+        time.sleep(0.1)
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.set_default_timeout(10_000)
+
+            page.goto(base + "/")
+            sync_api.expect(page.locator("#count-running")).to_have_text("1")
+            sync_api.expect(page.locator("#throughput rect.ok").first).to_be_attached()
+            page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
+
+            for name in ["scheduled", "queued", "running", "done"]:
+                page.goto(f"{base}/tasks/{name}")
+                sync_api.expect(page.locator("h1")).to_have_text(f"{name.capitalize()} tasks")
+                page.screenshot(path=str(tmp_path / f"tasks-{name}.png"), full_page=True)
+            page.goto(base + "/tasks/running")
+            page.click(f"a:has-text('{long}')")  # the list links to the task's page
+            sync_api.expect(page.locator("#status")).to_have_text("running")
+
+            page.goto(f"{base}/task/{failed}")
+            sync_api.expect(page.locator("#traceback")).to_contain_text(
+                'raise ValueError("kaboom")'
+            )
+            page.screenshot(path=str(tmp_path / "task-failed.png"), full_page=True)
+
+            page.goto(base + "/cron")
+            sync_api.expect(page.locator("#cron")).to_contain_text("*/5 * * * *")
+            page.goto(base + "/workers")
+            sync_api.expect(page.locator("#workers")).to_contain_text("yes")
+            page.screenshot(path=str(tmp_path / "workers.png"), full_page=True)
+
+            # abort the running task with its button, and see the page change
+            page.goto(f"{base}/task/{long}")
+            page.click("#abort")
+            sync_api.expect(page.locator("#message")).to_have_text("aborted")
+            sync_api.expect(page.locator("#status")).to_contain_text("done (failed)")
+            sync_api.expect(page.locator("#traceback")).to_contain_text("StreaqCancelled")
+            page.screenshot(path=str(tmp_path / "task-aborted.png"), full_page=True)
+            assert status(producer, long) == TaskStatus.DONE
+
+            page.goto(base + "/dead-letters")
+            if page.locator("#unavailable").count():
+                page.screenshot(path=str(tmp_path / "dead-letters.png"), full_page=True)
+            else:
+                for _ in range(50):  # the worker dead-letters it on its first read
+                    if page.locator(f"#dead-letters:has-text('{poison}')").count():
+                        break
+                    time.sleep(0.1)
+                    page.reload()
+                row = page.locator("#dead-letters tr", has_text=poison).first
+                row.locator("button:has-text('Replay')").click()
+                sync_api.expect(page.locator("#message")).to_have_text(f"replayed {poison}")
+                page.screenshot(path=str(tmp_path / "dead-letters.png"), full_page=True)
+        finally:
+            browser.close()
+    for name in ["overview", "task-aborted", "dead-letters"]:
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000
