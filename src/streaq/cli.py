@@ -112,6 +112,14 @@ def _build_parser() -> argparse.ArgumentParser:
     web.add_argument("worker_path", metavar="module:worker", help="where the Worker object is")
     web.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     web.add_argument("--port", type=_port, default=8000, help="port to listen on (8000)")
+    dlq = commands.add_parser("dlq", help="list, replay or purge the queue's dead letters")
+    dlq.add_argument("action", choices=["list", "replay", "purge"], help="what to do")
+    dlq.add_argument("worker_path", metavar="module:worker", help="where the Worker object is")
+    dlq.add_argument(
+        "--id", dest="ids", action="append", metavar="ID", help="only this task (repeatable)"
+    )
+    dlq.add_argument("--limit", type=_positive_int, default=None, help="list at most N")
+    dlq.add_argument("--json", action="store_true", help="print JSON instead of text")
     return parser
 
 
@@ -129,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _web(args.worker_path, host=args.host, port=args.port)
     if args.command == "info":
         return _info(args.worker_path, as_json=args.json)
+    if args.command == "dlq":
+        return _dlq(args.action, args.worker_path, args.ids, args.limit, as_json=args.json)
     if args.reload:
         _configure_cli_logging(args.verbose)
         return _Reloader(_child_command(args, workers=args.workers, port=args.metrics_port)).run()
@@ -199,6 +209,53 @@ def _web(worker_path: str, *, host: str, port: int) -> int:
         return _error(worker)
     # uvicorn runs asyncio whatever the worker's backend: the UI only produces and reads
     uvicorn.run(create_app(worker), host=host, port=port, log_level="info")
+    return 0
+
+
+def _dlq(
+    action: str, worker_path: str, ids: list[str] | None, limit: int | None, *, as_json: bool
+) -> int:
+    """``streaq dlq list|replay|purge module:worker [--id ID ...] [--limit N] [--json]``.
+
+    ``list`` prints the dead letters (oldest first), ``replay`` queues them again as fresh tasks,
+    ``purge`` deletes them; ``--id`` restricts each action to those task ids (without it,
+    ``replay`` and ``purge`` act on every dead letter). See ``streaq._dlq``.
+    """
+    import anyio
+    from redis.exceptions import RedisError
+
+    worker = _import_worker(worker_path)
+    if isinstance(worker, str):
+        return _error(worker)
+
+    async def act() -> Any:
+        async with worker:
+            if action == "replay":
+                return await worker.replay_dead_letters(ids)
+            if action == "purge":
+                return await worker.purge_dead_letters(ids)
+            letters = await worker.dead_letters(None if ids else limit)
+            wanted = set(ids or [])
+            found = [d for d in letters if not wanted or d.task_id in wanted]
+            return found if limit is None else found[:limit]
+
+    try:
+        result = anyio.run(act, backend=worker.anyio_backend, backend_options=worker.anyio_kwargs)
+    except (RedisError, OSError) as exc:
+        return _error(f"cannot reach queue {worker.queue_name!r}: {exc}")
+    if action == "replay":
+        print(json.dumps({"replayed": result}) if as_json else f"replayed {len(result)} tasks")
+        for task_id in [] if as_json else result:
+            print(task_id)
+    elif action == "purge":
+        print(json.dumps({"purged": result}) if as_json else f"purged {result} dead letters")
+    elif as_json:
+        print(json.dumps([d.to_json() for d in result], indent=2))
+    else:
+        print(f"{len(result)} dead letters")
+        for d in result:
+            when = d.time.astimezone(worker.tz).strftime("%Y-%m-%d %H:%M:%S")
+            print(f"{when}  {d.task_id}  {d.fn_name}  tries={d.tries}  {d.reason}")
     return 0
 
 
