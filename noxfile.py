@@ -95,3 +95,10 @@ def bench(session: nox.Session) -> None:
     """Benchmarks against peers measured in the same run (see benchmarks/README.md)."""
     _install(session, "bench", extras="trio,uvloop")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(python=PYTHONS[0], default=False)
+def soak(session: nox.Session) -> None:
+    """Soak: 1,000,000 no-op tasks, Redis memory and worker RSS (``-- --tasks N`` for fewer)."""
+    _install(session, "bench")
+    session.run("python", "-m", "benchmarks.soak", *session.posargs)
