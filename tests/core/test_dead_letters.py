@@ -196,3 +196,33 @@ async def test_list_limit_and_purge(worker: Worker[Any], run_worker: RunWorker) 
             # the failed results stay
             for task in tasks:
                 assert not (await task.result()).success
+
+
+async def test_streams_trimmed_to_the_acknowledged_point(
+    worker: Worker[Any], run_worker: RunWorker
+) -> None:
+    """Finishing a task deletes its entry (XACK + XDEL): the stream holds no entries after."""
+
+    @worker.task(max_tries=2)
+    async def work(n: int) -> int:
+        if n % 10 == 0:
+            raise ValueError(n)
+        return n
+
+    async with run_worker(worker):
+        with anyio.fail_after(20):
+            tasks = [work.enqueue(n) for n in range(300)]
+            await worker.enqueue_many(tasks)
+            tasks.append(await worker.enqueue_unsafe("nope"))
+            for task in tasks:
+                await task.result()
+            redis_client = worker._client.redis
+            stream = worker.keys.stream(worker.priorities[0])
+            assert await redis_client.execute("XLEN", stream) == 0
+            raw = await redis_client.execute("XINFO", "STREAM", stream)
+            items = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
+            info = {bytes(k).decode(): v for k, v in items}
+            assert info["length"] == 0
+            assert info["first-entry"] is None
+            assert info["last-entry"] is None
+            await assert_acked(worker)
