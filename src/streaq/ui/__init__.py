@@ -26,6 +26,7 @@ Access control: the UI can abort tasks and replay dead letters, so anything but 
 network should put it behind authentication. ``auth`` is a FastAPI dependency run before every
 page and action; raise ``HTTPException`` in it to refuse the request::
 
+    import os
     import secrets
     from fastapi import Depends, HTTPException
     from fastapi.security import HTTPBasic, HTTPBasicCredentials
