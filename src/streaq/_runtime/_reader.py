@@ -151,7 +151,8 @@ class Reader:
                         state.worker.id, self.idle_ms, free, priorities
                     )
                 except RECOVERABLE as e:
-                    logger.warning("cannot reclaim tasks: %s", e)
+                    # the reader already reports an outage, with backoff: don't repeat it
+                    logger.debug("cannot reclaim tasks: %s", e)
                     entries = []
                 except rex.ResponseError as e:
                     if "NOGROUP" not in str(e):
