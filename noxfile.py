@@ -40,12 +40,16 @@ def _install(session: nox.Session, *groups: str, extras: str = "") -> None:
 @nox.session(python=PYTHONS)
 @nox.parametrize("backend", [*BACKENDS, "asyncio+uvloop"])
 def tests(session: nox.Session, backend: str) -> None:
-    """Run the test suite on one Python and one event loop backend."""
+    """Run the test suite on one Python and one event loop backend (slow tests on 3.11 only)."""
     if backend == "asyncio+uvloop" and session.python != PYTHONS[0]:
         session.skip("uvloop runs on one Python only")
     _install(session, "test", extras="trio,uvloop")
+    # the slow tests (kill suite, Redis faults, Sentinel failover, browser) run on the first
+    # Python only: they exercise processes and servers, not the interpreter version
+    markers = [] if session.python == PYTHONS[0] else ["-m", "not slow"]
     session.run(
         "pytest",
+        *markers,
         *session.posargs,
         env={"STREAQ_TEST_BACKEND": backend, "PYTHONDONTWRITEBYTECODE": "1"},
     )
