@@ -222,18 +222,23 @@ def test_reload_restarts_the_worker_on_python_changes(project: Path) -> None:
     process = start_cli(project, "run", "fake_worker:waiting", "--reload")
     wait_for(lambda: len(markers(project, "started")) == 1, "the worker to start")
 
-    def touched_and_restarted() -> bool:
-        # rewrite until the watcher (started just after the child) has noticed a change
+    def restarted_after_touch() -> bool:
+        # the watcher starts just after the child, so one write may go unseen: rewrite, but
+        # only every few seconds, since a child killed before it started would never report
         (project / "module_changed.py").write_text(f"stamp = {time.monotonic()}\n")
-        return len(markers(project, "started")) >= 2
+        settle = time.monotonic() + 5
+        while time.monotonic() < settle and process.poll() is None:
+            if len(markers(project, "started")) >= 2:
+                return True
+            time.sleep(0.05)
+        return False
 
     # the watcher can take seconds to start on a loaded machine: allow it twice the usual time
     deadline = time.monotonic() + 2 * DEADLINE
     restarted = False
     try:
         while not restarted and process.poll() is None and time.monotonic() < deadline:
-            restarted = touched_and_restarted()
-            time.sleep(0.5)
+            restarted = restarted_after_touch()
     finally:
         process.send_signal(signal.SIGTERM)
         code, stderr = finish(process)
