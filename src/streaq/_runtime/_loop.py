@@ -121,7 +121,13 @@ async def _run_jobs(
                 if job.outcome is None:
                     runner.hand_back(job)
                 state.decided(job)
-            send_nowait(job)
+            try:
+                send_nowait(job)
+            except anyio.BrokenResourceError:
+                # the finisher is gone, so the run is being cancelled: this outcome is recorded
+                # with the leftovers (run_worker), and the pending cancellation raised here
+                await checkpoint()
+                return
 
 
 async def _scheduler(state: WorkerState) -> None:
