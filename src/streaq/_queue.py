@@ -8,12 +8,13 @@ library (``_library.py``); reads are one call or one command.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+import msgspec
 from redis import exceptions as rex
 
 from ._codec import (
@@ -111,7 +112,7 @@ class QueueClient:
         """Create the queue's streams and consumer group (idempotent)."""
         await self.functions.prepare(self.priorities)
 
-    def _blob(self, task: Task[Any, Any], now: int, tz: Any) -> bytes:
+    def _blob(self, task: Task[Any, Any], now: int, tz: Any, trace: bytes) -> bytes:
         parent = task.parent
         fn_name = parent.fn_name
         spec = getattr(parent, "spec", None)
@@ -141,13 +142,22 @@ class QueueClient:
             fields += ["k", "o" if task._fails_over else "t"]
         if crontab:
             fields += ["cr", crontab]
+        if trace:
+            fields += ["tc", lua_bytes(trace)]
         priority = task.priority or self.priorities[0]
         dedupe = 1 if task.id.startswith("cron:") else 0
         # every other leaf is a str or an int: one msgspec call encodes the whole blob
         return encode([task.id, priority, run_at, deps, dedupe, fields])
 
-    async def enqueue_many(self, tasks: Iterable[Task[Any, Any]], tz: Any) -> None:
+    async def enqueue_many(
+        self,
+        tasks: Iterable[Task[Any, Any]],
+        tz: Any,
+        trace_carrier: Callable[[], dict[str, str]] | None = None,
+    ) -> None:
         """Enqueue tasks (and the links of their chains) in as few calls as possible.
+
+        :param trace_carrier: gives the current trace context, stored with each task
 
         :raises StreaqError: for an unknown dependency, a bad priority or unserializable arguments
         """
@@ -159,7 +169,9 @@ class QueueClient:
                     seen.add(link.id)
                     ordered.append(link)
         now = now_ms()
-        blobs = [self._blob(task, now, tz) for task in ordered]
+        headers = trace_carrier() if trace_carrier is not None else None
+        trace = msgspec.json.encode(headers) if headers else b""
+        blobs = [self._blob(task, now, tz, trace) for task in ordered]
         for start in range(0, len(blobs), ENQUEUE_CHUNK):
             try:
                 await self.functions.enqueue(now, blobs[start : start + ENQUEUE_CHUNK])

@@ -140,10 +140,17 @@ class RegisteredTask:
         self.worker = worker
         self.retry_timeouts = retry_timeouts
 
-    def build_context(self, id: str, tries: int = 1) -> TaskContext:
+    def build_context(
+        self, id: str, tries: int = 1, trace_context: dict[str, str] | None = None
+    ) -> TaskContext:
         """Creates the context for a task to be run given task metadata."""
         return TaskContext(
-            fn_name=self.fn_name, task_id=id, timeout=self.timeout, tries=tries, ttl=self.ttl
+            fn_name=self.fn_name,
+            task_id=id,
+            timeout=self.timeout,
+            tries=tries,
+            ttl=self.ttl,
+            trace_context=trace_context,
         )
 
     @property

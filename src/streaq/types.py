@@ -106,6 +106,8 @@ class TaskContext:
     :param timeout: time limit of one try, if any
     :param tries: number of this try, starting at 1
     :param ttl: how long the result is kept
+    :param trace_context: the enqueuing code's trace context (W3C headers), when a tracer
+        carried one (see ``streaq.contrib.otel``)
     """
 
     fn_name: str
@@ -113,6 +115,7 @@ class TaskContext:
     timeout: timedelta | int | None
     tries: int
     ttl: timedelta | int | None
+    trace_context: dict[str, str] | None = None
 
 
 ReturnCoroutine: TypeAlias = Callable[..., Coroutine[Any, Any, Any]]

@@ -126,6 +126,9 @@ class Worker(Generic[C]):
         self.anyio_kwargs = dict(anyio_kwargs or {})
         self.id = id or uuid.uuid4().hex[:8]
         self.burst = False
+        #: gives the current trace context (W3C headers) to store with every enqueued task;
+        #: set by ``streaq.contrib.otel.instrument``
+        self.trace_carrier: Callable[[], dict[str, str]] | None = None
         self.registry: dict[str, AnyRegisteredTask] = {}
         self.middlewares: list[RegisteredMiddleware] = []
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
@@ -324,7 +327,7 @@ class Worker(Generic[C]):
 
     async def enqueue_many(self, tasks: Iterable[Task[Any, Any]]) -> None:
         """Enqueue many tasks (with their chains) in one round trip per 500 tasks."""
-        await self._client.enqueue_many(tasks, self.tz)
+        await self._client.enqueue_many(tasks, self.tz, self.trace_carrier)
 
     def enqueue_unsafe(self, fn_name: str, *args: Any, **kwargs: Any) -> Task[Any, Any]:
         """A task for the function registered as ``fn_name`` elsewhere; await it to enqueue."""

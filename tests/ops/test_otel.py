@@ -117,3 +117,40 @@ def test_carrier_holds_the_current_context() -> None:
         headers = carrier()
     trace_id = format(span.get_span_context().trace_id, "032x")
     assert headers["traceparent"].split("-")[1] == trace_id
+
+
+async def test_runs_continue_the_enqueuers_trace_through_chains(
+    redis_url: str, clean_queue: str
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    worker: Worker[None] = Worker(
+        redis_url=redis_url, queue_name=clean_queue, handle_signals=False, idle_timeout=5
+    )
+
+    @worker.task(name="first")
+    async def first(n: int) -> int:
+        return n + 1
+
+    @worker.task(name="second")
+    async def second(n: int) -> int:
+        return n * 2
+
+    instrument(worker, tracer_provider=provider)
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run_async)
+        with anyio.fail_after(20):
+            with provider.get_tracer("test").start_as_current_span("request") as request:
+                chain = await first.enqueue(1).then(second)
+            assert (await chain.result()).result == 4
+        tg.cancel_scope.cancel()
+
+    trace_id = request.get_span_context().trace_id
+    runs = {s.name: s for s in exporter.get_finished_spans() if s.name.startswith("run ")}
+    assert set(runs) == {"run first", "run second"}
+    for span in runs.values():
+        assert span.context is not None
+        assert span.context.trace_id == trace_id
+        assert span.parent is not None
+        assert span.parent.span_id == request.get_span_context().span_id

@@ -192,7 +192,13 @@ class Runner:
         call = self._call_for(task)
         if not task.silent:
             logger.info("task %s □ %s → worker %s", task.fn_name, job.task_id, self.worker.id)
-        token = _current_context.set(task.build_context(job.task_id, job.tries))
+        trace = job.fields.get("tc")
+        context = task.build_context(
+            job.task_id,
+            job.tries,
+            msgspec.json.decode(trace, type=dict[str, str]) if trace else None,
+        )
+        token = _current_context.set(context)
         start = now_ms()
         job.started = True
         timeout = to_seconds(task.timeout)

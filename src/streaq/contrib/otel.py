@@ -26,12 +26,10 @@ recorded as an exception event with the status left unset (the task is not done 
 cancellation (timeout, abort or shutdown: a middleware cannot tell them apart without a round
 trip) sets ``ERROR`` with a description.
 
-Context propagation: the span of a run continues the trace of the code that enqueued the task
-only once the task payload carries the enqueuer's trace context. Until then a run's span starts a
-new trace (or continues whatever context is current in the worker). When the payload carries it,
-:class:`~streaq.types.TaskContext` is expected to expose it as a ``trace_context`` mapping
-(W3C ``traceparent``/``tracestate``), which this middleware already reads; :func:`carrier`
-produces that mapping at enqueue time.
+Context propagation: :func:`instrument` sets ``worker.trace_carrier`` to :func:`carrier`, so every
+task enqueued through the worker stores the enqueuing code's trace context (W3C
+``traceparent``/``tracestate``); the run's span is its child. A chain enqueued at once shares the
+enqueuer's context, and tasks enqueued inside a run continue that run's trace.
 """
 
 from __future__ import annotations
@@ -92,6 +90,8 @@ def instrument(
     from .. import __version__
 
     tracer = trace.get_tracer(TRACER_NAME, __version__, tracer_provider=tracer_provider)
+    # tasks enqueued through this worker carry the enqueuer's trace context to their runs
+    worker.trace_carrier = carrier
     holder: list[RegisteredMiddleware] = []
 
     def middleware(call: ReturnCoroutine) -> ReturnCoroutine:
