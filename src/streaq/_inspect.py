@@ -3,7 +3,8 @@
 Everything is read straight from the queue's keys (layout: the header of ``lua/streaq.lua``) in
 two round trips and nothing is written, so inspecting a busy production queue is safe:
 
-1. per priority ``XLEN`` and ``XINFO GROUPS`` of its stream; ``ZCARD`` of the delayed set;
+1. per priority ``XLEN`` and ``XINFO GROUPS`` of its stream; ``ZCARD`` of the delayed set; ``XLEN``
+   of the dead-letter stream;
    ``HLEN`` of the task index; the ``workers`` heartbeat hash; the server's ``TIME``;
 2. per priority, the oldest entry the consumer group has not delivered yet (``XRANGE`` from just
    after the group's ``last-delivered-id``).
@@ -110,6 +111,7 @@ class QueueSnapshot:
     :param waiting: tasks waiting for dependencies or for a unique lock
     :param workers: heartbeats of the workers that ever served the queue, newest first
     :param crons: registered cron jobs with their next firing, soonest first
+    :param dead_letters: messages in the dead-letter stream (``streaq dlq list``)
     """
 
     queue_name: str
@@ -119,6 +121,7 @@ class QueueSnapshot:
     waiting: int
     workers: list[WorkerBeat]
     crons: list[CronInfo] = field(default_factory=list)
+    dead_letters: int = 0
 
     @property
     def queued(self) -> int:
@@ -208,6 +211,7 @@ async def snapshot(
     prefix = keys.prefix
     commands: list[list[str]] = [["TIME"], ["ZCARD", prefix + "z"], ["HLEN", prefix + "t"]]
     commands.append(["HGETALL", keys.workers])
+    commands.append(["XLEN", prefix + "dlq"])
     for priority in priorities:
         commands += [["XLEN", keys.stream(priority)], ["XINFO", "GROUPS", keys.stream(priority)]]
     replies = await redis.pipeline(commands, raise_on_error=False)
@@ -221,8 +225,8 @@ async def snapshot(
     lengths: list[tuple[str, int, int]] = []
     oldest: list[list[str]] = []
     for n, priority in enumerate(priorities):
-        length = replies[4 + 2 * n]
-        group = _group(replies[5 + 2 * n])
+        length = replies[5 + 2 * n]
+        group = _group(replies[6 + 2 * n])
         length = 0 if isinstance(length, Exception) else int(length)
         pending = int(group.get(b"pending", 0)) if group is not None else 0
         lengths.append((priority, length, pending))
@@ -248,7 +252,11 @@ async def snapshot(
     in_streams = sum(length for _, length, _ in lengths)
     # the index holds every unfinished task once: in a stream (q), delayed (d), or waiting (w, u)
     waiting = max(0, indexed - in_streams - delayed)
-    return QueueSnapshot(keys.queue_name, now, infos, delayed, waiting, workers)
+    dead = replies[4]
+    dead_letters = 0 if isinstance(dead, Exception) else int(dead)
+    return QueueSnapshot(
+        keys.queue_name, now, infos, delayed, waiting, workers, dead_letters=dead_letters
+    )
 
 
 async def inspect_worker(worker: Worker[Any]) -> QueueSnapshot:
@@ -310,6 +318,7 @@ def render_snapshot(found: QueueSnapshot, tz: tzinfo) -> str:
     rows.append(["total", str(found.queued), str(found.running), _age(found.lag_ms)])
     lines += _table(["priority", "queued", "running", "lag"], rows)
     lines += ["", f"delayed {found.delayed}, waiting for dependencies or a lock {found.waiting}"]
+    lines += [f"dead letters {found.dead_letters}"]
     lines += ["", f"workers alive: {found.workers_alive} of {len(found.workers)} seen"]
     if found.workers:
         beats = [

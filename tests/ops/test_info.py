@@ -81,6 +81,10 @@ async def test_info_of_a_busy_queue(project: Path, redis_url: str, clean_queue: 
         return n
 
     async with worker:
+        # one dead letter, as the server-side library writes them
+        await worker._client.redis.execute(
+            "XADD", worker.keys.prefix + "dlq", "*", "i", "dead", "f", "gone", "reason", "test"
+        )
         for n in range(3):
             await sleeper.enqueue(n).start(priority="low")
         await sleeper.enqueue(9).start(priority="high")
@@ -108,6 +112,7 @@ async def test_info_of_a_busy_queue(project: Path, redis_url: str, clean_queue: 
     beats = {w["id"]: w for w in data["workers"]}
     assert beats[worker.id]["alive"] is True
     assert data["workers_alive"] == 1
+    assert data["dead_letters"] == 1
     [cron] = data["crons"]
     assert cron["name"] == "nightly"
     assert cron["crontab"] == "0 4 * * *"
@@ -117,6 +122,7 @@ async def test_info_of_a_busy_queue(project: Path, redis_url: str, clean_queue: 
     assert "priority" in text
     assert worker.id in text
     assert "workers alive: 1 of 1 seen" in text
+    assert "dead letters 1" in text
     assert "nightly" in text
 
 
@@ -127,6 +133,7 @@ async def test_info_of_a_queue_never_used(project: Path) -> None:
         {"name": "high", "queued": 0, "running": 0, "lag_ms": None},
     ]
     assert (data["delayed"], data["waiting"], data["workers"], data["lag_ms"]) == (0, 0, [], None)
+    assert data["dead_letters"] == 0
 
 
 async def test_info_reports_a_bad_worker_path(project: Path) -> None:
