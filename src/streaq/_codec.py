@@ -93,11 +93,6 @@ def encode(value: Any) -> bytes:
     return _encode(value)
 
 
-def decode_untyped(data: bytes) -> Any:
-    """Decode msgpack into builtin Python values."""
-    return _decode_any(data)
-
-
 def decode_record(data: bytes) -> ResultRecord:
     """Decode a stored or published result record."""
     return _record_decoder.decode(data)

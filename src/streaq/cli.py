@@ -367,7 +367,7 @@ def render_progress(
     total = done + left
     filled = width if total == 0 else done * width // total
     bar = "#" * filled + "." * (width - filled)
-    return f"[{bar}] {done}/{total} done, {left} left, {failed} failed"
+    return f"[{bar}] {done}/{total} done, {left} left, {failed} unsuccessful"
 
 
 def _child_command(args: argparse.Namespace, *, workers: int, port: int | None) -> list[str]:

@@ -31,8 +31,8 @@ async def nap(n: int) -> int:
 
 
 def test_render_progress() -> None:
-    assert render_progress(0, 0, 0, width=4) == "[####] 0/0 done, 0 left, 0 failed"
-    assert render_progress(1, 3, 1, width=4) == "[#...] 1/4 done, 3 left, 1 failed"
+    assert render_progress(0, 0, 0, width=4) == "[####] 0/0 done, 0 left, 0 unsuccessful"
+    assert render_progress(1, 3, 1, width=4) == "[#...] 1/4 done, 3 left, 1 unsuccessful"
 
 
 def _run_on_a_terminal(cwd: Path) -> tuple[int, str]:

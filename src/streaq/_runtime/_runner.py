@@ -24,7 +24,6 @@ from .._codec import (
     ArgumentError,
     ResultRecord,
     SignatureError,
-    decode_untyped,
     encode,
     encode_exception,
     encode_fields,
@@ -291,8 +290,3 @@ class Runner:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def untyped(payload: bytes) -> Any:
-    """Decode a payload without types (diagnostics)."""
-    return decode_untyped(payload)
