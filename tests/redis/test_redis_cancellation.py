@@ -105,12 +105,19 @@ async def test_cancel_blocking_read_on_dedicated(redis_url: str, queue_name: str
         try:
             await client.execute("XGROUP", "CREATE", stream, "g", "$", "MKSTREAM")
             async with client.dedicated() as conn:
+                client_id = await conn.execute("CLIENT", "ID")
                 await _cancel_when_blocked(
                     lambda: conn.execute(
                         "XREADGROUP", "GROUP", "g", "c", "BLOCK", 5000, "STREAMS", stream, ">"
                     )
                 )
                 assert conn.is_closed
+            # until the server has processed the closed socket it may still hand a new entry to
+            # the blocked read (into its pending list, where a worker would reclaim it): wait
+            with anyio.fail_after(5):
+                # server state, not ours: nothing to wait on but the server itself
+                while await client.execute("CLIENT", "LIST", "ID", client_id):  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
             # a message added now is not swallowed by the cancelled read
             await client.execute("XADD", stream, "*", "f", "v")
             async with client.dedicated() as conn:
