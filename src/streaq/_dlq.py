@@ -41,7 +41,6 @@ from .types import StreaqError
 from .utils import now_ms
 
 if TYPE_CHECKING:
-    from ._codec import Codec
     from ._queue import QueueClient
     from ._runtime._runner import Runner
     from ._runtime._state import Job
@@ -136,13 +135,11 @@ class Poison:
     error: BaseException
 
 
-def find_poison(
-    job: Job, task: AnyRegisteredTask | None, codec: Codec, worker_id: str
-) -> Poison | None:
+def find_poison(job: Job, task: AnyRegisteredTask | None, worker_id: str) -> Poison | None:
     """The reason ``job`` can never succeed on worker ``worker_id``, or ``None`` when it may run.
 
-    Decoding the payload here costs one extra decode per task; it is what lets an undecodable
-    message land in the dead-letter stream without touching the runner's argument path.
+    A payload that cannot be decoded or verified is poison too; the runner finds that out when it
+    decodes the arguments (:func:`undecodable`), so the payload is decoded once.
     """
     if task is None:
         return Poison(
@@ -166,13 +163,14 @@ def find_poison(
             f"{REASON_MAX_TRIES}: delivered {job.tries} times, max_tries={task.max_tries}",
             error,
         )
-    try:
-        codec.decode_call(job.task_id, bytes(job.fields.get("d", b"")))
-    except SignatureError as e:
-        return Poison(REASON_BAD_SIGNATURE, e)
-    except ArgumentError as e:
-        return Poison(f"{REASON_UNDECODABLE}: {e}", e)
     return None
+
+
+def undecodable(error: ArgumentError | SignatureError) -> Poison:
+    """The poison of a payload that failed to decode (``ArgumentError``) or verify."""
+    if isinstance(error, SignatureError):
+        return Poison(REASON_BAD_SIGNATURE, error)
+    return Poison(f"{REASON_UNDECODABLE}: {error}", error)
 
 
 async def dead_letter(

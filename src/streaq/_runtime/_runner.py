@@ -29,7 +29,7 @@ from .._codec import (
     encode_fields,
 )
 from .._cron import CronSchedule
-from .._dlq import dead_letter, find_poison
+from .._dlq import dead_letter, find_poison, undecodable
 from ..task import AnyRegisteredTask, AsyncRegisteredTask, _current_context
 from ..types import StreaqCancelled, StreaqError, StreaqRetry
 from ..utils import now_ms, to_ms, to_seconds
@@ -144,10 +144,15 @@ class Runner:
             self.fail(job, StreaqCancelled("task aborted"))
             return
         # poison (unknown function, too many deliveries, undecodable payload): a dead letter
-        poison = find_poison(job, task, self.codec, self.worker.id)
+        poison = find_poison(job, task, self.worker.id)
         if poison is not None or task is None:
             if poison is not None:
                 await dead_letter(self, job, task, poison)
+            return
+        try:
+            args, kwargs = self.codec.decode_call(job.task_id, bytes(job.fields.get("d", b"")))
+        except (ArgumentError, SignatureError) as e:
+            await dead_letter(self, job, task, undecodable(e))
             return
         deadline = job.fields.get("x")
         if deadline is not None and now_ms() > int(deadline):
@@ -161,24 +166,24 @@ class Runner:
             job.outcome = ("", None, None, None)
             return
         try:
-            args, kwargs = self._arguments(job, task)
+            self._arguments(job, task, args, kwargs)
         except (ArgumentError, SignatureError) as e:
             self.fail(job, e, unique=unique)
             return
         await self._execute(job, task, args, kwargs, unique)
 
-    def _arguments(self, job: Job, task: AnyRegisteredTask) -> tuple[list[Any], dict[str, Any]]:
-        args, kwargs = self.codec.decode_call(job.task_id, bytes(job.fields["d"]))
+    def _arguments(
+        self, job: Job, task: AnyRegisteredTask, args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
+        """Put a `then` link's input first and convert everything to the parameters' types."""
         kind = job.fields.get("pk")
         if kind is not None:
             parent = job.fields.get("pi", b"").decode()
             value = self.codec.decode_value(parent, bytes(job.fields["pv"]))
-            if int(kind) == KIND_TUPLE and isinstance(value, list | tuple):
-                args = [*value, *args]
-            else:
-                args = [value, *args]
+            args[:0] = (
+                value if int(kind) == KIND_TUPLE and isinstance(value, list | tuple) else [value]
+            )
         task.spec.convert(args, kwargs)
-        return args, kwargs
 
     async def _execute(
         self,
