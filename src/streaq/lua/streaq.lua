@@ -154,6 +154,21 @@ local function task_fields(p, st)
   return st[3]
 end
 
+-- release the unique lock of fn held by id and let the next waiter run
+local function release_unique(p, fn, id, now)
+  local lock = p .. 'u:' .. fn
+  if redis.call('GET', lock) ~= id then return end
+  redis.call('DEL', lock)
+  local waiter = redis.call('LPOP', p .. 'uw:' .. fn)
+  if waiter then
+    local raw = redis.call('HGET', tasks_key(p), waiter)
+    if raw then
+      local st = cmsgpack.unpack(raw)
+      place(p, waiter, st[2], st[3], 0, now)
+    end
+  end
+end
+
 local resolve_dependents
 
 -- write a failed result decided here (abort, failed dependency) and cascade to dependents
@@ -367,18 +382,7 @@ local function finish(keys, args)
       place(p, id, prio, fields, 0, now)
     end
     if c ~= '' and outcome ~= 'h' then
-      local lock = p .. 'u:' .. c
-      if redis.call('GET', lock) == id then
-        redis.call('DEL', lock)
-        local waiter = redis.call('LPOP', p .. 'uw:' .. c)
-        if waiter then
-          local raw = redis.call('HGET', tasks_key(p), waiter)
-          if raw then
-            local st = cmsgpack.unpack(raw)
-            place(p, waiter, st[2], st[3], 0, now)
-          end
-        end
-      end
+      release_unique(p, c, id, now)
     end
   end
   for prio, ids in pairs(acks) do
@@ -652,21 +656,6 @@ result, so nothing vanishes and waiters still wake. ]]
 
 local DLQ_MAXLEN = 10000
 local DEAD_FIELDS = {reason = true, time = true, priority = true, tries = true, worker = true}
-
--- release the unique lock of fn held by id and let the next waiter run (as `finish` does)
-local function release_unique(p, fn, id, now)
-  local lock = p .. 'u:' .. fn
-  if redis.call('GET', lock) ~= id then return end
-  redis.call('DEL', lock)
-  local waiter = redis.call('LPOP', p .. 'uw:' .. fn)
-  if waiter then
-    local raw = redis.call('HGET', tasks_key(p), waiter)
-    if raw then
-      local st = cmsgpack.unpack(raw)
-      place(p, waiter, st[2], st[3], 0, now)
-    end
-  end
-end
 
 --[[ dead_letter(KEYS[1]=prefix; ARGV: worker, now, id, priority, msgid, record, ttl ms,
   unique fn or '', reason, tries)
