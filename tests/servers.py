@@ -14,8 +14,12 @@ Topologies for the Sentinel and Cluster tests are built from the same processes:
 :class:`SentinelTopology` (one master, two replicas, three sentinels -- ``redis-server
 --sentinel`` with a generated config -- with a short ``down-after-milliseconds`` so failovers take
 seconds) and :class:`ClusterTopology` (masters, optionally replicas, joined with ``redis-cli
---cluster create``). Both wait until the topology is really usable (replicas in sync, sentinels
-aware of each other; ``cluster_state:ok`` everywhere) and kill every process in :meth:`stop`.
+--cluster create``, with a short ``cluster-node-timeout`` so a killed master's replica takes over
+in about two seconds). Both wait until the topology is really usable (replicas in sync, sentinels
+aware of each other; ``cluster_state:ok`` everywhere, every node seeing every other) and kill
+every process in :meth:`stop`. Cluster failover tests wait for conditions, never for a fixed
+time: ``wait_for_replication`` before the crash, ``wait_for_failover`` after it, and ``rejoin``
+to bring the old master back as a replica, so the next test finds a complete topology.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import redis
 import trustme
 
 __all__ = [
+    "ClusterNode",
     "ClusterTopology",
     "RedisServer",
     "SentinelTopology",
@@ -158,6 +163,11 @@ class RedisServer:
         """``redis://127.0.0.1:port`` (``rediss://`` for TLS), without credentials."""
         scheme = "rediss" if self.tls is not None else "redis"
         return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the process was started and has not been stopped (nor exited)."""
+        return self._process is not None and self._process.poll() is None
 
     def start(self) -> None:
         """Start the process and wait until it answers ``PING``.
@@ -284,6 +294,11 @@ class ServerFactory:
                 server.stop(kill=True)
 
 
+#: A replica (re)joining is synced at once, not after the default 5 s wait for more replicas to
+#: share the transfer: topologies start, and failed masters rejoin, in a fraction of a second.
+_PROMPT_SYNC = ["--repl-diskless-sync-delay", "0"]
+
+
 def _wait_for(what: str, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
     """Poll ``predicate`` (exceptions count as false) until it holds.
 
@@ -332,13 +347,13 @@ class SentinelTopology:
 
     def start(self) -> None:
         """Start the servers and sentinels and wait until failover is possible."""
-        master = RedisServer(self.directory / "master")
+        master = RedisServer(self.directory / "master", extra_args=_PROMPT_SYNC)
         self.servers.append(master)
         master.start()
         for index in range(self._replicas):
             replica = RedisServer(
                 self.directory / f"replica-{index}",
-                extra_args=["--replicaof", "127.0.0.1", str(master.port)],
+                extra_args=["--replicaof", "127.0.0.1", str(master.port), *_PROMPT_SYNC],
             )
             self.servers.append(replica)
             replica.start()
@@ -450,17 +465,58 @@ def _cluster_port() -> int:
         return port
 
 
-class ClusterTopology:
-    """A Redis Cluster of ``masters`` masters with ``replicas`` replicas each.
+class ClusterNode:
+    """One line of ``CLUSTER NODES``, as a node sees the cluster.
 
-    :param directory: parent of the nodes' working directories.
+    :param line: the line.
     """
 
-    def __init__(self, directory: Path, *, masters: int = 3, replicas: int = 0) -> None:
+    def __init__(self, line: str) -> None:
+        fields = line.split()
+        self.id = fields[0]
+        self.port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+        self.flags = frozenset(fields[2].split(","))
+        self.master_id = None if fields[3] == "-" else fields[3]
+        self.connected = fields[7] == "connected"
+        #: ``(first, last)`` slot ranges it serves (importing/migrating markers are skipped).
+        self.slots = [
+            (int(lo), int(hi or lo))
+            for lo, _, hi in (spec.partition("-") for spec in fields[8:] if "[" not in spec)
+        ]
+
+    @property
+    def is_master(self) -> bool:
+        """Whether it is a master (failed or not)."""
+        return "master" in self.flags
+
+    @property
+    def failing(self) -> bool:
+        """Whether it is flagged ``fail`` or ``fail?`` (or cannot be reached over the bus)."""
+        return bool(self.flags & {"fail", "fail?", "handshake", "noaddr"}) or not self.connected
+
+
+class ClusterTopology:
+    """A Redis Cluster of ``masters`` masters with ``replicas`` replicas each, created by
+    ``redis-cli --cluster create``.
+
+    The masters are whichever nodes ``redis-cli`` chose: ask :meth:`master_ports` and
+    :meth:`replicas_of` rather than assuming an order of :attr:`nodes`.
+
+    :param directory: parent of the nodes' working directories.
+    :param masters: how many masters share the slots.
+    :param replicas: replicas per master.
+    :param node_timeout_ms: ``cluster-node-timeout``: how long an unreachable master is not yet
+        failed. Small, so an automatic failover takes about two seconds.
+    """
+
+    def __init__(
+        self, directory: Path, *, masters: int = 3, replicas: int = 0, node_timeout_ms: int = 2000
+    ) -> None:
         self.directory = directory
         self.nodes: list[RedisServer] = []
         self._masters = masters
         self._replicas = replicas
+        self._node_timeout_ms = node_timeout_ms
 
     @property
     def startup_nodes(self) -> list[tuple[str, int]]:
@@ -468,7 +524,8 @@ class ClusterTopology:
         return [("127.0.0.1", node.port) for node in self.nodes]
 
     def start(self) -> None:
-        """Start the nodes, create the cluster and wait until every node reports it ok."""
+        """Start the nodes, create the cluster and wait until it is fully formed: every node
+        sees every other, ``cluster_state:ok`` everywhere, every replica in sync."""
         for index in range(self._masters * (1 + self._replicas)):
             node_dir = self.directory / f"node-{index}"
             node = RedisServer(
@@ -480,7 +537,8 @@ class ClusterTopology:
                     "--cluster-config-file",
                     str(node_dir / "nodes.conf"),
                     "--cluster-node-timeout",
-                    "2000",
+                    str(self._node_timeout_ms),
+                    *_PROMPT_SYNC,
                 ],
             )
             self.nodes.append(node)
@@ -500,35 +558,136 @@ class ClusterTopology:
             stderr=subprocess.DEVNULL,
             timeout=60,
         )
-
-        def all_ok() -> bool:
-            for node in self.nodes:
-                with self.client(node.port) as client:
-                    if b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
-                        return False
-                    # every node must also see every other (gossip finished)
-                    if len(client.execute_command("CLUSTER", "NODES").splitlines()) != len(
-                        self.nodes
-                    ):
-                        return False
-            return True
-
-        _wait_for("cluster_state:ok on every node", all_ok, 30)
+        self.wait_until_healthy()
 
     def client(self, port: int) -> redis.Redis:
         """:return: a plain (non-cluster) redis-py client of one node."""
         return redis.Redis(port=port, socket_timeout=5)
 
-    def node_ids(self) -> dict[int, str]:
-        """:return: port -> node id of the masters."""
-        with self.client(self.nodes[0].port) as client:
+    def node_on(self, port: int) -> RedisServer:
+        """:return: the node listening on ``port``."""
+        return next(node for node in self.nodes if node.port == port)
+
+    def view(self, port: int | None = None) -> list[ClusterNode]:
+        """The cluster as one node sees it (``CLUSTER NODES``).
+
+        :param port: the node to ask (default: the first running one).
+        :return: one entry per node it knows.
+        """
+        if port is None:
+            port = next(node.port for node in self.nodes if node.is_running)
+        with self.client(port) as client:
             text = client.execute_command("CLUSTER", "NODES").decode()
-        ids = {}
-        for line in text.splitlines():
-            fields = line.split()
-            if "master" in fields[2]:
-                ids[int(fields[1].split("@")[0].rsplit(":", 1)[1])] = fields[0]
-        return ids
+        return [ClusterNode(line) for line in text.splitlines() if line.strip()]
+
+    def node_ids(self) -> dict[int, str]:
+        """:return: port -> node id of the masters that are not failed."""
+        return {n.port: n.id for n in self.view() if n.is_master and not n.failing}
+
+    def master_ports(self) -> set[int]:
+        """:return: the ports of the masters serving slots."""
+        return {n.port for n in self.view() if n.is_master and n.slots and not n.failing}
+
+    def replica_ports(self) -> set[int]:
+        """:return: the ports of the replicas that are up."""
+        return {n.port for n in self.view() if "slave" in n.flags and not n.failing}
+
+    def replicas_of(self, port: int) -> set[int]:
+        """:return: the ports of the replicas of the master on ``port``."""
+        view = self.view()
+        master = next(n.id for n in view if n.port == port)
+        return {n.port for n in view if n.master_id == master and not n.failing}
+
+    def master_of_slot(self, slot: int, *, asking: int | None = None) -> int:
+        """:return: the port of the master serving ``slot``, according to ``asking``'s view."""
+        for node in self.view(asking):
+            if node.is_master and any(lo <= slot <= hi for lo, hi in node.slots):
+                return node.port
+        raise LookupError(f"no master serves slot {slot}")
+
+    def wait_until_healthy(self, timeout: float = 30.0) -> None:
+        """Wait until every node (all must be running) reports ``cluster_state:ok`` and sees every
+        node connected and none failing, and every replica is in sync with its master.
+
+        :raises RuntimeError: when that does not happen within ``timeout`` seconds.
+        """
+
+        def healthy() -> bool:
+            for node in self.nodes:
+                view = self.view(node.port)
+                if len(view) != len(self.nodes) or any(n.failing for n in view):
+                    return False
+                with self.client(node.port) as client:
+                    if b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                        return False
+                    info = client.info("replication")
+                if info["role"] == "slave" and (
+                    info["master_link_status"] != "up" or info["master_sync_in_progress"]
+                ):
+                    return False
+            return True
+
+        _wait_for("a healthy cluster (all nodes ok, replicas in sync)", healthy, timeout)
+
+    def wait_for_replication(self, master_port: int, timeout: float = 10.0) -> None:
+        """Wait until every replica of a master acknowledged all that it has written so far.
+
+        Replication is asynchronous; a test that kills a master calls this first when what it
+        checks is the client's recovery, not Redis losing acknowledged writes.
+        """
+        with self.client(master_port) as client:
+            target = int(client.info("replication")["master_repl_offset"])
+        expected = len(self.replicas_of(master_port))
+
+        def acknowledged() -> bool:
+            with self.client(master_port) as client:
+                info = client.info("replication")
+            offsets = [
+                int(value["offset"]) for key, value in info.items() if key.startswith("slave")
+            ]
+            return len(offsets) == expected and min(offsets, default=target) >= target
+
+        _wait_for(
+            f"the replicas of {master_port} to acknowledge offset {target}", acknowledged, timeout
+        )
+
+    def wait_for_failover(self, slot: int, old_port: int, timeout: float = 30.0) -> int:
+        """Wait until a replica of the failed master ``old_port`` serves ``slot`` and every
+        surviving node agrees and reports ``cluster_state:ok``.
+
+        :return: the new master's port.
+        """
+        found: list[int] = []
+
+        def promoted() -> bool:
+            owners = set()
+            for node in self.nodes:
+                if not node.is_running:
+                    continue
+                owners.add(self.master_of_slot(slot, asking=node.port))
+                with self.client(node.port) as client:
+                    if b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                        return False
+            if len(owners) != 1 or old_port in owners:
+                return False
+            (port,) = owners
+            with self.client(port) as client:
+                if client.execute_command("ROLE")[0] != b"master":
+                    return False
+            found.append(port)
+            return True
+
+        _wait_for(f"a replica of {old_port} promoted", promoted, timeout)
+        return found[-1]
+
+    def rejoin(self, port: int) -> None:
+        """Start the (killed) node on ``port`` again, unless it still runs, and wait until the
+        cluster is healthy: a failed-over master comes back as a replica of the master that
+        replaced it."""
+        node = self.node_on(port)
+        if not node.is_running:
+            node.start()
+        self.wait_until_healthy()
 
     def stop(self) -> None:
         """Kill every node."""

@@ -31,8 +31,14 @@ def sentinel_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sent
 
 @pytest.fixture(scope="module")
 def cluster_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterTopology]:
-    """A three-master Redis Cluster."""
-    topology = ClusterTopology(tmp_path_factory.mktemp("cluster"), masters=3)
+    """A Redis Cluster of three masters with one replica each, failing over in about 2 s.
+
+    A test that kills a master calls :meth:`ClusterTopology.rejoin` afterwards, so the next test
+    (the same one on the other backend, say) finds every master with a replica again.
+    """
+    topology = ClusterTopology(
+        tmp_path_factory.mktemp("cluster"), masters=3, replicas=1, node_timeout_ms=1000
+    )
     try:
         topology.start()
         yield topology

@@ -11,9 +11,12 @@ where the keys of the commands streaq sends are (``FCALL``'s ``numkeys``, ``XREA
 keys hash to different slots fails before it is sent, with ``ClusterCrossSlotError``.
 
 **Slot map.** :class:`ClusterClient` reads ``CLUSTER SLOTS`` from the first node that answers
-(known masters first, then the startup nodes) into a 16384-entry table of master addresses.
-Replicas are ignored: every command goes to a master. The map is re-read when a node says
-``MOVED`` (after patching the one slot at once, so the retry goes to the right node even before the
+(known masters first, then the startup nodes; nodes that could not be reached lately last, since a
+dead host may take ``socket_connect_timeout`` to fail) into a 16384-entry table of master
+addresses. Replicas are ignored: ``CLUSTER SLOTS`` lists them after each range's master and only
+the master is kept, so every command -- writes, reads, blocking reads, subscriptions -- goes to a
+master, even when the startup nodes are all replicas. The map is re-read when a node says ``MOVED``
+(after patching the one slot at once, so the retry goes to the right node even before the
 refresh), when a node cannot be reached, and when a dedicated connection is opened. Refreshes are
 serialised, and a caller whose refresh was overtaken by another's does not repeat it.
 
@@ -34,17 +37,30 @@ it).
   owner (bounded by :data:`_REDIRECT_PATIENCE`).
 * ``TRYAGAIN``/``CLUSTERDOWN`` -- wait and retry.
 
-A command that failed with ``ConnectionError`` is not retried (it may have run), but the map is
-refreshed so the next command finds the new master after a cluster failover.
+**Failover.** When a master dies, commands routed to it fail to connect until its replica is
+promoted (after ``cluster-node-timeout`` plus about a second) and the other nodes' slot maps name
+the replica. A command whose connection to its master was refused was not sent, so it waits,
+re-reading the map with backoff, until the slot has a reachable master (bounded by
+:data:`_REDIRECT_PATIENCE`): callers see a pause, not an error. A command whose connection broke
+*after* it was sent is not retried (it may have run): it raises ``ConnectionError``, and the next
+command finds the new master. A connection attempt that times out raises ``TimeoutError`` at once
+as well (a slow master is not necessarily a dead one), but the master is asked for the slot map
+last from then on. Dedicated connections and pub/sub wait for the new master in every case (see
+below).
+
+**Statistics.** :attr:`ClusterClient.stats` (a :class:`ClusterStats`) counts redirections,
+waits, unreachable masters and slot map reads: a diagnostic for operators, and the proof in tests
+that a migration or a failover really happened under a workload.
 
 **Dedicated connections and pub/sub.** A client made for a worker has a *home key* (the queue's
 key prefix). Blocking reads get a :class:`~streaq._redis._routed.RoutedConnection` to the master of
 the home slot, so ``MOVED``/``ASK`` on them become ``ConnectionError`` and the reader reconnects to
-the new owner. Pub/sub connects to the home slot's master too, but only for locality: in Redis 7
-plain ``PUBLISH`` is broadcast over the cluster bus to every node, so a subscriber on any node gets
-every message, and a subscriber that loses its node simply reconnects to whichever master owns the
-home slot now. (``SSUBSCRIBE``/``SPUBLISH`` would save the broadcast traffic but would require
-following slot moves on the subscriber; the queue's channels carry little traffic.)
+the new owner; when that owner cannot be reached, connecting waits for its replacement. Pub/sub
+connects to the home slot's master too, but only for locality: in Redis 7 plain ``PUBLISH`` is
+broadcast over the cluster bus to every node, so a subscriber on any node gets every message, and
+a subscriber that loses its node simply reconnects to whichever master owns the home slot now.
+(``SSUBSCRIBE``/``SPUBLISH`` would save the broadcast traffic but would require following slot
+moves on the subscriber; the queue's channels carry little traffic.)
 """
 
 from __future__ import annotations
@@ -68,17 +84,25 @@ from ._protocol import Arg
 from ._pubsub import PubSub, open_pubsub
 from ._routed import as_routed
 
-__all__ = ["SLOTS", "ClusterClient", "command_keys", "crc16", "key_slot"]
+__all__ = ["SLOTS", "ClusterClient", "ClusterStats", "command_keys", "crc16", "key_slot"]
 
 #: The number of hash slots of a Redis Cluster.
 SLOTS = 16384
 #: Redirections followed for one command before giving up.
 _MAX_REDIRECTS = 16
-#: Seconds a function call waits for a slot migration to finish (ASK/TRYAGAIN) before failing.
+#: Seconds a command waits for a slot migration to finish (ASK/TRYAGAIN), for the cluster to
+#: recover (CLUSTERDOWN), or for an unreachable master to be replaced by a failover -- which with
+#: the default ``cluster-node-timeout`` of 15 s takes about 17 s -- before failing.
 _REDIRECT_PATIENCE = 30.0
 
 T = TypeVar("T")
 Address = tuple[str, int]
+
+
+class NodeUnreachableError(rex.ConnectionError):
+    """Connecting to a cluster node failed. Unlike a connection lost mid-command, this means the
+    command was not sent, so routing may send it again once the slot map names a reachable
+    master. Callers see it as the ``ConnectionError`` it is."""
 
 
 def _crc16_table() -> list[int]:
@@ -200,6 +224,39 @@ def commands_slot(commands: Sequence[Sequence[Arg]]) -> int | None:
     return slot
 
 
+@dataclasses.dataclass(slots=True)
+class ClusterStats:
+    """Counters of the work a :class:`ClusterClient` did beyond sending each command to the
+    master of its slot, since the client was opened. Plain integers, bumped only on the rare
+    path, so keeping them costs nothing on the hot one.
+
+    A steady trickle of ``moved`` means clients keep working from a stale slot map (a resharding
+    in progress, or nodes re-added); ``unreachable`` and ``refreshes`` growing together mean a
+    master was lost and the client is looking for its replacement.
+
+    :param moved: ``MOVED`` replies followed (the slot has a new owner), including those that
+        sent a blocking reader to the new owner.
+    :param ask: ``ASK`` replies (the slot is being migrated): followed with ``ASKING``, or waited
+        out for function calls.
+    :param retried: ``TRYAGAIN``/``CLUSTERDOWN`` replies waited out (a migration or a failover
+        in progress).
+    :param unreachable: commands or connections that failed because their master could not be
+        reached.
+    :param refreshes: slot maps read (``CLUSTER SLOTS``).
+    """
+
+    moved: int = 0
+    ask: int = 0
+    retried: int = 0
+    unreachable: int = 0
+    refreshes: int = 0
+
+    @property
+    def redirections(self) -> int:
+        """``MOVED`` plus ``ASK`` replies."""
+        return self.moved + self.ask
+
+
 class ClusterClient(RedisClient):
     """A client for a Redis Cluster, with the interface of
     :class:`~streaq._redis._client.RedisClient`. Create with
@@ -232,6 +289,11 @@ class ClusterClient(RedisClient):
         self._generation = 0  # bumped by every slot map refresh
         self._stale = True
         self._refresh_lock = anyio.Lock()
+        # nodes that could not be reached lately: asked for the slot map last, because a dead
+        # host can take ``socket_connect_timeout`` to fail
+        self._unreachable: set[Address] = set()
+        #: What routing took beyond one round trip to the right master (see :class:`ClusterStats`).
+        self.stats = ClusterStats()
 
     def __repr__(self) -> str:
         return f"<ClusterClient masters={sorted(set(filter(None, self._slots)))}>"
@@ -264,9 +326,19 @@ class ClusterClient(RedisClient):
         if client is None:
             host, port = address
             config = dataclasses.replace(self.config, host=host, port=port)
-            client = RedisClient(config, functools.partial(connect, config, self._ssl))
+            client = RedisClient(config, functools.partial(self._connect_node, config))
             self._nodes[address] = client
         return client
+
+    async def _connect_node(self, config: RedisConfig) -> Connection:
+        try:
+            return await connect(config, self._ssl)
+        except rex.AuthenticationError:
+            raise
+        except rex.ConnectionError as exc:
+            # Marked, so that routing knows the command is unsent and may wait for a failover.
+            self._unreachable.add((config.host, config.port))
+            raise NodeUnreachableError(str(exc)) from exc
 
     # -- slot map ------------------------------------------------------------------------------
 
@@ -282,12 +354,16 @@ class ClusterClient(RedisClient):
                 return
             problems: list[str] = []
             candidates = list(dict.fromkeys([*self.masters, *self._startup]))
+            candidates.sort(key=lambda address: address in self._unreachable)  # stable
             for address in candidates:
                 try:
                     reply = await self.node(address).execute("CLUSTER", "SLOTS")
                 except (rex.ConnectionError, rex.TimeoutError, rex.ResponseError) as exc:
+                    if isinstance(exc, rex.ConnectionError | rex.TimeoutError):
+                        self._unreachable.add(address)
                     problems.append(str(exc))
                     continue
+                self._unreachable.discard(address)
                 slots: list[Address | None] = [None] * SLOTS
                 for entry in reply:
                     start, end, master = int(entry[0]), int(entry[1]), entry[2]
@@ -299,6 +375,7 @@ class ClusterClient(RedisClient):
                         slots[slot] = owner
                 self._slots = slots
                 self._generation += 1
+                self.stats.refreshes += 1
                 self._stale = False
                 return
             raise rex.ConnectionError(
@@ -334,7 +411,9 @@ class ClusterClient(RedisClient):
         :param asking: how to run the command on an ``ASK`` target (after ``ASKING``); ``None``
             to wait for the migration instead.
         """
-        backoff = Backoff(initial=0.01, maximum=0.5)
+        # capped low: a waiting command should go as soon as the map names a reachable master
+        # (a refresh is one cheap CLUSTER SLOTS, and concurrent waiters share refreshes)
+        backoff = Backoff(initial=0.01, maximum=0.2)
         deadline = anyio.current_time() + _REDIRECT_PATIENCE
         redirects = 0
         while True:
@@ -342,6 +421,7 @@ class ClusterClient(RedisClient):
             try:
                 return await call(node)
             except rex.MovedError as exc:
+                self.stats.moved += 1
                 redirects += 1
                 if redirects > _MAX_REDIRECTS:
                     raise
@@ -349,14 +429,23 @@ class ClusterClient(RedisClient):
                 self._stale = True
                 continue
             except rex.AskError as exc:
+                self.stats.ask += 1
                 if asking is not None:
                     return await self._follow_ask(exc, call, asking)
                 problem: rex.RedisError = exc
             except (rex.TryAgainError, rex.ClusterDownError) as exc:
+                self.stats.retried += 1
+                problem = exc
+                self._stale = True
+            except NodeUnreachableError as exc:
+                # Not sent: wait until a failover names a new master (or this one is back).
+                self.stats.unreachable += 1
                 problem = exc
                 self._stale = True
             except (rex.ConnectionError, rex.TimeoutError):
                 # Not retried (the command may have run), but the next one finds the new master.
+                self.stats.unreachable += 1
+                self._unreachable.add((node.config.host, node.config.port))
                 self._stale = True
                 raise
             if anyio.current_time() > deadline:
@@ -373,6 +462,7 @@ class ClusterClient(RedisClient):
             return await asking(self.node((exc.host, exc.port)))
         except rex.MovedError as moved:
             # The migration finished in between: the target owns the slot now.
+            self.stats.moved += 1
             self._slots[moved.slot_id] = (moved.host, moved.port)
             self._stale = True
             return await call(self.node((moved.host, moved.port)))
@@ -496,15 +586,33 @@ class ClusterClient(RedisClient):
     # -- connections ---------------------------------------------------------------------------
 
     async def _connect_home(self) -> Connection:
-        """Connect to the master of the home slot (any master without a home key)."""
+        """Connect to the master of the home slot (any master without a home key).
+
+        While the slot map names a master that cannot be reached (the other nodes answer), wait
+        for a failover to replace it, re-reading the map with backoff, for up to
+        :data:`_REDIRECT_PATIENCE`: a blocking reader or a subscriber then follows the promoted
+        replica as soon as it serves the slot, instead of after its own, growing, reconnect
+        delay. Nothing was sent yet, so trying again is always safe.
+
+        :raises redis.exceptions.ConnectionError: when no node answers for the slot map, or the
+            master stays unreachable.
+        """
         slot = None if self._home_key is None else key_slot(self._home_key)
-        try:
-            node = await self._master(slot)
-            conn = await node._connector()
-        except (rex.ConnectionError, rex.TimeoutError):
-            self._stale = True
-            raise
-        return as_routed(conn)
+        backoff = Backoff(initial=0.02, maximum=0.2)
+        deadline = anyio.current_time() + _REDIRECT_PATIENCE
+        while True:
+            node = await self._master(slot)  # raises when no node answers at all
+            try:
+                return as_routed(await node._connector())
+            except rex.AuthenticationError:
+                raise
+            except (rex.ConnectionError, rex.TimeoutError):
+                self.stats.unreachable += 1
+                self._unreachable.add((node.config.host, node.config.port))
+                self._stale = True
+                if anyio.current_time() > deadline:
+                    raise
+            await backoff.sleep()
 
     async def _connect_first(self) -> None:
         await self.refresh()
@@ -535,6 +643,16 @@ class ClusterClient(RedisClient):
         conn.socket_timeout = socket_timeout
         try:
             yield conn
+        except rex.ConnectionError as exc:
+            # the routed connection gave up on a redirection (see _routed): count it as such
+            cause = exc.__cause__
+            if isinstance(cause, rex.MovedError):
+                self.stats.moved += 1
+            elif isinstance(cause, rex.AskError):
+                self.stats.ask += 1
+            elif isinstance(cause, rex.TryAgainError | rex.ClusterDownError):
+                self.stats.retried += 1
+            raise
         finally:
             await conn.aclose()
 
