@@ -24,7 +24,9 @@ Topologies plug in through the connector. With ``sentinel_nodes``, the connector
 :class:`~streaq._redis._sentinel.SentinelConnector`, which asks the sentinels for the master before
 every new connection. A connection whose reply was ``READONLY`` (its server was demoted to a
 replica) is closed instead of returned to the pool, and the command -- which did not run -- is sent
-once more on a new connection, i.e. to the master the sentinels name now. With ``cluster_nodes``
+once more on a new connection, i.e. to the master the sentinels name now. A ``READONLY`` error is
+reworded to name the replica and what to do; with a plain URL pointing at a replica, the second
+attempt gets it too and raises it (no endless retry). With ``cluster_nodes``
 the client is a :class:`~streaq._redis._cluster.ClusterClient`, which routes every command to the
 master of its slot, each master with its own pool.
 """
@@ -64,6 +66,8 @@ class RedisClient:
         self._functions = FunctionCaller(self)
         #: The server's version, read during the first handshake.
         self.server_version: tuple[int, int, int] = (0, 0, 0)
+        #: What to do about a server that stays a replica, for the ``READONLY`` message.
+        self.replica_hint = "point streaq at the master (or use sentinel_nodes)"
 
     def __repr__(self) -> str:
         return f"<RedisClient {self.address} {self._pool!r}>"
@@ -106,7 +110,7 @@ class RedisClient:
         pool = self._pool
         conn, reused = await pool.acquire(fresh=fresh)
         try:
-            return await _discard_if_readonly(conn, await conn.roundtrip(data, count), count)
+            return await self._discard_if_readonly(conn, await conn.roundtrip(data, count), count)
         except rex.ConnectionError:
             if not reused or conn.reply_started:
                 raise
@@ -115,9 +119,35 @@ class RedisClient:
         # The idle connection was dead before we used it: one retry on a new connection.
         conn, _ = await pool.acquire(fresh=True)
         try:
-            return await _discard_if_readonly(conn, await conn.roundtrip(data, count), count)
+            return await self._discard_if_readonly(conn, await conn.roundtrip(data, count), count)
         finally:
             await pool.release(conn)
+
+    async def _discard_if_readonly(self, conn: Connection, reply: Any, count: int | None) -> Any:
+        """Close ``conn`` when ``reply`` (or one of ``count`` pipeline replies) is ``READONLY``.
+
+        ``READONLY`` means the server is a replica now (a demoted master after a Sentinel
+        failover): the connection must not go back to the pool, or every later command would hit
+        it again. The error is reworded to name the replica and what to do: the server's own
+        message ("You can't write against a read only replica.") says neither.
+        """
+        if count is None:
+            if isinstance(reply, rex.ReadOnlyError):
+                await conn.aclose()
+                return self._replica_error(conn, reply)
+            return reply
+        if any(isinstance(item, rex.ReadOnlyError) for item in reply):
+            await conn.aclose()
+            return [
+                self._replica_error(conn, item) if isinstance(item, rex.ReadOnlyError) else item
+                for item in reply
+            ]
+        return reply
+
+    def _replica_error(self, conn: Connection, error: rex.ReadOnlyError) -> rex.ReadOnlyError:
+        return rex.ReadOnlyError(
+            f"the server at {conn.address} is a read-only replica ({error}); {self.replica_hint}"
+        )
 
     async def execute(self, *args: Arg) -> Any:
         """Run one command on a pooled connection.
@@ -248,20 +278,6 @@ class RedisClient:
         return open_pubsub(self._connector, max_buffered=max_buffered, backoff=backoff)
 
 
-async def _discard_if_readonly(conn: Connection, reply: Any, count: int | None) -> Any:
-    """Close ``conn`` when ``reply`` (or one of ``count`` pipeline replies) is ``READONLY``.
-
-    ``READONLY`` means the server is a replica now (a demoted master after a Sentinel failover):
-    the connection must not go back to the pool, or every later command would hit it again.
-    """
-    if count is None:
-        if isinstance(reply, rex.ReadOnlyError):
-            await conn.aclose()
-    elif any(isinstance(item, rex.ReadOnlyError) for item in reply):
-        await conn.aclose()
-    return reply
-
-
 @asynccontextmanager
 async def open_client(
     url: str = "redis://localhost:6379",
@@ -318,6 +334,8 @@ async def open_client(
         client = RedisClient(
             config, SentinelConnector(config, sentinel_nodes, sentinel_master, sentinel_kwargs)
         )
+        # the connector checked ROLE: a replica now is a master demoted since (a failover)
+        client.replica_hint = "a Sentinel failover is in progress: retry in a moment"
     else:
         ssl_context = config.ssl_context() if config.ssl else None
         client = RedisClient(config, functools.partial(connect, config, ssl_context))

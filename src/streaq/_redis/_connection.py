@@ -263,6 +263,20 @@ def raise_first_error(replies: list[Any]) -> None:
             raise reply
 
 
+def _check_select(replies: list[Any], config: RedisConfig) -> None:
+    """Raise a readable error when the handshake's ``SELECT`` (if any, first in ``replies``) failed.
+
+    The server's own message ("DB index is out of range") names neither the db nor the server.
+    """
+    if not replies or not isinstance(replies[0], rex.ResponseError):
+        return
+    error = replies[0]
+    hint = ""
+    if "out of range" in str(error):
+        hint = " (the server has fewer databases: see its 'databases' setting)"
+    raise type(error)(f"cannot select db {config.db} on {config.address}: {error}{hint}")
+
+
 async def _handshake(conn: Connection, config: RedisConfig) -> None:
     """Authenticate, name the client, select the db and learn the server version."""
     if config.protocol == 3:
@@ -278,7 +292,8 @@ async def _handshake(conn: Connection, config: RedisConfig) -> None:
         info = replies[0]
         unknown = isinstance(info, rex.ResponseError) and "unknown command" in str(info).lower()
         if not unknown:
-            raise_first_error(replies)
+            raise_first_error(replies[:1])
+            _check_select(replies[1:], config)
             conn.protocol = 3
             conn.server_version = parse_version(info[b"version"].decode())
             return
@@ -294,7 +309,12 @@ async def _handshake(conn: Connection, config: RedisConfig) -> None:
     if config.db:
         commands.append(("SELECT", config.db))
     commands.append(("INFO", "server"))
-    replies = await conn.pipeline(commands)
+    replies = await conn.pipeline(commands, raise_on_error=False)
+    # AUTH and SETNAME first: with wrong credentials SELECT fails too, and the cause is the AUTH
+    first = len(commands) - (2 if config.db else 1)
+    raise_first_error(replies[:first])
+    _check_select(replies[first:-1], config)
+    raise_first_error(replies[-1:])
     conn.protocol = 2
     for line in replies[-1].decode().splitlines():
         if line.startswith("redis_version:"):

@@ -10,6 +10,10 @@ library it loads the code with ``FUNCTION LOAD REPLACE`` (so this client's versi
 server, even if an older build of the same name was there). When an ``FCALL`` fails with *Function
 not found* — the server restarted without persistence, or someone ran ``FUNCTION FLUSH`` — it
 reloads and retries that call once. A call that failed this way did not run, so retrying is safe.
+A server that does not know ``FUNCTION`` or ``FCALL`` at all (renamed away, or a Redis-compatible
+server without functions that passed the version check) raises
+:class:`~streaq._redis._errors.RedisVersionError` saying so, instead of an error reply that
+echoes the library's source.
 
 Loading is serialised by one lock per caller, and the generation makes concurrent failures cheap:
 a task that saw generation *g* fail reloads only if the library is still at *g*; if another task
@@ -27,6 +31,7 @@ import anyio
 from redis import exceptions as rex
 
 from ._connection import raise_first_error
+from ._errors import RedisVersionError
 from ._protocol import Arg
 
 __all__ = ["FcallSpec", "FunctionCaller", "FunctionLibrary", "is_function_missing"]
@@ -67,7 +72,26 @@ def is_function_missing(reply: object) -> bool:
     return isinstance(reply, rex.ResponseError) and "Function not found" in str(reply)
 
 
+def _unsupported(error: object, address: str) -> RedisVersionError | None:
+    """The readable error for a server that does not know ``FUNCTION``/``FCALL``, else ``None``.
+
+    The version check cannot catch this: the command may be renamed or disabled
+    (``rename-command``), or a Redis-compatible server may report a version it does not match.
+    """
+    if not isinstance(error, rex.ResponseError) or not str(error).startswith("unknown command"):
+        return None
+    # the server echoes the arguments, i.e. the library's source: keep only the command's name
+    reason = str(error).split(", with args", 1)[0]
+    return RedisVersionError(
+        f"the server at {address} cannot run Redis functions ({reason}); streaq needs Redis >= 7.0 "
+        "with FUNCTION and FCALL available (renamed or disabled with rename-command?)"
+    )
+
+
 class _Commands(Protocol):
+    @property
+    def address(self) -> str: ...
+
     async def execute(self, *args: Arg) -> Any: ...
 
     async def pipeline(
@@ -99,7 +123,13 @@ class FunctionCaller:
             current = self._loaded.get(library.name)
             if current is not None and current != failed_generation:
                 return current
-            await self._commands.execute("FUNCTION", "LOAD", "REPLACE", library.code)
+            try:
+                await self._commands.execute("FUNCTION", "LOAD", "REPLACE", library.code)
+            except rex.ResponseError as exc:
+                unsupported = _unsupported(exc, self._commands.address)
+                if unsupported is not None:
+                    raise unsupported from exc
+                raise
             self._generation += 1
             self._loaded[library.name] = self._generation
             return self._generation
@@ -133,6 +163,9 @@ class FunctionCaller:
         try:
             return await self._commands.execute(*command)
         except rex.ResponseError as exc:
+            unsupported = _unsupported(exc, self._commands.address)
+            if unsupported is not None:
+                raise unsupported from exc
             if not is_function_missing(exc):
                 raise
         await self._load(library, generation)
@@ -153,6 +186,9 @@ class FunctionCaller:
         commands = [_fcall_command("FCALL", fn, keys, args) for fn, keys, args in calls]
         generation = await self._ensure(library)
         replies = await self._commands.pipeline(commands, raise_on_error=False)
+        unsupported = _unsupported(replies[0], self._commands.address) if replies else None
+        if unsupported is not None:
+            raise unsupported
         missing = [i for i, reply in enumerate(replies) if is_function_missing(reply)]
         if missing:
             # Only the calls that found no function are retried: the others ran already.
