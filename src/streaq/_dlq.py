@@ -207,12 +207,11 @@ async def dead_letter(
                 poison.reason,
                 tries,
             )
+            runner.state.outage.ok()
             break
         except RECOVERABLE as e:
             delay = backoff.next()
-            logger.warning(
-                "cannot dead-letter task %s (%s); retrying in %.1fs", job.task_id, e, delay
-            )
+            runner.state.outage.failed(e, f"cannot dead-letter task {job.task_id}", delay)
             await anyio.sleep(delay)
     # recorded already: the finisher has nothing to write
     job.outcome = ("", None, None, None)

@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 
 from .._cron import CronSchedule, cron_firing_id
+from .._redis import Backoff
 from ..task import Task
 from ..utils import now_ms, to_ms
 from ._state import RECOVERABLE, WorkerState
@@ -37,11 +38,13 @@ async def fire_cron_jobs(state: WorkerState) -> None:
         return
     start = now_ms()
     due = {name: schedule.next_fire_ms(start - 1) for name, (_, schedule) in jobs.items()}
+    backoff = Backoff()
     while True:
         soonest = min(due.values())
         await anyio.sleep(max(0.0, (soonest - now_ms()) / 1000))
         now = now_ms()
         firing: list[Task[Any, Any]] = []
+        fired: dict[str, int] = {}
         for name, (task, schedule) in jobs.items():
             fire_ms = due[name]
             if fire_ms > now:
@@ -50,11 +53,20 @@ async def fire_cron_jobs(state: WorkerState) -> None:
             limit = drift if drift is not None else _DEFAULT_CATCH_UP_MS
             if now - fire_ms <= limit:
                 firing.append(Task((), {}, task, worker, id=cron_firing_id(name, fire_ms)))
+                fired[name] = fire_ms
             else:
                 logger.warning("cron job %s skipped its %d occurrence (too late)", name, fire_ms)
             due[name] = schedule.next_fire_ms(max(fire_ms, now - limit))
         if firing:
             try:
                 await worker.enqueue_many(firing)
+                backoff.reset()
+                state.outage.ok()
             except RECOVERABLE as e:
-                logger.warning("cannot fire cron jobs: %s", e)
+                # firing ids are deterministic, so firing the same occurrences again is safe:
+                # retry them after a pause rather than lose them to the outage (they are still
+                # skipped once later than their drift limit)
+                due.update(fired)
+                delay = backoff.next()
+                state.outage.failed(e, "cannot fire cron jobs", delay)
+                await anyio.sleep(delay)

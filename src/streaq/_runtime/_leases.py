@@ -137,7 +137,11 @@ class LeaseKeeper:
             except Exception as e:
                 # never let the thread die while the run goes on: its leases would lapse
                 delay = backoff.next()
-                logger.warning("cannot renew task leases (%s); retrying in %.1fs", e, delay)
+                if isinstance(e, RECOVERABLE):
+                    # one warning per outage for the whole worker, not one per retry
+                    self.state.outage.failed(e, "cannot renew task leases", delay)
+                else:
+                    logger.warning("cannot renew task leases (%s); retrying in %.1fs", e, delay)
                 await self._wait(delay)
 
     def _open(self) -> Any:
@@ -165,6 +169,7 @@ class LeaseKeeper:
                 if not job.lost:
                     pairs += [job.priority, job.msgid]
             await redis.execute("HSET", worker.keys.workers, worker.id, now_ms())
+            self.state.outage.ok()
             if pairs:
                 lost = {bytes(m).decode() for m in await functions.lease(worker.id, pairs)}
                 if lost:

@@ -60,10 +60,11 @@ async def _record(state: WorkerState, jobs: list[Job]) -> None:
     while todo:
         try:
             await state.client.functions.finish(state.worker.id, now_ms(), _finish_args(todo))
+            state.outage.ok()
             break
         except RECOVERABLE as e:
             delay = backoff.next()
-            logger.warning("cannot record %d results (%s); retrying in %.1fs", len(todo), e, delay)
+            state.outage.failed(e, f"cannot record {len(todo)} results", delay)
             await anyio.sleep(delay)
     for job in jobs:
         state.recorded(job)
@@ -137,9 +138,11 @@ async def _scheduler(state: WorkerState) -> None:
         try:
             moved, nxt = await functions.promote(now_ms(), 1000)
             backoff.reset()
+            state.outage.ok()
         except RECOVERABLE as e:
-            logger.warning("cannot move delayed tasks: %s", e)
-            await anyio.sleep(backoff.next())
+            delay = backoff.next()
+            state.outage.failed(e, "cannot move delayed tasks", delay)
+            await anyio.sleep(delay)
             continue
         if moved >= 1000:
             continue

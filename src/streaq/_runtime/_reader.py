@@ -18,6 +18,7 @@ from redis import exceptions as rex
 
 from .._keys import GROUP
 from .._redis import Backoff, Connection
+from .._redis._routed import is_wrong_server
 from ..utils import now_ms
 from ._state import RECOVERABLE, Job, WorkerState, parse_fields
 
@@ -110,16 +111,28 @@ class Reader:
                         await state.wait_for_capacity()
                         claimed = await self._read(conn, state.free(), block=not burst)
                         backoff.reset()
+                        state.outage.ok()
                         if burst and not claimed and await self._burst_done():
                             state.request_stop()
                             return
             except RECOVERABLE as e:
+                # one warning per outage (state.outage), not one per retry of every duty
                 delay = backoff.next()
-                logger.warning("cannot read tasks (%s); retrying in %.1fs", e, delay)
+                state.outage.failed(e, "cannot read tasks", delay)
                 await anyio.sleep(delay)
             except rex.ResponseError as e:
+                if is_wrong_server(e):
+                    # the server was demoted to a replica: it unblocks the read (UNBLOCKED) and
+                    # refuses the next (READONLY). Sentinel's connections say so with a
+                    # ConnectionError; with a plain URL wait, as for an outage, until it is a
+                    # master again (or the name points at the new master: DNS-based failover)
+                    delay = backoff.next()
+                    state.outage.failed(e, "cannot read tasks", delay)
+                    await anyio.sleep(delay)
+                    continue
                 if "NOGROUP" not in str(e):
                     raise
+                state.outage.ok()  # a reply: Redis is back (it lost the queue, if it restarted)
                 await self._recreate_group(backoff)
 
     async def _recreate_group(self, backoff: Backoff) -> None:
@@ -127,8 +140,10 @@ class Reader:
         logger.warning("the queue's consumer group is gone (Redis restarted?); recreating it")
         try:
             await self.state.client.prepare()
-        except RECOVERABLE:
-            await anyio.sleep(backoff.next())
+        except RECOVERABLE as e:
+            delay = backoff.next()
+            self.state.outage.failed(e, "cannot recreate the consumer group", delay)
+            await anyio.sleep(delay)
 
     async def _burst_done(self) -> bool:
         state = self.state
@@ -150,9 +165,9 @@ class Reader:
                     entries = await functions.reclaim(
                         state.worker.id, self.idle_ms, free, priorities
                     )
+                    state.outage.ok()
                 except RECOVERABLE as e:
-                    # the reader already reports an outage, with backoff: don't repeat it
-                    logger.debug("cannot reclaim tasks: %s", e)
+                    state.outage.failed(e, "cannot reclaim tasks")
                     entries = []
                 except rex.ResponseError as e:
                     if "NOGROUP" not in str(e):

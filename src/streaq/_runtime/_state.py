@@ -15,6 +15,7 @@ import anyio
 from redis import exceptions as rex
 
 from .._queue import QueueClient
+from ._outage import Outage
 
 if TYPE_CHECKING:
     from ..worker import Worker
@@ -72,6 +73,15 @@ class WorkerState:
     stop_requested: anyio.Event = field(default_factory=anyio.Event)
     wake: anyio.Event = field(default_factory=anyio.Event)
     _changed: anyio.Event = field(default_factory=anyio.Event)
+    #: the one warning per Redis outage that every duty reports to
+    outage: Outage = field(init=False)
+
+    def __post_init__(self) -> None:
+        worker = self.worker
+        where = self.client.redis.address
+        if worker.sentinel_nodes:
+            where = f"the master {worker.sentinel_master!r} of the sentinels"
+        self.outage = Outage(where)
 
     def free(self) -> int:
         """How many more messages may be claimed now."""
