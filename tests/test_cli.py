@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from servers import free_port
 
 import streaq
 
@@ -159,6 +160,21 @@ def test_bad_worker_path_is_one_line(project: Path, path: str, message: str) -> 
     assert result.stderr.startswith("streaq: error: ")
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_run_reports_an_unreachable_redis_in_one_line(project: Path, backend: str) -> None:
+    port = free_port()  # nothing listens there
+    (project / "unreachable.py").write_text(
+        "from streaq import Worker\n"
+        f"worker = Worker(redis_url='redis://127.0.0.1:{port}', anyio_backend={backend!r})\n"
+    )
+    result = streaq_cli(project, "run", "unreachable:worker")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("streaq: error: worker unreachable:worker cannot run: ConnectionError")
+    assert f"127.0.0.1:{port}" in last
 
 
 @pytest.mark.parametrize(("flag", "burst"), [([], "False"), (["--burst"], "True")])

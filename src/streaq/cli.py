@@ -286,11 +286,17 @@ def _run_worker(
     progress = _BurstProgress(worker, sys.stderr) if burst and isinstance(worker, Worker) else None
     if progress is not None:
         progress.start()
+    from redis.exceptions import RedisError
+
     try:
         worker.run_sync()
     except KeyboardInterrupt:
         # the worker handles signals itself; this only happens when it was told not to
         return 130
+    except (RedisError, OSError) as exc:
+        # a worker only gives up on Redis at start (bad URL, password, db, version, replica):
+        # the message says what to fix, a traceback would bury it
+        return _error(f"worker {worker_path} cannot run: {type(exc).__name__}: {exc}")
     finally:
         if progress is not None:
             progress.stop()
