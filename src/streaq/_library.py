@@ -53,10 +53,13 @@ class QueueFunctions:
         result: list[int] = await self.call("enqueue", [now, *tasks])
         return result
 
-    async def finish(self, worker_id: str, now: int, items: Sequence[Arg]) -> int:
-        """Record results, retries, repeats and hand-backs (groups of 7 arguments per task)."""
-        result: int = await self.call("finish", [worker_id, now, *items])
-        return result
+    async def finish(self, worker_id: str, now: int, items: Sequence[Arg]) -> tuple[int, int]:
+        """Record results, retries, repeats and hand-backs (groups of 7 arguments per task).
+
+        :return: (results written, finished tasks whose dependents were released or failed)
+        """
+        written, released = await self.call("finish", [worker_id, now, *items])
+        return int(written), int(released)
 
     async def unique(self, fn: str, task_id: str, priority: str, msgid: str, fields: bytes) -> bool:
         """Take ``fn``'s unique lock for ``task_id``, or park the task until it is free."""

@@ -2,16 +2,22 @@
 
 Configured from the environment (``STREAQ_DUR_*``, see :func:`from_env`); the test process builds
 the same worker with :func:`build` to enqueue and await. Every task body records each execution
-in Redis under ``dur:{<queue>}:`` (outside the queue's own keys): ``runs`` (task id -> executions
-started), ``first`` (task id -> ms of the first start) and ``attempts`` (task id -> attempts of a
-retried task). Recording is skipped when ``record`` is off (the ACL test, whose user may only touch
-the queue's keys).
+in Redis under ``dur:{<queue>}:`` (outside the queue's own keys): ``execs`` (a list with one
+``"<task id> <pid> <worker id>"`` entry per execution started), ``first`` (task id -> ms of the
+first start) and ``attempts`` (task id -> attempts of a retried task). Recording is skipped when
+``record`` is off (the ACL test, whose user may only touch the queue's keys).
+
+Right after recording its start a body passes the ``mid_run`` crash point, so a process started
+with ``STREAQ_CRASHPOINTS`` may die there (see ``streaq._runtime._crashpoints``). With ``cron`` on,
+the worker also fires the cron job ``tick`` every second; without it ``tick`` is a plain task of
+the same name, so a worker that does not fire it still runs the firings already queued.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -20,10 +26,14 @@ import anyio
 from redis import exceptions as rex
 
 from streaq import Worker
+from streaq._runtime._crashpoints import ARMED, crashpoint
 from streaq.task import AsyncRegisteredTask
 from streaq.types import StreaqRetry
 
 RETRY_ATTEMPTS = 3
+#: the cron job fired every second when ``cron`` is on
+CRON_NAME = "tick"
+CRON_TAB = "* * * * * * *"
 
 
 def record_prefix(queue: str) -> str:
@@ -53,6 +63,8 @@ def build(
     concurrency: int = 8,
     record: bool = True,
     redis_kwargs: dict[str, Any] | None = None,
+    cron: bool = False,
+    grace_period: float = 0.0,
 ) -> App:
     """The suite's worker with its tasks registered."""
     worker: Worker[Any] = Worker(
@@ -60,6 +72,7 @@ def build(
         queue_name=queue,
         concurrency=concurrency,
         idle_timeout=timedelta(seconds=idle_timeout),
+        grace_period=timedelta(seconds=grace_period),
         anyio_backend=backend,
         redis_kwargs=redis_kwargs,
     )
@@ -76,8 +89,11 @@ def build(
 
     async def started(task_id: str) -> None:
         if record:
-            await execute("HINCRBY", prefix + "runs", task_id, 1)
+            entry = f"{task_id} {os.getpid()} {worker.id}"
+            await execute("RPUSH", prefix + "execs", entry)
             await execute("HSETNX", prefix + "first", task_id, int(time.time() * 1000))
+        if ARMED:
+            crashpoint("mid_run")
 
     @worker.task(name="plain", max_tries=20)
     async def plain(n: int, pause: float) -> int:
@@ -117,6 +133,17 @@ def build(
         await started(plain_fallback.context.task_id)
         return -n
 
+    async def tick() -> None:
+        await started(tick_task.context.task_id)
+
+    register: Callable[[Callable[[], Coroutine[Any, Any, None]]], Any]
+    if cron:
+        register = worker.cron(CRON_TAB, name=CRON_NAME, max_tries=20)
+    else:
+        # same name and uniqueness: it runs the firings a cron-enabled worker queued
+        register = worker.task(name=CRON_NAME, max_tries=20, unique=True)
+    tick_task: AsyncRegisteredTask[[], None] = register(tick)
+
     return App(worker, plain, retried, step, failing, fallback, plain_fallback)
 
 
@@ -134,6 +161,8 @@ def from_env() -> App:
         concurrency=int(env.get("STREAQ_DUR_CONCURRENCY", "8")),
         record=env.get("STREAQ_DUR_RECORD", "1") == "1",
         redis_kwargs=kwargs or None,
+        cron=env.get("STREAQ_DUR_CRON", "0") == "1",
+        grace_period=float(env.get("STREAQ_DUR_GRACE", "0")),
     )
 
 

@@ -29,6 +29,8 @@ class WorkerProcesses:
         self.log_dir = log_dir
         self.env = dict(os.environ)
         self.env.pop("STREAQ_TEST_BACKEND", None)
+        # crash points are per process, set by the tests that want them (start(env=...))
+        self.env.pop("STREAQ_CRASHPOINTS", None)
         self.env["PYTHONPATH"] = os.pathsep.join(
             filter(None, [str(HERE), self.env.get("PYTHONPATH")])
         )
@@ -37,15 +39,18 @@ class WorkerProcesses:
         self._logs: list[IO[bytes]] = []
         self.started = 0
 
-    def start(self) -> subprocess.Popen[bytes]:
-        """Start one more worker process."""
+    def start(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start one more worker process.
+
+        :param env: variables set for this process only, on top of the group's
+        """
         log = open(self.log_dir / f"worker-{self.started}.log", "wb")  # noqa: SIM115
         self._logs.append(log)
         self.started += 1
         proc = subprocess.Popen(
             [sys.executable, "-m", "streaq", "run", "app:worker"],
             cwd=HERE,
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
@@ -60,6 +65,17 @@ class WorkerProcesses:
         """SIGKILL one process and reap it."""
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
+
+    def terminate(self, procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
+        """SIGTERM ``procs`` and wait for them all (blocking).
+
+        :raises subprocess.TimeoutExpired: when one is still running after ``timeout`` seconds
+        """
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
 
     def stop_all(self) -> None:
         """SIGTERM every live process (SIGKILL after 10 s) and close the logs."""
@@ -108,6 +124,8 @@ class ProcessFactory:
         concurrency: int = 8,
         record: bool = True,
         ca_file: str | None = None,
+        cron: bool = False,
+        grace_period: float = 0.0,
     ) -> WorkerProcesses:
         log_dir = self.tmp_path / f"workers-{len(self.groups)}"
         log_dir.mkdir()
@@ -119,6 +137,8 @@ class ProcessFactory:
             "STREAQ_DUR_CONCURRENCY": str(concurrency),
             "STREAQ_DUR_RECORD": "1" if record else "0",
             "STREAQ_DUR_CA": ca_file or "",
+            "STREAQ_DUR_CRON": "1" if cron else "0",
+            "STREAQ_DUR_GRACE": str(grace_period),
         }
         group = WorkerProcesses(log_dir, env)
         self.groups.append(group)

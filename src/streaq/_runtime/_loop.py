@@ -28,6 +28,7 @@ from .._codec import encode_fields
 from .._redis import Backoff
 from ..types import StreaqCancelled
 from ..utils import now_ms, to_seconds
+from ._crashpoints import ARMED, crashpoint
 from ._cron_fire import fire_cron_jobs
 from ._leases import LeaseKeeper
 from ._reader import Reader
@@ -59,7 +60,15 @@ async def _record(state: WorkerState, jobs: list[Job]) -> None:
     backoff = Backoff()
     while todo:
         try:
-            await state.client.functions.finish(state.worker.id, now_ms(), _finish_args(todo))
+            if ARMED:
+                crashpoint("before_finish")
+            _, released = await state.client.functions.finish(
+                state.worker.id, now_ms(), _finish_args(todo)
+            )
+            if ARMED:
+                crashpoint("during_release", released > 0)
+                crashpoint("during_retry", any(j.outcome[0] == "y" for j in todo if j.outcome))
+                crashpoint("during_finish")
             state.outage.ok()
             break
         except RECOVERABLE as e:
@@ -137,6 +146,8 @@ async def _scheduler(state: WorkerState) -> None:
     while True:
         try:
             moved, nxt = await functions.promote(now_ms(), 1000)
+            if ARMED:
+                crashpoint("during_promotion", moved > 0)
             backoff.reset()
             state.outage.ok()
         except RECOVERABLE as e:

@@ -20,6 +20,7 @@ from .._keys import GROUP
 from .._redis import Backoff, Connection
 from .._redis._routed import is_wrong_server
 from ..utils import now_ms
+from ._crashpoints import ARMED, crashpoint
 from ._state import RECOVERABLE, Job, WorkerState, parse_fields
 
 logger = logging.getLogger("streaq")
@@ -93,6 +94,8 @@ class Reader:
                     Job(fields["i"].decode(), bytes(msgid).decode(), priority, fields, tries)
                 )
                 claimed += 1
+        if ARMED:
+            crashpoint("after_claim", claimed > 0)
         return claimed
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
@@ -188,4 +191,6 @@ class Reader:
                         "task %s reclaimed from a stopped worker (try %d)", job.task_id, tries
                     )
                     self._accept(job)
+                if ARMED:
+                    crashpoint("after_claim", bool(entries))
             await anyio.sleep(max(self.idle_timeout / 2, 0.05))

@@ -337,7 +337,7 @@ outcome 'y' (retry):  a = msgpack fields, b = run_at, c = unique fn or ''
 outcome 'h' (hand back for immediate redelivery): a = msgpack fields, b, c unused
 A task asked to abort (in `ab`) is not retried, handed back or repeated: it ends with a
 StreaqCancelled result instead (or the result it reached).
-Returns the number of results written. ]]
+Returns [results written, finished tasks whose dependents were released or failed]. ]]
 local function finish(keys, args)
   local p = keys[1]
   local now = tonumber(args[2])
@@ -348,6 +348,7 @@ local function finish(keys, args)
   local repeats = {}
   local cancelled = {}
   local written = 0
+  local released = 0
   for n = 3, #args, 7 do
     local id, prio, msgid, outcome = args[n], args[n + 1], args[n + 2], args[n + 3]
     local a, b, c = args[n + 4], args[n + 5], args[n + 6]
@@ -395,6 +396,7 @@ local function finish(keys, args)
     local parents = redis.call('SMISMEMBER', p .. 'hd', unpack(done_ids))
     for m, flag in ipairs(parents) do
       if flag == 1 then
+        released = released + 1
         local id = done_ids[m]
         for n = 3, #args, 7 do
           if args[n] == id then
@@ -407,6 +409,7 @@ local function finish(keys, args)
     end
   end
   for _, item in ipairs(cancelled) do
+    released = released + redis.call('SISMEMBER', p .. 'hd', item[1])
     redis.call('SREM', p .. 'ab', item[1])
     fail_task(p, item[1], item[2], failure_payload('StreaqCancelled', 'task aborted'), now,
       published, worklist)
@@ -417,7 +420,7 @@ local function finish(keys, args)
     place(p, item[1], item[2], item[3], item[4], now)
   end
   publish(p, published)
-  return written
+  return {written, released}
 end
 
 --[[ unique(KEYS[1]=prefix; ARGV: fn, id, priority, msgid, msgpack fields)
