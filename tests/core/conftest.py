@@ -1,7 +1,15 @@
-"""Fixtures of the core behaviour suite: a worker per test, a way to run it, and key cleanup."""
+"""Fixtures of the core behaviour suite: the topology, a worker per test, a way to run it, and key
+cleanup.
+
+Every test that uses a queue (``clean_queue``, ``worker``, ``worker_factory`` or ``redis_url``)
+runs on each topology (``single``, ``sentinel``, ``cluster``) as well as on each backend. The
+Sentinel and Cluster runs are marked ``slow``: they exercise the same behaviours through the
+topology clients, so they run where the other process-starting tests run (nox: first Python).
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,7 +17,49 @@ import pytest
 
 from streaq import Worker
 
-from ._support import RunWorker, WorkerFactory, delete_queue_keys, make_worker, running
+from ._support import (
+    TOPOLOGY_NAMES,
+    RunWorker,
+    Topologies,
+    Topology,
+    WorkerFactory,
+    delete_queue_keys,
+    make_worker,
+    running,
+)
+
+
+@pytest.fixture(scope="session")
+def topologies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topologies]:
+    """The session's topologies: Sentinel and Cluster start on first use (seconds each), then
+    serve every test of the session; all their processes are killed at the end."""
+    # The shared server of tests/conftest.py's ``redis_url``, read from the environment because
+    # this directory overrides ``redis_url`` with a per-test (per-queue) fixture.
+    shared_url = os.environ.get("REDIS_URL", "redis://localhost:6379")
+    started = Topologies(shared_url, tmp_path_factory.mktemp("core-topologies"))
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=[] if name == "single" else [pytest.mark.slow])
+        for name in TOPOLOGY_NAMES
+    ]
+)
+def topology(request: pytest.FixtureRequest, topologies: Topologies) -> Topology:
+    """The topology the test runs on: ``single``, ``sentinel`` or ``cluster``."""
+    name: str = request.param
+    return topologies.get(name)
+
+
+@pytest.fixture
+def redis_url(topology: Topology, queue_name: str) -> str:
+    """The one server holding the test queue's keys (the Sentinel master, the Cluster node owning
+    the ``{queue}`` slot), for tests that inspect Redis with a plain client."""
+    return topology.node_url(queue_name)
 
 
 @pytest.fixture
@@ -20,17 +70,17 @@ def clean_queue(redis_url: str, queue_name: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def worker(redis_url: str, clean_queue: str) -> Worker[Any]:
-    """A fresh worker on the test's queue (register tasks on it, then run it)."""
-    return make_worker(redis_url, clean_queue)
+def worker(topology: Topology, clean_queue: str) -> Worker[Any]:
+    """A fresh worker on the test's queue and topology (register tasks on it, then run it)."""
+    return make_worker(topology, clean_queue)
 
 
 @pytest.fixture
-def worker_factory(redis_url: str, clean_queue: str) -> WorkerFactory:
+def worker_factory(topology: Topology, clean_queue: str) -> WorkerFactory:
     """Build more workers on the test's queue, e.g. ``worker_factory(concurrency=1)``."""
 
     def factory(**options: Any) -> Worker[Any]:
-        return make_worker(redis_url, clean_queue, **options)
+        return make_worker(topology, clean_queue, **options)
 
     return factory
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,11 +20,12 @@ from streaq import Worker
 from streaq.task import TaskResult, TaskStatus
 from streaq.types import StreaqError
 
-from ._support import RunWorker, WorkerFactory
+from ._support import RunWorker, Topology, WorkerFactory
 
 pytestmark = pytest.mark.anyio
 
 WORKER_MODULE = """
+import json
 import os
 
 import anyio
@@ -31,7 +33,7 @@ import anyio
 from streaq import Worker
 
 worker = Worker(
-    redis_url=os.environ["STREAQ_TEST_REDIS_URL"],
+    **json.loads(os.environ["STREAQ_TEST_CONNECTION"]),
     queue_name=os.environ["STREAQ_TEST_QUEUE"],
     idle_timeout=1,
     grace_period=int(os.environ.get("STREAQ_TEST_GRACE", "0")),
@@ -73,11 +75,12 @@ async def _wait_for_lines(path: Path, count: int, proc: Process) -> None:
         await anyio.sleep(0.05)
 
 
-def _subprocess_env(tmp_path: Path, redis_url: str, queue_name: str) -> dict[str, str]:
+def _subprocess_env(tmp_path: Path, topology: Topology, queue_name: str) -> dict[str, str]:
     (tmp_path / "subworker.py").write_text(textwrap.dedent(WORKER_MODULE))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
-    env["STREAQ_TEST_REDIS_URL"] = redis_url
+    # the subprocess worker reaches Redis the way the test's workers do, on every topology
+    env["STREAQ_TEST_CONNECTION"] = json.dumps(topology.worker_options)
     env["STREAQ_TEST_QUEUE"] = queue_name
     return env
 
@@ -94,12 +97,12 @@ async def _start_subworker(tmp_path: Path, env: dict[str, str]) -> Process:
 
 async def test_killed_worker_task_is_rerun(
     tmp_path: Path,
-    redis_url: str,
+    topology: Topology,
     clean_queue: str,
     worker_factory: WorkerFactory,
     run_worker: RunWorker,
 ) -> None:
-    env = _subprocess_env(tmp_path, redis_url, clean_queue)
+    env = _subprocess_env(tmp_path, topology, clean_queue)
     marker = tmp_path / "started"
     worker = worker_factory(idle_timeout=1)
 
@@ -141,9 +144,9 @@ async def test_killed_worker_task_is_rerun(
 
 
 async def test_sigterm_grace_period(
-    tmp_path: Path, redis_url: str, clean_queue: str, worker: Worker[Any]
+    tmp_path: Path, topology: Topology, clean_queue: str, worker: Worker[Any]
 ) -> None:
-    env = _subprocess_env(tmp_path, redis_url, clean_queue)
+    env = _subprocess_env(tmp_path, topology, clean_queue)
     env["STREAQ_TEST_GRACE"] = "5"
     marker = tmp_path / "started"
 

@@ -157,6 +157,9 @@ def _upper(arg: Arg) -> str:
 
 _SCRIPT_CALLS = frozenset(("FCALL", "FCALL_RO", "EVAL", "EVAL_RO", "EVALSHA", "EVALSHA_RO"))
 _ALL_KEYS = frozenset(("MGET", "DEL", "UNLINK", "EXISTS", "TOUCH", "WATCH"))
+# A subcommand comes first, then the key: ``XINFO STREAM <key>``, ``XGROUP CREATE <key> ...``,
+# ``OBJECT ENCODING <key>``, ``MEMORY USAGE <key>`` (none for ``... HELP``, ``MEMORY STATS``).
+_SUBCOMMAND_KEYED = frozenset(("XINFO", "XGROUP", "OBJECT", "MEMORY"))
 _KEYLESS = frozenset(
     (
         "ASKING", "AUTH", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DBSIZE", "DEBUG", "ECHO",
@@ -185,6 +188,8 @@ def command_keys(args: Sequence[Arg]) -> Sequence[Arg]:
         return ()
     if name in _ALL_KEYS:
         return args[1:]
+    if name in _SUBCOMMAND_KEYED:
+        return args[2:3]
     if name in ("MSET", "MSETNX"):
         return args[1::2]
     if name == "SCAN":
@@ -427,6 +432,9 @@ class ClusterClient(RedisClient):
                     raise
                 self._slots[exc.slot_id] = (exc.host, exc.port)
                 self._stale = True
+                # The server hashed the command's key itself: follow its slot, so a command whose
+                # key we located wrongly is still served instead of bouncing off the same node.
+                slot = exc.slot_id
                 continue
             except rex.AskError as exc:
                 self.stats.ask += 1
