@@ -40,7 +40,11 @@ async def test_ttl_zero_delivers_without_storing(
                 tg.start_soon(wait)
 
                 async def subscribed() -> bool:
-                    return task.id in worker._client._results._waiters
+                    # registered *and* the server confirmed the subscription: a record that is
+                    # not stored reaches only subscribers, and subscribing takes longer through
+                    # Sentinel (master discovery) than on a single server
+                    results = worker._client._results
+                    return results._started and task.id in results._waiters
 
                 await wait_until(subscribed)
                 release.set()
