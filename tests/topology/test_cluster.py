@@ -17,8 +17,6 @@ from streaq._keys import QueueKeys
 from streaq._redis import open_client
 from streaq._redis._cluster import SLOTS, ClusterClient, command_keys, key_slot
 
-from ._behaviours import check_core_behaviours
-
 pytestmark = pytest.mark.anyio
 
 logger = logging.getLogger(__name__)
@@ -62,6 +60,10 @@ def test_command_keys() -> None:
     assert command_keys(["MGET", "a", "b"]) == ["a", "b"]
     assert command_keys(["SCAN", 0, "MATCH", "streaq:{q}:r:*"]) == ("streaq:{q}:r:*",)
     assert command_keys(["PING"]) == ()
+    # container commands: the key follows the subcommand
+    assert command_keys(["XINFO", "STREAM", "k"]) == ["k"]
+    assert command_keys(["XGROUP", "CREATE", "k", "g", "$"]) == ["k"]
+    assert not command_keys(["XINFO", "HELP"])
 
 
 async def test_key_slots_agree_with_the_server(cluster_topology: ClusterTopology) -> None:
@@ -157,12 +159,6 @@ async def test_worker_reads_and_writes_masters_only(
     # (redis-py's own handshake leaves ``ERR`` for CLIENT SETINFO, which Redis 7.0 lacks)
     routing = {"MOVED", "ASK", "READONLY", "TRYAGAIN", "CLUSTERDOWN"}
     assert not {f"errorstat_{error}" for error in routing} & set(on_replica), on_replica
-
-
-async def test_worker_runs_tasks_on_cluster(
-    cluster_topology: ClusterTopology, queue_name: str
-) -> None:
-    await check_core_behaviours(_worker(cluster_topology, queue_name))
 
 
 def _queues_on_distinct_masters(topology: ClusterTopology, count: int) -> list[str]:

@@ -14,7 +14,6 @@ from servers import SentinelTopology
 from streaq import Worker
 from streaq._redis import open_client
 
-from ._behaviours import check_core_behaviours
 from .conftest import SENTINEL_PASSWORD
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -65,12 +64,6 @@ async def test_unknown_master_name_is_a_clear_error(sentinel_topology: SentinelT
             sentinel_kwargs={"password": SENTINEL_PASSWORD},
         ):
             pass
-
-
-async def test_worker_runs_tasks_on_sentinel(
-    sentinel_topology: SentinelTopology, queue_name: str
-) -> None:
-    await check_core_behaviours(_worker(sentinel_topology, queue_name))
 
 
 async def test_every_task_gets_one_result_across_a_failover(
