@@ -36,9 +36,15 @@ def backend_name(anyio_backend: tuple[str, dict[str, Any]]) -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
+def shared_redis_url() -> str:
     """The shared Redis server of the test run (``REDIS_URL``, default localhost:6379)."""
     return os.environ.get("REDIS_URL", "redis://localhost:6379")
+
+
+@pytest.fixture(scope="session")
+def redis_url(shared_redis_url: str) -> str:
+    """The Redis server a test talks to: the shared one (``tests/core`` overrides it per queue)."""
+    return shared_redis_url
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ topology clients, so they run where the other process-starting tests run (nox: f
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,13 +29,12 @@ from ._support import (
 
 
 @pytest.fixture(scope="session")
-def topologies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topologies]:
+def topologies(
+    shared_redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Topologies]:
     """The session's topologies: Sentinel and Cluster start on first use (seconds each), then
     serve every test of the session; all their processes are killed at the end."""
-    # The shared server of tests/conftest.py's ``redis_url``, read from the environment because
-    # this directory overrides ``redis_url`` with a per-test (per-queue) fixture.
-    shared_url = os.environ.get("REDIS_URL", "redis://localhost:6379")
-    started = Topologies(shared_url, tmp_path_factory.mktemp("core-topologies"))
+    started = Topologies(shared_redis_url, tmp_path_factory.mktemp("core-topologies"))
     try:
         yield started
     finally:
