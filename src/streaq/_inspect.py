@@ -269,19 +269,9 @@ async def inspect_worker(worker: Worker[Any]) -> QueueSnapshot:
     :return: the snapshot
     :raises redis.exceptions.RedisError: when Redis cannot be read
     """
-    from ._redis import open_client
-
     idle_ms = to_ms(worker.idle_timeout) or 60_000
     # the worker's own topology: under Sentinel or Cluster its URL names no server to read
-    async with open_client(
-        worker.redis_url,
-        sentinel_nodes=worker.sentinel_nodes,
-        sentinel_master=worker.sentinel_master,
-        sentinel_kwargs=worker.sentinel_kwargs,
-        cluster_nodes=worker.cluster_nodes,
-        cluster_home_key=worker.keys.prefix,
-        **worker.redis_kwargs,
-    ) as redis:
+    async with worker._open_redis() as redis:
         found = await snapshot(redis, worker.keys, worker.priorities, idle_timeout_ms=idle_ms)
     return replace(found, crons=cron_infos(worker.registry.values(), worker.tz, found.now_ms))
 

@@ -21,7 +21,7 @@ from ._cron import CronSchedule
 from ._dlq import DeadLetter
 from ._keys import QueueKeys
 from ._queue import QueueClient
-from ._redis import open_client
+from ._redis import RedisClient, open_client
 from .task import (
     AnyRegisteredTask,
     AsyncRegisteredTask,
@@ -276,6 +276,22 @@ class Worker(Generic[C]):
 
     # connection
 
+    def _open_redis(self, **overrides: Any) -> AbstractAsyncContextManager[RedisClient]:
+        """A Redis client on this worker's URL, Sentinel or Cluster settings (``async with``).
+
+        :param overrides: connection options replacing the worker's ``redis_kwargs`` ones
+        """
+        return open_client(
+            self.redis_url,
+            sentinel_nodes=self.sentinel_nodes,
+            sentinel_master=self.sentinel_master,
+            sentinel_kwargs=self.sentinel_kwargs,
+            cluster_nodes=self.cluster_nodes,
+            # under Cluster, blocking reads and pub/sub go to the queue's slot
+            cluster_home_key=self.keys.prefix,
+            **{**self.redis_kwargs, **overrides},
+        )
+
     @property
     def _client(self) -> QueueClient:
         if self._client_or_none is None:
@@ -290,18 +306,7 @@ class Worker(Generic[C]):
             return self
         stack = AsyncExitStack()
         try:
-            redis = await stack.enter_async_context(
-                open_client(
-                    self.redis_url,
-                    sentinel_nodes=self.sentinel_nodes,
-                    sentinel_master=self.sentinel_master,
-                    sentinel_kwargs=self.sentinel_kwargs,
-                    cluster_nodes=self.cluster_nodes,
-                    # under Cluster, blocking reads and pub/sub go to the queue's slot
-                    cluster_home_key=self.keys.prefix,
-                    **self.redis_kwargs,
-                )
-            )
+            redis = await stack.enter_async_context(self._open_redis())
             redis.require_version(REDIS_MIN_VERSION, "Redis functions and XAUTOCLAIM")
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._library import QueueFunctions
-from .._redis import Backoff, RedisClient, open_client
+from .._redis import Backoff, RedisClient
 from ..utils import now_ms
 from ._state import RECOVERABLE
 
@@ -125,7 +125,7 @@ class LeaseKeeper:
         backoff = Backoff()
         while not self._stop.is_set():
             try:
-                async with self._open() as redis:
+                async with self.state.worker._open_redis(max_connections=2) as redis:
                     backoff.reset()
                     try:
                         await self._renew_until_stopped(redis)
@@ -143,19 +143,6 @@ class LeaseKeeper:
                 else:
                     logger.warning("cannot renew task leases (%s); retrying in %.1fs", e, delay)
                 await self._wait(delay)
-
-    def _open(self) -> Any:
-        worker = self.state.worker
-        options = {**worker.redis_kwargs, "max_connections": 2}
-        return open_client(
-            worker.redis_url,
-            sentinel_nodes=worker.sentinel_nodes,
-            sentinel_master=worker.sentinel_master,
-            sentinel_kwargs=worker.sentinel_kwargs,
-            cluster_nodes=worker.cluster_nodes,
-            cluster_home_key=worker.keys.prefix,
-            **options,
-        )
 
     async def _renew_until_stopped(self, redis: RedisClient) -> None:
         worker = self.state.worker
