@@ -154,19 +154,22 @@ local function task_fields(p, st)
   return st[3]
 end
 
+-- queue now a task stored as waiting or delayed ({state, prio, fields, ...}); gone ids are skipped
+local function queue_stored(p, id, now)
+  local raw = redis.call('HGET', tasks_key(p), id)
+  if raw then
+    local st = cmsgpack.unpack(raw)
+    place(p, id, st[2], st[3], 0, now)
+  end
+end
+
 -- release the unique lock of fn held by id and let the next waiter run
 local function release_unique(p, fn, id, now)
   local lock = p .. 'u:' .. fn
   if redis.call('GET', lock) ~= id then return end
   redis.call('DEL', lock)
   local waiter = redis.call('LPOP', p .. 'uw:' .. fn)
-  if waiter then
-    local raw = redis.call('HGET', tasks_key(p), waiter)
-    if raw then
-      local st = cmsgpack.unpack(raw)
-      place(p, waiter, st[2], st[3], 0, now)
-    end
-  end
+  if waiter then queue_stored(p, waiter, now) end
 end
 
 local resolve_dependents
@@ -563,13 +566,7 @@ local function promote(keys, args)
   local p = keys[1]
   local now, limit = tonumber(args[1]), tonumber(args[2])
   local due = redis.call('ZRANGEBYSCORE', p .. 'z', '-inf', now, 'LIMIT', 0, limit)
-  for _, id in ipairs(due) do
-    local raw = redis.call('HGET', tasks_key(p), id)
-    if raw then
-      local st = cmsgpack.unpack(raw)
-      place(p, id, st[2], st[3], 0, now)
-    end
-  end
+  for _, id in ipairs(due) do queue_stored(p, id, now) end
   if #due > 0 then redis.call('ZREM', p .. 'z', unpack(due)) end
   local first = redis.call('ZRANGE', p .. 'z', 0, 0, 'WITHSCORES')
   local nxt = -1
