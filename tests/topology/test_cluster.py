@@ -17,6 +17,8 @@ from streaq._keys import QueueKeys
 from streaq._redis import open_client
 from streaq._redis._cluster import SLOTS, ClusterClient, command_keys, key_slot
 
+from ._support import counted_work
+
 pytestmark = pytest.mark.anyio
 
 logger = logging.getLogger(__name__)
@@ -243,18 +245,9 @@ async def test_nothing_is_lost_when_the_queue_slot_migrates(
     cluster_topology: ClusterTopology, queue_name: str
 ) -> None:
     worker = _worker(cluster_topology, queue_name, concurrency=10)
-    runs: dict[int, int] = {}
-    warm = anyio.Event()
-
-    @worker.task
-    async def work(n: int) -> int:
-        await anyio.sleep(0.01)
-        runs[n] = runs.get(n, 0) + 1
-        if len(runs) >= count // 8:
-            warm.set()
-        return n + 1
-
     count = 300
+    counted = counted_work(worker, sleep=0.01, warm_after=count // 8, result=lambda n: n + 1)
+    work, runs, warm = counted.task, counted.runs, counted.warm
     async with anyio.create_task_group() as tg:
         await tg.start(worker.run_async)
         with anyio.fail_after(45):
@@ -292,18 +285,9 @@ async def test_every_task_gets_one_result_across_a_failover(
         priorities=["normal", "high"],
         prefetch=0,
     )
-    runs: dict[int, int] = {}
-    warm = anyio.Event()
-
-    @worker.task
-    async def work(n: int) -> int:
-        await anyio.sleep(0.05)
-        runs[n] = runs.get(n, 0) + 1
-        if len(runs) >= count // 4:
-            warm.set()
-        return n * n
-
     count = 300
+    counted = counted_work(worker, sleep=0.05, warm_after=count // 4, result=lambda n: n * n)
+    work, runs, warm = counted.task, counted.runs, counted.warm
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(worker.run_async)

@@ -14,6 +14,7 @@ from servers import SentinelTopology
 from streaq import Worker
 from streaq._redis import open_client
 
+from ._support import counted_work
 from .conftest import SENTINEL_PASSWORD
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -70,18 +71,9 @@ async def test_every_task_gets_one_result_across_a_failover(
     sentinel_topology: SentinelTopology, queue_name: str
 ) -> None:
     worker = _worker(sentinel_topology, queue_name, concurrency=20)
-    runs: dict[int, int] = {}
-    warm = anyio.Event()
-
-    @worker.task
-    async def work(n: int) -> int:
-        await anyio.sleep(0.02)
-        runs[n] = runs.get(n, 0) + 1
-        if len(runs) >= count // 4:
-            warm.set()
-        return n * n
-
     count = 400
+    counted = counted_work(worker, sleep=0.02, warm_after=count // 4, result=lambda n: n * n)
+    work, runs, warm = counted.task, counted.runs, counted.warm
     async with anyio.create_task_group() as tg:
         await tg.start(worker.run_async)
         with anyio.fail_after(45):
