@@ -1,6 +1,7 @@
 """nox sessions: the test matrix, lint, typecheck, codegen check and benchmarks.
 
 ``nox`` runs the default sessions (what CI runs); ``nox -s bench`` runs the benchmarks.
+Every session installs what ``uv.lock`` pins; ``nox -s lock`` refreshes it.
 """
 
 from __future__ import annotations
@@ -31,10 +32,16 @@ _expose_pyenv_interpreters()
 
 
 def _install(session: nox.Session, *groups: str, extras: str = "") -> None:
-    """Install streaq (editable) with ``extras`` and the dependency ``groups``."""
-    target = f".[{extras}]" if extras else "."
-    args = [arg for group in groups for arg in ("--group", group)]
-    session.install("-e", target, *args)
+    """Install streaq (editable) with ``extras`` and the dependency ``groups`` from ``uv.lock``.
+
+    ``uv sync --locked`` fails instead of resolving again when the lock no longer matches
+    ``pyproject.toml``; ``nox -s lock`` refreshes it.
+    """
+    args = ["--locked", "--no-default-groups"]
+    args += [f"--group={group}" for group in groups]
+    args += [f"--extra={extra}" for extra in extras.split(",") if extra]
+    env = {"UV_PROJECT_ENVIRONMENT": session.virtualenv.location}
+    session.run_install("uv", "sync", *args, env=env)
 
 
 def _compile_bytecode(session: nox.Session) -> None:
@@ -74,7 +81,7 @@ def tests(session: nox.Session, backend: str) -> None:
 @nox.session(python=PYTHONS[0])
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check on the whole tree."""
-    session.install("--group", "lint")
+    _install(session, "lint")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
@@ -105,9 +112,14 @@ def docs(session: nox.Session) -> None:
 @nox.session(python=PYTHONS[0], default=False)
 def pyright(session: nox.Session) -> None:
     """pyright on the chain type tests (a second opinion, not a gate: mypy --strict is)."""
-    _install(session, extras="trio")
-    session.install("pyright")
+    _install(session, "pyright", extras="trio")
     session.run("pyright", "tests/typing")
+
+
+@nox.session(venv_backend="none", default=False)
+def lock(session: nox.Session) -> None:
+    """Refresh ``uv.lock``: every pin moves to the newest release ``pyproject.toml`` allows."""
+    session.run("uv", "lock", "--upgrade")
 
 
 @nox.session(python=PYTHONS[0], default=False)

@@ -69,7 +69,7 @@ class DoneListener:
         self.counts: collections.Counter[str] = collections.Counter()
         self._announced = threading.Condition()
         self._client = redis.Redis(port=port)
-        self._pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+        self._pubsub = self._client.pubsub()
         self._pubsub.subscribe(f"streaq:{{{queue}}}:done")
         self._pubsub.get_message(timeout=5)  # the subscription confirmation
         self._stop = threading.Event()
