@@ -1,6 +1,7 @@
 """Dead letters: messages that can never succeed, kept aside instead of vanishing.
 
-A claimed message is *poison* when
+This module lists them; the worker decides what is poison (``streaq._runtime._poison``). A claimed
+message is *poison* when
 
 - it was delivered more than its task's ``max_tries`` times because the workers running it kept
   dying (a crash, an OOM kill, a SIGKILL mid-run: the delivery count of the stream's pending list
@@ -28,31 +29,19 @@ the message itself is sound).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
-from ._codec import KIND_ERROR, ArgumentError, SignatureError, decode_exception, encode_exception
-from ._redis import Backoff
-from .types import StreaqError
-from .utils import now_ms
-
 if TYPE_CHECKING:
     from ._queue import QueueClient
-    from ._runtime._runner import Runner
-    from ._runtime._state import Job
-    from .task import AnyRegisteredTask
-
-logger = logging.getLogger("streaq")
 
 #: reasons a message is dead-lettered (the entry's ``reason`` field starts with one of them)
 REASON_MAX_TRIES = "max_tries exceeded"
 REASON_UNDECODABLE = "undecodable payload"
 REASON_BAD_SIGNATURE = "invalid signature"
 REASON_UNKNOWN_FUNCTION = "unknown function"
+REASON_UNRECORDABLE = "outcome cannot be recorded"
 
 _EXTRA_FIELDS = ("reason", "time", "priority", "tries", "worker")
 
@@ -125,102 +114,3 @@ async def list_dead_letters(client: QueueClient, limit: int | None) -> list[Dead
         args += ["COUNT", limit]
     reply = await client.redis.execute(*args)
     return [parse_dead_letter(entry_id, flat) for entry_id, flat in reply or []]
-
-
-@dataclass(frozen=True, slots=True)
-class Poison:
-    """Why a claimed message must be dead-lettered, and the failure its waiters get."""
-
-    reason: str
-    error: BaseException
-
-
-def find_poison(job: Job, task: AnyRegisteredTask | None, worker_id: str) -> Poison | None:
-    """The reason ``job`` can never succeed on worker ``worker_id``, or ``None`` when it may run.
-
-    A payload that cannot be decoded or verified is poison too; the runner finds that out when it
-    decodes the arguments (:func:`undecodable`), so the payload is decoded once.
-    """
-    if task is None:
-        return Poison(
-            f"{REASON_UNKNOWN_FUNCTION} {job.fn_name!r}",
-            StreaqError(
-                f"missing function {job.fn_name!r}: no task of that "
-                f"name is registered on worker {worker_id}"
-            ),
-        )
-    if task.max_tries and job.tries > task.max_tries:
-        last = job.fields.get("le")
-        error = (
-            decode_exception(bytes(last))
-            if last
-            else StreaqError(
-                f"task {job.task_id} reached max_tries={task.max_tries} "
-                "(its worker stopped while running it)"
-            )
-        )
-        return Poison(
-            f"{REASON_MAX_TRIES}: delivered {job.tries} times, max_tries={task.max_tries}",
-            error,
-        )
-    return None
-
-
-def undecodable(error: ArgumentError | SignatureError) -> Poison:
-    """The poison of a payload that failed to decode (``ArgumentError``) or verify."""
-    if isinstance(error, SignatureError):
-        return Poison(REASON_BAD_SIGNATURE, error)
-    return Poison(f"{REASON_UNDECODABLE}: {error}", error)
-
-
-async def dead_letter(
-    runner: Runner, job: Job, task: AnyRegisteredTask | None, poison: Poison
-) -> None:
-    """Dead-letter ``job`` and write its failed result in one server call (see the module doc).
-
-    Connection trouble is waited out with a backoff; when the run is cancelled meanwhile, the
-    job's outcome stays undecided and the message is handed back as usual.
-    """
-    # imported here: the runtime package imports this module
-    from ._runtime._state import RECOVERABLE
-
-    worker = runner.worker
-    tries = job.tries
-    if task is not None and task.max_tries and job.tries > task.max_tries:
-        # the result reports the tries the task was allowed, as a retry-exhausted task does
-        job.tries = task.max_tries
-    record = runner._record(job, KIND_ERROR, encode_exception(poison.error), 0, job.tries)
-    unique = task.fn_name if task is not None and task.unique else ""
-    functions = runner.state.client.functions
-    backoff = Backoff()
-    while True:
-        try:
-            written = await functions.dead_letter(
-                worker.id,
-                now_ms(),
-                job.task_id,
-                job.priority,
-                job.msgid,
-                record,
-                runner._ttl(job),
-                unique,
-                poison.reason,
-                tries,
-            )
-            runner.state.outage.ok()
-            break
-        except RECOVERABLE as e:
-            delay = backoff.next()
-            runner.state.outage.failed(e, f"cannot dead-letter task {job.task_id}", delay)
-            await anyio.sleep(delay)
-    # recorded already: the finisher has nothing to write
-    job.outcome = ("", None, None, None)
-    if written:
-        worker.counters["failed"] += 1
-        logger.error(
-            "task %s × %s dead-lettered: %s (%s)",
-            job.fn_name,
-            job.task_id,
-            poison.reason,
-            poison.error,
-        )

@@ -30,6 +30,15 @@ class QueueKeys:
         """The stream holding queued tasks of ``priority``."""
         return f"{self.prefix}s:{priority}"
 
+    def running(self, priority: str) -> str:
+        """The set of ids of ``priority``'s claimed messages whose function was called."""
+        return f"{self.prefix}run:{priority}"
+
+    @property
+    def abort_set(self) -> str:
+        """The set of ids of claimed tasks asked to abort."""
+        return f"{self.prefix}ab"
+
     def result(self, task_id: str) -> str:
         """The stored result record of a task."""
         return f"{self.prefix}r:{task_id}"

@@ -53,17 +53,24 @@ class QueueFunctions:
         result: list[int] = await self.call("enqueue", [now, *tasks])
         return result
 
-    async def finish(self, worker_id: str, now: int, items: Sequence[Arg]) -> tuple[int, int]:
-        """Record results, retries, repeats and hand-backs (groups of 7 arguments per task).
+    async def finish(
+        self, worker_id: str, now: int, started: Sequence[str], items: Sequence[Arg]
+    ) -> tuple[int, int, int]:
+        """Mark tasks started, then record results, retries, repeats and hand-backs.
 
-        :return: (results written, finished tasks whose dependents were released or failed)
+        :param started: pairs of priority and id of tasks whose function was called
+        :param items: groups of 7 arguments per outcome (see the Lua source)
+        :return: (results written, finished tasks whose dependents were released or failed,
+            outcomes skipped because the worker no longer owns their message)
         """
-        written, released = await self.call("finish", [worker_id, now, *items])
-        return int(written), int(released)
+        args: list[Arg] = [worker_id, now, len(started) // 2, *started, *items]
+        written, released, skipped = await self.call("finish", args)
+        return int(written), int(released), int(skipped)
 
-    async def unique(self, fn: str, task_id: str, priority: str, msgid: str, fields: bytes) -> bool:
-        """Take ``fn``'s unique lock for ``task_id``, or park the task until it is free."""
-        return bool(await self.call("unique", [fn, task_id, priority, msgid, fields]))
+    async def unique(self, fn: str, task_id: str, lease_ms: int) -> bool:
+        """Take ``fn``'s unique lock for ``task_id`` for ``lease_ms``; ``False`` when another
+        live instance holds it."""
+        return bool(await self.call("unique", [fn, task_id, lease_ms]))
 
     async def unschedule(self, task_id: str, now: int) -> bool:
         """Stop a delayed, waiting or crontab-repeating task; ``False`` if it was not scheduled."""
@@ -90,18 +97,44 @@ class QueueFunctions:
         return int(moved), int(nxt)
 
     async def reclaim(
-        self, worker_id: str, min_idle_ms: int, count: int, priorities: Sequence[str]
-    ) -> list[list[Any]]:
-        """Take over tasks idle longer than ``min_idle_ms``."""
-        result: list[list[Any]] = await self.call(
-            "reclaim", [worker_id, min_idle_ms, count, *priorities]
-        )
-        return result
+        self, worker_id: str, min_idle_ms: int, count: int, cursors: Sequence[tuple[str, str]]
+    ) -> tuple[list[list[Any]], list[list[Any]], list[str]]:
+        """Take over other workers' messages idle longer than ``min_idle_ms``.
+
+        :param cursors: (priority, cursor) pairs, highest priority first; ``"-"`` starts a scan
+        :return: (messages taken over, this worker's own idle messages, the next cursors), each
+            message as [priority, msgid, fields, deliveries, abort requested]
+        """
+        args: list[Arg] = [worker_id, min_idle_ms, count]
+        for priority, cursor in cursors:
+            args += [priority, cursor]
+        taken, own, nxt = await self.call("reclaim", args)
+        return taken, own, [bytes(c).decode() for c in nxt]
 
     async def lease(self, worker_id: str, pairs: Sequence[str]) -> list[bytes]:
         """Refresh the lease of running messages; returns message ids no longer ours."""
         result: list[bytes] = await self.call("lease", [worker_id, *pairs])
         return result
+
+    async def retire(self, worker_id: str, now: int, priorities: Sequence[str]) -> int:
+        """Hand back whatever a stopping worker still holds; delete its consumers and heartbeat.
+
+        :return: the number of messages handed back
+        """
+        result: int = await self.call("retire", [worker_id, now, *priorities])
+        return result
+
+    async def prune(
+        self, now: int, dead_after_ms: int, forget_after_ms: int, priorities: Sequence[str]
+    ) -> tuple[int, int]:
+        """Delete the consumers of gone workers and forget old heartbeats.
+
+        :return: (consumers deleted, heartbeats forgotten)
+        """
+        deleted, forgotten = await self.call(
+            "prune", [now, dead_after_ms, forget_after_ms, *priorities]
+        )
+        return int(deleted), int(forgotten)
 
     async def prepare(self, priorities: Sequence[str]) -> None:
         """Create the streams and their consumer group."""

@@ -159,15 +159,20 @@ class QueueClient:
 
         :param trace_carrier: gives the current trace context, stored with each task
 
-        :raises StreaqError: for an unknown dependency, a bad priority or unserializable arguments
+        :raises StreaqError: for an unknown dependency, a bad priority, unserializable arguments,
+            or an id that a task not finished yet holds (ids are unique among live tasks; a
+            finished task's id may be used again, which deletes its old result)
         """
         ordered: list[Task[Any, Any]] = []
-        seen: set[str] = set()
+        seen: dict[str, Task[Any, Any]] = {}
         for task in tasks:
             for link in task.chain():
-                if link.id not in seen:
-                    seen.add(link.id)
+                known = seen.get(link.id)
+                if known is None:
+                    seen[link.id] = link
                     ordered.append(link)
+                elif known is not link:
+                    raise StreaqError(f"task id {link.id} is given to two tasks of one enqueue")
         now = now_ms()
         headers = trace_carrier() if trace_carrier is not None else None
         trace = msgspec.json.encode(headers) if headers else b""

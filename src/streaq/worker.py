@@ -188,7 +188,10 @@ class Worker(Generic[C]):
         :param silent: log nothing per task
         :param timeout: time limit of one try
         :param ttl: result retention; ``None`` keeps forever, ``0`` only wakes waiters
-        :param unique: at most one running instance of the function
+        :param unique: at most one running instance of the function: an instance that starts
+            while another runs fails with :class:`~streaq.types.StreaqError` (needs a
+            ``timeout``)
+        :raises StreaqError: for ``unique=True`` without a ``timeout``
         """
 
         def register(func: Callable[..., Any]) -> Any:
@@ -223,7 +226,7 @@ class Worker(Generic[C]):
     ) -> _TaskDecorator:
         """Register a function without parameters, fired on the crontab ``tab``.
 
-        :raises StreaqError: for an invalid crontab (at decoration time)
+        :raises StreaqError: for an invalid crontab, or ``timeout=None`` (at decoration time)
         """
         CronSchedule(tab, self.tz)
 
@@ -248,6 +251,11 @@ class Worker(Generic[C]):
         fn_name = name or func.__qualname__
         if fn_name in self.registry:
             raise StreaqError(f"a task named {fn_name!r} is registered already")
+        if options["timeout"] is None and (options["unique"] or options["crontab"]):
+            # the unique lock (cron jobs are unique by default) is held at most this long, so
+            # that a run whose worker died does not lock the function out forever
+            kind = "cron job" if options["crontab"] else "unique task"
+            raise StreaqError(f"{kind} {fn_name!r} needs a timeout")
         cls: Any = AsyncRegisteredTask if _is_async(func) else SyncRegisteredTask
         registered = cls(fn=func, fn_name=fn_name, worker=self, **options)
         self.registry[fn_name] = registered

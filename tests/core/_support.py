@@ -28,6 +28,7 @@ from servers import ClusterTopology, SentinelTopology
 
 from streaq import Worker
 from streaq._redis._cluster import key_slot
+from streaq.task import Task, TaskStatus
 
 RunWorker = Callable[[Worker[Any]], AbstractAsyncContextManager[Worker[Any]]]
 WorkerFactory = Callable[..., Worker[Any]]
@@ -171,3 +172,13 @@ async def wait_until(predicate: Callable[[], Awaitable[bool]], interval: float =
         if await predicate():
             return
         await anyio.sleep(interval)
+
+
+async def wait_for_status(task: Task[Any, Any], status: TaskStatus) -> None:
+    """Wait until ``task`` reports ``status`` (a started task turns RUNNING moments after its
+    function is called: the worker records starts in batches, off the task's path)."""
+
+    async def reached() -> bool:
+        return await task.status() == status
+
+    await wait_until(reached)

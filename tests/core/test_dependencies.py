@@ -1,4 +1,4 @@
-"""Dependencies (``after=``), pipelines (``then``, ``|``), fallbacks (``^``) and unique tasks."""
+"""Dependencies (``after=``), pipelines (``then``, ``|``) and fallbacks (``^``)."""
 
 from __future__ import annotations
 
@@ -148,33 +148,3 @@ async def test_fallbacks(worker: Worker[Any], run_worker: RunWorker) -> None:
             assert ro.result == 7
     assert ("fallback", -5) in calls
     assert ("fallback", 7) not in calls
-
-
-async def test_unique(worker: Worker[Any], run_worker: RunWorker) -> None:
-    active = [0, 0]  # current, peak
-    started = anyio.Event()
-    release = anyio.Event()
-
-    @worker.task(unique=True)
-    async def singleton(n: int) -> int:
-        active[0] += 1
-        active[1] = max(active)
-        started.set()
-        await release.wait()
-        await anyio.sleep(0.01)
-        active[0] -= 1
-        return n
-
-    async with run_worker(worker):
-        with anyio.fail_after(10):
-            tasks = [singleton.enqueue(n) for n in range(3)]
-            await worker.enqueue_many(tasks)
-            await started.wait()
-            await anyio.sleep(0.1)  # the others had time to start, were it allowed
-            assert active == [1, 1]
-            statuses = {await t.status() for t in tasks}
-            assert TaskStatus.RUNNING in statuses
-            release.set()
-            results = [await t.result() for t in tasks]
-    assert [r.result for r in results] == [0, 1, 2]
-    assert active[1] == 1

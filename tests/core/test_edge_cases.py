@@ -13,7 +13,7 @@ from streaq import Worker
 from streaq.task import TaskStatus
 from streaq.types import StreaqCancelled, StreaqError
 
-from ._support import RunWorker, WorkerFactory, wait_until
+from ._support import RunWorker, WorkerFactory, wait_for_status, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -102,42 +102,6 @@ async def test_abort_fails_dependents(worker: Worker[Any]) -> None:
         assert await worker.queue_size() == 0
 
 
-async def test_abort_task_waiting_for_unique_lock(
-    worker: Worker[Any], run_worker: RunWorker
-) -> None:
-    started = anyio.Event()
-    release = anyio.Event()
-    ran: list[int] = []
-
-    @worker.task(unique=True)
-    async def singleton(n: int) -> int:
-        ran.append(n)
-        started.set()
-        await release.wait()
-        return n
-
-    async with run_worker(worker):
-        with anyio.fail_after(10):
-            first = await singleton.enqueue(1)
-            await started.wait()
-            second = await singleton.enqueue(2)
-            third = await singleton.enqueue(3)
-            parked = f"{worker.keys.prefix}uw:{singleton.fn_name}"
-
-            async def both_parked() -> bool:
-                return bool(await worker._client.redis.execute("LLEN", parked) == 2)
-
-            await wait_until(both_parked)
-            assert await second.status() == TaskStatus.QUEUED
-            assert await second.abort() is True
-            rs = await second.result()
-            assert isinstance(rs.exception, StreaqCancelled)
-            release.set()
-            assert (await first.result()).result == 1
-            assert (await third.result()).result == 3
-    assert ran == [1, 3]
-
-
 async def test_pickle_serializer(worker_factory: WorkerFactory, run_worker: RunWorker) -> None:
     worker = worker_factory(serializer=pickle.dumps, deserializer=pickle.loads)
 
@@ -190,10 +154,10 @@ async def test_info_of_running_task(worker: Worker[Any], run_worker: RunWorker) 
         with anyio.fail_after(10):
             task = await busy.enqueue(5)
             await started.wait()
+            await wait_for_status(task, TaskStatus.RUNNING)
             info = await task.info()
             assert info is not None
             assert info.status == TaskStatus.RUNNING
-            assert await task.status() == TaskStatus.RUNNING
             assert info.tries == 1
             assert info.args == (5,)
             release.set()
@@ -239,10 +203,15 @@ async def test_abort_prefetched_task(worker_factory: WorkerFactory, run_worker: 
             await started.wait()
             second = await slow.enqueue(2)
 
+            stream = worker.keys.stream(worker.priorities[0])
+
             async def claimed() -> bool:
-                return await second.status() == TaskStatus.RUNNING
+                pending = await worker._client.redis.execute("XPENDING", stream, "g")
+                return int(pending[0]) == 2
 
             await wait_until(claimed)
+            # claimed, not started: prefetched tasks are queued, not running
+            assert await second.status() == TaskStatus.QUEUED
             assert await second.abort(timeout=3) is True
             rs = await second.result()
             assert isinstance(rs.exception, StreaqCancelled)

@@ -52,7 +52,7 @@ def _register(worker: Worker[Any], cron_runs: list[int], cron_twice: anyio.Event
     async def blocker(n: int) -> None:
         await anyio.sleep(60)
 
-    @worker.task(unique=True)
+    @worker.task(unique=True, timeout=10)
     async def single(n: int) -> int:
         await anyio.sleep(0.001)
         return n

@@ -20,7 +20,7 @@ from streaq import Worker
 from streaq.task import TaskResult, TaskStatus
 from streaq.types import StreaqError
 
-from ._support import RunWorker, Topology, WorkerFactory
+from ._support import RunWorker, Topology, WorkerFactory, wait_for_status
 
 pytestmark = pytest.mark.anyio
 
@@ -122,7 +122,7 @@ async def test_killed_worker_task_is_rerun(
             try:
                 with anyio.fail_after(20):
                     await _wait_for_lines(marker, 2, proc)
-                assert await task.status() == TaskStatus.RUNNING
+                    await wait_for_status(task, TaskStatus.RUNNING)
             finally:
                 proc.send_signal(signal.SIGKILL)
                 await proc.wait()

@@ -12,7 +12,7 @@ from streaq import Worker
 from streaq.task import Task, TaskInfo, TaskStatus
 from streaq.types import StreaqCancelled, StreaqError
 
-from ._support import RunWorker, WorkerFactory
+from ._support import RunWorker, WorkerFactory, wait_for_status, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -144,7 +144,7 @@ async def test_dependency_info_at_every_moment(
         async with run_worker(worker):
             with anyio.fail_after(10):
                 await started["a"].wait()
-                assert (await _info(a)).status == TaskStatus.RUNNING
+                await wait_for_status(a, TaskStatus.RUNNING)
                 assert (await _info(a)).dependents == {b.id, d.id}
                 gates["a"].set()
                 await started["b"].wait()
@@ -159,6 +159,7 @@ async def test_dependency_info_at_every_moment(
                 assert await b.info() is None
                 for task in (c, d):
                     assert (await _info(task)).dependencies == set()
+                    await wait_for_status(task, TaskStatus.RUNNING)
                     assert (await _info(task)).status == TaskStatus.RUNNING
                 gates["c"].set()
                 gates["d"].set()
@@ -217,6 +218,11 @@ async def test_tasks_by_status_exact_limits(
                 assert len(await ids(TaskStatus.DONE, 111)) == 111
                 blocked = [await block.enqueue(n) for n in range(5)]
                 await three.wait()
+
+                async def three_running() -> bool:
+                    return len(await ids(TaskStatus.RUNNING, 1000)) == 3
+
+                await wait_until(three_running)
                 running = await ids(TaskStatus.RUNNING, 1000)
                 assert len(running) == 3
                 assert running <= {t.id for t in blocked}

@@ -15,7 +15,7 @@ from streaq import Worker
 from streaq.task import TaskStatus
 from streaq.types import StreaqCancelled
 
-from ._support import RunWorker, WorkerFactory, wait_until
+from ._support import RunWorker, WorkerFactory, wait_for_status, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -101,7 +101,7 @@ async def test_unschedule_running_crontab_task(
         with anyio.fail_after(10):
             task = await slow.enqueue().start(schedule=EVERY_SECOND)
             await started.wait()
-            assert await task.status() == TaskStatus.RUNNING
+            await wait_for_status(task, TaskStatus.RUNNING)
             assert await worker.unschedule_by_id(task.id)
             res = await task.result()
             assert isinstance(res.exception, StreaqCancelled)

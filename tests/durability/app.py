@@ -141,7 +141,7 @@ def build(
         register = worker.cron(CRON_TAB, name=CRON_NAME, max_tries=20)
     else:
         # same name and uniqueness: it runs the firings a cron-enabled worker queued
-        register = worker.task(name=CRON_NAME, max_tries=20, unique=True)
+        register = worker.task(name=CRON_NAME, max_tries=20, unique=True, timeout=3600)
     tick_task: AsyncRegisteredTask[[], None] = register(tick)
 
     return App(worker, plain, retried, step, failing, fallback, plain_fallback)

@@ -18,10 +18,12 @@ from ._config import parse_config as parse_config
 from ._connection import Connection as Connection
 from ._connection import Connector as Connector
 from ._connection import connect as connect
+from ._errors import RECOVERABLE as RECOVERABLE
 from ._errors import BusyGroupError as BusyGroupError
 from ._errors import NoGroupError as NoGroupError
 from ._errors import RedisVersionError as RedisVersionError
 from ._errors import WrongTypeError as WrongTypeError
+from ._errors import is_transient as is_transient
 from ._functions import FunctionLibrary as FunctionLibrary
 from ._pool import ConnectionPool as ConnectionPool
 from ._protocol import pairs as pairs
@@ -31,6 +33,7 @@ from ._routed import RoutedConnection as RoutedConnection
 from ._sentinel import SentinelConnector as SentinelConnector
 
 __all__ = [
+    "RECOVERABLE",
     "Backoff",
     "BusyGroupError",
     "ClusterClient",
@@ -48,6 +51,7 @@ __all__ = [
     "SentinelConnector",
     "WrongTypeError",
     "connect",
+    "is_transient",
     "open_client",
     "pairs",
     "parse_config",

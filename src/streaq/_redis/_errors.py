@@ -35,11 +35,13 @@ import anyio
 from redis import exceptions as rex
 
 __all__ = [
+    "RECOVERABLE",
     "BusyGroupError",
     "NoGroupError",
     "RedisVersionError",
     "WrongTypeError",
     "error_from_reply",
+    "is_transient",
     "map_io_error",
 ]
 
@@ -151,3 +153,37 @@ def map_io_error(exc: BaseException, address: str, *, connecting: bool = False) 
     ):
         return rex.ConnectionError(f"Error {verb} {address}: {_describe(exc)}")
     return None
+
+
+#: failures that say nothing about a command, only that the server cannot serve it now:
+#: unreachable, too slow, or (during a Sentinel failover) still a replica
+RECOVERABLE: tuple[type[BaseException], ...] = (
+    rex.ConnectionError,
+    rex.TimeoutError,
+    rex.ReadOnlyError,
+    OSError,
+)
+
+# server replies refusing a command for now: loading a dataset, out of memory, busy running a
+# script, a cluster settling or a replica without its master
+_REFUSED_FOR_NOW: tuple[type[BaseException], ...] = (
+    rex.BusyLoadingError,
+    rex.OutOfMemoryError,
+    rex.TryAgainError,
+    rex.ClusterDownError,
+    rex.MasterDownError,
+)
+_REFUSED_PREFIXES = ("BUSY ", "UNBLOCKED", "NOREPLICAS", "MISCONF")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed call may succeed when repeated unchanged a little later.
+
+    :param exc: the error a call raised.
+    :return: true for :data:`RECOVERABLE` failures and for replies by which the server refuses a
+        command for now (``LOADING``, ``OOM``, ``BUSY``, ``TRYAGAIN``, ``CLUSTERDOWN``,
+        ``MASTERDOWN``, ``UNBLOCKED``, ``NOREPLICAS``, ``MISCONF``); none of them ran the command.
+    """
+    if isinstance(exc, RECOVERABLE + _REFUSED_FOR_NOW):
+        return True
+    return isinstance(exc, rex.ResponseError) and str(exc).startswith(_REFUSED_PREFIXES)

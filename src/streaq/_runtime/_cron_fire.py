@@ -15,10 +15,10 @@ from typing import Any
 import anyio
 
 from .._cron import CronSchedule, cron_firing_id
-from .._redis import Backoff
+from .._redis import Backoff, is_transient
 from ..task import Task
 from ..utils import now_ms, to_ms
-from ._state import RECOVERABLE, WorkerState
+from ._state import WorkerState
 
 logger = logging.getLogger("streaq")
 
@@ -62,7 +62,9 @@ async def fire_cron_jobs(state: WorkerState) -> None:
                 await worker.enqueue_many(firing)
                 backoff.reset()
                 state.outage.ok()
-            except RECOVERABLE as e:
+            except Exception as e:
+                if not is_transient(e):
+                    raise
                 # firing ids are deterministic, so firing the same occurrences again is safe:
                 # retry them after a pause rather than lose them to the outage (they are still
                 # skipped once later than their drift limit)

@@ -21,11 +21,14 @@ are reclaimed after ``idle_timeout`` as before.
 ``BLOCKED_AFTER`` it logs a warning naming how long the loop has been blocked (again each time that
 doubles); once the loop runs again, the duty logs how long the block lasted in total.
 
-Messages the thread finds taken over by another worker are handed to the loop duty, which marks
-their jobs lost and cancels them (the other worker writes their results). The thread stops with
-the run: the duty's ``finally`` signals it and joins it (shielded); the thread removes the worker
-from the live-workers hash on its way out. It is a daemon thread only as a last resort, so that an
-interpreter exiting abnormally is never held up by it.
+Messages the thread finds taken over by another worker (this worker lost Redis for longer than
+``idle_timeout``) are handed to the loop duty, which marks their jobs lost: a running one is
+cancelled, a prefetched one is dropped and its slot freed; the other worker writes their results.
+The thread stops with the run: the duty's ``finally`` signals it and joins it (shielded); the run
+then retires the worker from the queue (its heartbeat included). It is a daemon thread only as a
+last resort, so that an interpreter exiting abnormally is never held up by it. Its reconnect
+backoff never exceeds the renewal interval, so that after an outage its leases are renewed before
+other workers' reclaimers (which wait ``idle_timeout`` after an outage) could take them over.
 """
 
 from __future__ import annotations
@@ -33,15 +36,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from .._library import QueueFunctions
-from .._redis import Backoff, RedisClient
+from .._redis import RECOVERABLE, Backoff, RedisClient
 from ..utils import now_ms
-from ._state import RECOVERABLE
+from ._state import NO_OUTCOME
 
 if TYPE_CHECKING:
     from ._state import WorkerState
@@ -104,14 +106,19 @@ class LeaseKeeper:
             if not self._lost:
                 return
             lost, self._lost = self._lost, set()
-        for job in list(self.state.jobs.values()):
+        state = self.state
+        for job in list(state.jobs.values()):
             if job.msgid in lost and job.outcome is None:
                 # another worker took it over; its result is that worker's to write
                 logger.warning("task %s was taken over by another worker", job.task_id)
                 job.lost = True
-                job.outcome = ("", None, None, None)
+                job.outcome = NO_OUTCOME
                 if job.scope is not None:
                     job.scope.cancel()
+                elif not job.taken:
+                    # still in the job channel: no runner will account for it
+                    state.decided(job)
+                    state.recorded(job)
 
     # the thread
 
@@ -122,17 +129,12 @@ class LeaseKeeper:
             logger.exception("the lease thread of worker %s failed", self.state.worker.id)
 
     async def _serve(self) -> None:
-        backoff = Backoff()
+        backoff = Backoff(maximum=max(self.interval, 0.05))
         while not self._stop.is_set():
             try:
                 async with self.state.worker._open_redis(max_connections=2) as redis:
                     backoff.reset()
-                    try:
-                        await self._renew_until_stopped(redis)
-                    finally:
-                        with anyio.move_on_after(2), suppress(*RECOVERABLE):
-                            worker = self.state.worker
-                            await redis.execute("HDEL", worker.keys.workers, worker.id)
+                    await self._renew_until_stopped(redis)
                 return
             except Exception as e:
                 # never let the thread die while the run goes on: its leases would lapse

@@ -36,17 +36,26 @@ class Outage:
     :param where: the server, for the log lines (``host:port``, or the Sentinel master's name)
     """
 
-    __slots__ = ("_lock", "_since", "where")
+    __slots__ = ("_ended", "_lock", "_since", "where")
 
     def __init__(self, where: str) -> None:
         self.where = where
         self._lock = threading.Lock()
         self._since: float | None = None
+        self._ended: float | None = None
 
     @property
     def down(self) -> bool:
         """Whether an outage is going on (a failure not followed by a success yet)."""
         return self._since is not None
+
+    def calm_for(self) -> float:
+        """Seconds since the last outage ended (``inf`` when there was none, 0 during one)."""
+        if self._since is not None:
+            return 0.0
+        if self._ended is None:
+            return float("inf")
+        return time.monotonic() - self._ended
 
     def failed(self, error: BaseException, what: str, delay: float | None = None) -> None:
         """A duty's Redis call failed with a recoverable error and will be retried.
@@ -78,6 +87,7 @@ class Outage:
             return
         with self._lock:
             since, self._since = self._since, None
+            self._ended = time.monotonic()
         if since is not None:
             logger.info(
                 "reconnected to Redis at %s after %.1f s", self.where, time.monotonic() - since

@@ -1,9 +1,13 @@
-"""Claiming messages: blocking reads of new ones, and reclaiming those of dead workers.
+"""Claiming new messages: blocking reads of the streams.
 
 The reader never claims more than the free capacity (``concurrency + prefetch`` minus jobs whose
-outcome is undecided), so the bounded job channel never blocks it. With several priorities it
-reads the streams highest first without blocking and only blocks (``COUNT 1`` per stream) when all
-are empty. In burst mode it stops the worker once nothing is queued, due or running.
+outcome is undecided), so the job channel never blocks it. With several priorities it reads the
+streams highest first without blocking and only blocks (``COUNT 1`` per stream) when all are
+empty. In burst mode it stops the worker once nothing is queued, due or running.
+
+A read interrupted after the server delivered (the connection lost mid-reply, a cancellation) leaves
+messages in this worker's pending list that it never saw: the reclaimer finds them once they are
+idle (:mod:`._reclaimer`), and a stopping worker hands them back (``retire``).
 """
 
 from __future__ import annotations
@@ -17,11 +21,10 @@ from anyio.streams.memory import MemoryObjectSendStream
 from redis import exceptions as rex
 
 from .._keys import GROUP
-from .._redis import Backoff, Connection
-from .._redis._routed import is_wrong_server
+from .._redis import Backoff, Connection, is_transient
 from ..utils import now_ms
 from ._crashpoints import ARMED, crashpoint
-from ._state import RECOVERABLE, Job, WorkerState, parse_fields
+from ._state import Job, WorkerState, parse_fields
 
 logger = logging.getLogger("streaq")
 
@@ -41,21 +44,17 @@ class Reader:
 
     :param state: the run's shared state
     :param jobs: where claimed jobs go
-    :param idle_timeout: seconds after which another worker's message may be reclaimed
     """
 
-    def __init__(
-        self, state: WorkerState, jobs: MemoryObjectSendStream[Job], idle_timeout: float
-    ) -> None:
+    def __init__(self, state: WorkerState, jobs: MemoryObjectSendStream[Job]) -> None:
         self.state = state
         self.jobs = jobs
-        self.idle_ms = int(idle_timeout * 1000)
-        self.idle_timeout = idle_timeout
         worker = state.worker
         self.streams = [worker.keys.stream(p) for p in reversed(worker.priorities)]
         self.priority_of = {worker.keys.stream(p): p for p in worker.priorities}
 
-    def _accept(self, job: Job) -> None:
+    def accept(self, job: Job) -> None:
+        """Hand a claimed job to the runners."""
         self.state.add(job)
         self.jobs.send_nowait(job)
 
@@ -90,7 +89,7 @@ class Reader:
                     continue
                 fields = parse_fields(flat)
                 tries = int(fields.get("r", b"0")) + 1
-                self._accept(
+                self.accept(
                     Job(fields["i"].decode(), bytes(msgid).decode(), priority, fields, tries)
                 )
                 claimed += 1
@@ -118,34 +117,32 @@ class Reader:
                         if burst and not claimed and await self._burst_done():
                             state.request_stop()
                             return
-            except RECOVERABLE as e:
-                # one warning per outage (state.outage), not one per retry of every duty
-                delay = backoff.next()
-                state.outage.failed(e, "cannot read tasks", delay)
-                await anyio.sleep(delay)
-            except rex.ResponseError as e:
-                if is_wrong_server(e):
-                    # the server was demoted to a replica: it unblocks the read (UNBLOCKED) and
-                    # refuses the next (READONLY). Sentinel's connections say so with a
-                    # ConnectionError; with a plain URL wait, as for an outage, until it is a
-                    # master again (or the name points at the new master: DNS-based failover)
-                    delay = backoff.next()
-                    state.outage.failed(e, "cannot read tasks", delay)
-                    await anyio.sleep(delay)
+            except Exception as e:
+                if isinstance(e, rex.ResponseError) and "NOGROUP" in str(e):
+                    state.outage.ok()  # a reply: Redis is back (it lost the queue, if it restarted)
+                    await self._recreate_group(backoff)
                     continue
-                if "NOGROUP" not in str(e):
-                    raise
-                state.outage.ok()  # a reply: Redis is back (it lost the queue, if it restarted)
-                await self._recreate_group(backoff)
+                delay = backoff.next()
+                if is_transient(e):
+                    # one warning per outage (state.outage), not one per retry of every duty;
+                    # a demoted master unblocks the read (UNBLOCKED) and refuses the next
+                    # (READONLY): wait, as for an outage, until the name points at a master
+                    state.outage.failed(e, "cannot read tasks", delay)
+                else:
+                    logger.error("cannot read tasks; retrying in %.1fs", delay, exc_info=e)
+                await anyio.sleep(delay)
 
     async def _recreate_group(self, backoff: Backoff) -> None:
         """The streams or their group vanished (a Redis restart without persistence)."""
         logger.warning("the queue's consumer group is gone (Redis restarted?); recreating it")
         try:
             await self.state.client.prepare()
-        except RECOVERABLE as e:
+        except Exception as e:
             delay = backoff.next()
-            self.state.outage.failed(e, "cannot recreate the consumer group", delay)
+            if is_transient(e):
+                self.state.outage.failed(e, "cannot recreate the consumer group", delay)
+            else:
+                logger.error("cannot recreate the consumer group: %s", e)
             await anyio.sleep(delay)
 
     async def _burst_done(self) -> bool:
@@ -155,42 +152,3 @@ class Reader:
             return False
         moved, _ = await state.client.functions.promote(now_ms(), 1000)
         return moved == 0
-
-    async def reclaim_loop(self) -> None:
-        """Take over messages idle longer than ``idle_timeout`` (their worker is gone)."""
-        state = self.state
-        functions = state.client.functions
-        priorities = list(reversed(state.worker.priorities))
-        while True:
-            free = state.free()
-            if free > 0:
-                try:
-                    entries = await functions.reclaim(
-                        state.worker.id, self.idle_ms, free, priorities
-                    )
-                    state.outage.ok()
-                except RECOVERABLE as e:
-                    state.outage.failed(e, "cannot reclaim tasks")
-                    entries = []
-                except rex.ResponseError as e:
-                    if "NOGROUP" not in str(e):
-                        raise
-                    entries = []
-                for priority, msgid, flat, deliveries, aborted in entries:
-                    fields = parse_fields(flat)
-                    tries = int(fields.get("r", b"0")) + int(deliveries)
-                    job = Job(
-                        fields["i"].decode(),
-                        bytes(msgid).decode(),
-                        bytes(priority).decode(),
-                        fields,
-                        tries,
-                        aborted=bool(aborted),
-                    )
-                    logger.info(
-                        "task %s reclaimed from a stopped worker (try %d)", job.task_id, tries
-                    )
-                    self._accept(job)
-                if ARMED:
-                    crashpoint("after_claim", bool(entries))
-            await anyio.sleep(max(self.idle_timeout / 2, 0.05))

@@ -1,16 +1,25 @@
 """Running one job: checks, argument decoding, the call in its own cancel scope, the outcome.
 
-Each job runs in a :class:`anyio.CancelScope` of its own, which an abort request or the end of a
-shutdown's grace period cancels; ``fail_after`` inside it enforces the task's timeout. A sync task
-runs in a worker thread under the worker's ``CapacityLimiter``. Whatever happens, the job ends with
-an outcome -- a result record, a retry or a hand-back -- that the finisher records in Redis; a
-failing task is data, never a crashed worker.
+Each job runs in a :class:`anyio.CancelScope` of its own, which an abort request, the lease
+keeper (the job was taken over by another worker) or the end of a shutdown's grace period cancels;
+``fail_after`` inside it enforces the task's timeout. A sync task runs in a worker thread; its slot
+of ``sync_concurrency`` is held until the thread ends, even when the task was cancelled and the
+thread abandoned (a thread cannot be stopped), so that no more than ``sync_concurrency`` threads
+ever run tasks. Whatever happens, the job ends with an outcome -- a result record, a retry or a
+hand-back -- that the finisher records in Redis; a failing task is data, never a crashed worker.
+
+``unique=True`` means what it means in streaq 7.2: at most one instance of the function runs at a
+time, and an instance that starts while another runs ends at once with a failed result (a
+:class:`~streaq.types.StreaqError`). The lock is taken when the task starts and is released with
+whatever outcome the task reaches (the ``c`` part of every outcome names the function).
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import logging
+import math
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -22,17 +31,16 @@ from .._codec import (
     KIND_TUPLE,
     KIND_VALUE,
     ArgumentError,
-    ResultRecord,
     SignatureError,
-    encode,
     encode_exception,
     encode_fields,
 )
 from .._cron import CronSchedule
-from .._dlq import dead_letter, find_poison, undecodable
 from ..task import AnyRegisteredTask, AsyncRegisteredTask, _current_context
 from ..types import StreaqCancelled, StreaqError, StreaqRetry
 from ..utils import now_ms, to_ms, to_seconds
+from ._poison import dead_letter, find_poison, undecodable
+from ._retry import retrying
 from ._state import Job, WorkerState
 
 logger = logging.getLogger("streaq")
@@ -51,7 +59,10 @@ class Runner:
         self.worker = state.worker
         self.codec = state.client.codec
         self.limiter = anyio.CapacityLimiter(self.worker.sync_concurrency)
+        # the threads themselves are bounded by ``limiter``, whose slots outlive cancellation
+        self._threads = anyio.CapacityLimiter(math.inf)
         self._calls: dict[str, Call] = {}
+        self.idle_ms = int((to_seconds(self.worker.idle_timeout) or 60.0) * 1000)
 
     def _call_for(self, task: AnyRegisteredTask) -> Call:
         call = self._calls.get(task.fn_name)
@@ -59,50 +70,28 @@ class Runner:
             if isinstance(task, AsyncRegisteredTask):
                 call = task.fn
             else:
-                fn = task.fn
-                limiter = self.limiter
-
-                async def call(*args: Any, **kwargs: Any) -> Any:
-                    return await anyio.to_thread.run_sync(
-                        functools.partial(fn, *args, **kwargs),
-                        limiter=limiter,
-                        abandon_on_cancel=True,
-                    )
-
+                call = _in_thread(task.fn, self.limiter, self._threads)
             for middleware in reversed(self.worker.middlewares):
                 call = middleware(call)
             self._calls[task.fn_name] = call
         return call
 
-    def _record(self, job: Job, kind: int, payload: bytes, start: int, tries: int) -> bytes:
-        created = int(job.fields.get("c", b"0"))
-        enqueued = int(job.msgid.split("-", 1)[0]) if job.msgid else created
-        record = ResultRecord(
-            job.fn_name,
-            created,
-            enqueued,
-            kind,
-            start,
-            now_ms(),
-            tries,
-            self.worker.id,
-            msgspec.Raw(payload),
-        )
-        return encode(record)
+    def _unique(self, task: AnyRegisteredTask | None) -> str:
+        """The name every outcome of ``task`` carries to release its unique lock ('' if none)."""
+        return task.fn_name if task is not None and task.unique else ""
 
-    def _ttl(self, job: Job) -> int:
-        return int(job.fields.get("l", b"300000"))
-
-    def fail(self, job: Job, exc: BaseException, start: int = 0, unique: str = "") -> None:
+    def fail(self, job: Job, exc: BaseException, start: int = 0) -> None:
         """Decide a failed result for ``job``."""
-        record = self._record(job, KIND_ERROR, encode_exception(exc), start, job.tries)
-        job.outcome = ("r", record, self._ttl(job), unique)
+        record = job.record(KIND_ERROR, encode_exception(exc), start, self.worker.id)
+        unique = self._unique(self.worker.registry.get(job.fn_name))
+        job.outcome = ("r", record, job.ttl_ms, unique)
         counter = "aborted" if isinstance(exc, StreaqCancelled) else "failed"
         self.worker.counters[counter] += 1
 
     def hand_back(self, job: Job) -> None:
         """Decide that ``job`` goes back to the stream for another worker."""
-        job.outcome = ("h", encode_fields(job.flat_fields()), 0, "")
+        unique = self._unique(self.worker.registry.get(job.fn_name))
+        job.outcome = ("h", encode_fields(job.flat_fields()), 0, unique)
         self.worker.counters["relinquished"] += 1
 
     async def run(self, job: Job) -> None:
@@ -147,30 +136,42 @@ class Runner:
         poison = find_poison(job, task, self.worker.id)
         if poison is not None or task is None:
             if poison is not None:
-                await dead_letter(self, job, task, poison)
+                await dead_letter(state, job, task, poison)
             return
         try:
             args, kwargs = self.codec.decode_call(job.task_id, bytes(job.fields.get("d", b"")))
         except (ArgumentError, SignatureError) as e:
-            await dead_letter(self, job, task, undecodable(e))
+            await dead_letter(state, job, task, undecodable(e))
             return
         deadline = job.fields.get("x")
         if deadline is not None and now_ms() > int(deadline):
             self.fail(job, StreaqError(f"task {job.task_id} expired before it started"))
             return
-        unique = task.fn_name if task.unique else ""
-        if unique and not await state.client.functions.unique(
-            unique, job.task_id, job.priority, job.msgid, encode_fields(job.flat_fields())
-        ):
-            # parked until the running instance finishes; nothing to record
-            job.outcome = ("", None, None, None)
+        if task.unique and not await self._lock(job, task):
+            self.fail(
+                job,
+                StreaqError(
+                    f"task {task.fn_name} is unique and another instance of it is running; "
+                    f"task {job.task_id} did not run"
+                ),
+            )
             return
         try:
             self._arguments(job, task, args, kwargs)
         except (ArgumentError, SignatureError) as e:
-            self.fail(job, e, unique=unique)
+            self.fail(job, e)
             return
-        await self._execute(job, task, args, kwargs, unique)
+        await self._execute(job, task, args, kwargs)
+
+    async def _lock(self, job: Job, task: AnyRegisteredTask) -> bool:
+        """Take the unique lock of ``task`` for ``job`` (held at most its timeout plus a lease)."""
+        lease = (to_ms(task.timeout) or 0) + self.idle_ms
+        functions = self.state.client.functions
+        return await retrying(
+            self.state,
+            f"cannot lock unique task {job.task_id}",
+            lambda: functions.unique(task.fn_name, job.task_id, lease),
+        )
 
     def _arguments(
         self, job: Job, task: AnyRegisteredTask, args: list[Any], kwargs: dict[str, Any]
@@ -186,12 +187,7 @@ class Runner:
         task.spec.convert(args, kwargs)
 
     async def _execute(
-        self,
-        job: Job,
-        task: AnyRegisteredTask,
-        args: list[Any],
-        kwargs: dict[str, Any],
-        unique: str,
+        self, job: Job, task: AnyRegisteredTask, args: list[Any], kwargs: dict[str, Any]
     ) -> None:
         call = self._call_for(task)
         if not task.silent:
@@ -204,7 +200,7 @@ class Runner:
         )
         token = _current_context.set(context)
         start = now_ms()
-        job.started = True
+        self.state.start(job)
         timeout = to_seconds(task.timeout)
         value: Any = None
         error: BaseException | None = None
@@ -220,6 +216,9 @@ class Runner:
                 error = e
         job.scope = None
         _current_context.reset(token)
+        if job.lost:
+            # taken over by another worker, whose outcome counts: nothing to record here
+            return
         if scope.cancelled_caught:
             if job.aborted:
                 error = StreaqCancelled("task aborted")
@@ -227,7 +226,7 @@ class Runner:
                 self.hand_back(job)
                 return
         if error is not None:
-            self._failed(job, task, error, start, unique)
+            self._failed(job, task, error, start)
             return
         try:
             payload = self.codec.encode_value(job.task_id, value)
@@ -235,22 +234,16 @@ class Runner:
             error = StreaqError(
                 f"the return value of task {task.fn_name} cannot be serialized: {e}"
             )
-            self._failed(job, task, error, start, unique)
+            self._failed(job, task, error, start)
             return
         kind = KIND_TUPLE if isinstance(value, tuple) else KIND_VALUE
-        job.outcome = (
-            "r",
-            self._record(job, kind, payload, start, job.tries),
-            self._ttl(job),
-            unique,
-        )
+        record = job.record(kind, payload, start, self.worker.id)
+        job.outcome = ("r", record, job.ttl_ms, self._unique(task))
         self.worker.counters["completed"] += 1
         if not task.silent:
             logger.info("task %s ■ %s ← %s", task.fn_name, job.task_id, _short(value))
 
-    def _failed(
-        self, job: Job, task: AnyRegisteredTask, error: BaseException, start: int, unique: str
-    ) -> None:
+    def _failed(self, job: Job, task: AnyRegisteredTask, error: BaseException, start: int) -> None:
         retry = isinstance(error, StreaqRetry) or (
             isinstance(error, TimeoutError) and task.retry_timeouts
         )
@@ -262,7 +255,7 @@ class Runner:
             flat: list[bytes | str] = []
             for key, val in fields.items():
                 flat += [key, val]
-            job.outcome = ("y", encode_fields(flat), run_at, unique)
+            job.outcome = ("y", encode_fields(flat), run_at, self._unique(task))
             self.worker.counters["retried"] += 1
             if not task.silent:
                 logger.info(
@@ -281,7 +274,7 @@ class Runner:
                 error,
                 exc_info=error if not isinstance(error, StreaqError) else None,
             )
-        self.fail(job, error, start, unique)
+        self.fail(job, error, start)
 
     def _retry_at(self, job: Job, error: BaseException) -> int:
         if isinstance(error, StreaqRetry):
@@ -295,3 +288,56 @@ class Runner:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+class _ThreadRun:
+    """Who gives back the limiter slot of one sync call: the thread once it ran, else the task."""
+
+    __slots__ = ("abandoned", "lock", "ran")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ran = False
+        self.abandoned = False
+
+
+def _in_thread(
+    fn: Callable[..., Any], limiter: anyio.CapacityLimiter, threads: anyio.CapacityLimiter
+) -> Call:
+    """An async call of the sync ``fn`` in a worker thread holding a slot of ``limiter``.
+
+    A cancelled call (timeout, abort, shutdown) abandons its thread, which cannot be stopped; the
+    slot is given back by the thread when ``fn`` returns, not by the cancelled task, so abandoned
+    threads still count against ``sync_concurrency``.
+    """
+
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        holder = object()
+        await limiter.acquire_on_behalf_of(holder)
+        run = _ThreadRun()
+
+        def release() -> None:
+            limiter.release_on_behalf_of(holder)
+
+        def body() -> Any:
+            with run.lock:
+                if run.abandoned:
+                    return None
+                run.ran = True
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                # an exception here means the event loop ended meanwhile: nothing is left to limit
+                with contextlib.suppress(Exception):
+                    anyio.from_thread.run_sync(release)
+
+        try:
+            return await anyio.to_thread.run_sync(body, limiter=threads, abandon_on_cancel=True)
+        except BaseException:
+            with run.lock:
+                if not run.ran:
+                    run.abandoned = True
+                    release()
+            raise
+
+    return call

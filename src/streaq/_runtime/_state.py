@@ -2,28 +2,33 @@
 
 A *job* is a stream message this worker claimed. It stays in :attr:`WorkerState.jobs` until its
 outcome (result, retry or hand-back) is recorded in Redis, so leases keep being refreshed for it
-and a shutdown can hand back whatever is left. Capacity counts jobs claimed whose outcome is not
-decided yet: at most ``concurrency + prefetch`` of them.
+-- running or still prefetched -- and a shutdown can hand back whatever is left. Capacity counts
+jobs claimed whose outcome is not decided yet: at most ``concurrency + prefetch`` of them. Every
+job is *decided* exactly once (:meth:`WorkerState.decided` is idempotent), whichever duty settles
+it: a runner, the listener (an abort of a prefetched job) or the lease keeper (a job another
+worker took over); a slot can therefore neither leak nor be freed twice.
+
+The runners report to the finisher through one channel: :class:`Started` when a job's function
+is called (the finisher marks it started in Redis, which is what makes its status *running*), then
+the job itself once its outcome is decided. One channel keeps the two in order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
-from redis import exceptions as rex
+import msgspec
+from anyio.streams.memory import MemoryObjectSendStream
 
-from .._queue import QueueClient
+from .._codec import ResultRecord, encode
+from .._queue import DEFAULT_TTL_MS, QueueClient
+from ..utils import now_ms
 from ._outage import Outage
 
 if TYPE_CHECKING:
     from ..worker import Worker
-
-
-#: failures a worker duty waits out with a backoff: Redis unreachable, too slow, or (during a
-#: Sentinel failover) still a replica
-RECOVERABLE = (rex.ConnectionError, rex.TimeoutError, rex.ReadOnlyError, OSError)
 
 
 @dataclass(slots=True, eq=False)
@@ -39,6 +44,7 @@ class Job:
     started: bool = False
     taken: bool = False
     lost: bool = False
+    decided: bool = False
     scope: anyio.CancelScope | None = None
     outcome: tuple[str, Any, Any, Any] | None = None
 
@@ -47,12 +53,54 @@ class Job:
         """The registered name of the task's function."""
         return self.fields.get("f", b"").decode()
 
+    @property
+    def ttl_ms(self) -> int:
+        """How long the task's result is kept: -1 forever, 0 only published."""
+        return int(self.fields.get("l", DEFAULT_TTL_MS))
+
+    def record(self, kind: int, payload: bytes, start: int, worker_id: str) -> bytes:
+        """The encoded result record of this job, finishing now.
+
+        :param kind: ``KIND_VALUE``, ``KIND_TUPLE`` or ``KIND_ERROR``
+        :param payload: the encoded value or exception record
+        :param start: when the function was called (ms; 0 when it never was)
+        :param worker_id: the worker writing it
+        """
+        created = int(self.fields.get("c", b"0"))
+        enqueued = int(self.msgid.split("-", 1)[0])
+        return encode(
+            ResultRecord(
+                self.fn_name,
+                created,
+                enqueued,
+                kind,
+                start,
+                now_ms(),
+                self.tries,
+                worker_id,
+                msgspec.Raw(payload),
+            )
+        )
+
     def flat_fields(self) -> list[bytes | str]:
         """The stream entry's fields as the flat list XADD takes."""
         flat: list[bytes | str] = []
         for key, value in self.fields.items():
             flat += [key, value]
         return flat
+
+
+class Started(NamedTuple):
+    """A report to the finisher: the job's function was called."""
+
+    job: Job
+
+
+#: what the runners send the finisher
+Report = Job | Started
+
+#: the outcome of a job whose result is not this worker's to write (recorded elsewhere, or lost)
+NO_OUTCOME: tuple[str, Any, Any, Any] = ("", None, None, None)
 
 
 def parse_fields(flat: list[Any]) -> dict[str, bytes]:
@@ -72,6 +120,8 @@ class WorkerState:
     stopping: bool = False
     stop_requested: anyio.Event = field(default_factory=anyio.Event)
     wake: anyio.Event = field(default_factory=anyio.Event)
+    #: where :meth:`start` reports to the finisher (set while the runners run)
+    reports: MemoryObjectSendStream[Report] | None = None
     _changed: anyio.Event = field(default_factory=anyio.Event)
     #: the one warning per Redis outage that every duty reports to
     outage: Outage = field(init=False)
@@ -101,14 +151,28 @@ class WorkerState:
         self.jobs[job.task_id] = job
         self.active += 1
 
+    def holds(self, task_id: str, msgid: str) -> bool:
+        """Whether this run holds the message ``msgid`` (of the task ``task_id``)."""
+        job = self.jobs.get(task_id)
+        return job is not None and job.msgid == msgid
+
+    def start(self, job: Job) -> None:
+        """The job's function is about to be called: report it to the finisher."""
+        job.started = True
+        if self.reports is not None:
+            self.reports.send_nowait(Started(job))
+
     def decided(self, job: Job) -> None:
-        """The job's outcome is known: its slot is free for another message."""
+        """The job's outcome is known: its slot is free for another message (once per job)."""
+        if job.decided:
+            return
+        job.decided = True
         self.active -= 1
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
 
     def recorded(self, job: Job) -> None:
-        """The job's outcome is in Redis: forget it."""
+        """The job's outcome is in Redis (or is not this worker's to write): forget it."""
         if self.jobs.get(job.task_id) is job:
             del self.jobs[job.task_id]
 

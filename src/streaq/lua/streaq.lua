@@ -9,16 +9,26 @@ All keys of a queue share the prefix KEYS[1] = "streaq:{<queue>}:" (one cluster 
                  the link's `otherwise` fallbacks too, which run with the link's arguments),
                  cr=crontab of a repeating task (re-placed after every finish, same id)
   t              hash id -> msgpack {state, priority, msgid | fields, run_at}; state q (in a stream),
-                 d (delayed), w (waiting for dependencies), u (waiting for a unique lock)
+                 d (delayed), w (waiting for dependencies). One live task per id: enqueue refuses
+                 an id that is in the index already.
+  run:<priority> set of the ids of that stream's messages a worker has *started* (a claimed
+                 message not in it is prefetched); written in the finish call's batches
   r:<id>         result record (string, TTL from the task's ttl)
   z              delayed tasks: zset id by due time (ms)
   dp:<id>        set of unfinished dependencies of id;  dn:<id>  set of its dependents
   hd             set of ids that have dependents (lets `finish` skip the dn lookup otherwise)
   ab             set of running ids asked to abort
-  u:<fn>         unique lock, value = id of the holder;  uw:<fn>  list of ids waiting for it
+  u:<fn>         unique lock of a function, value = id of the running holder, TTL = its lease
+  workers        hash worker id -> last heartbeat (ms)
   dlq            stream of dead letters: original fields + reason, time, priority, tries, worker
 Channels: done (msgpack array of [id, record | nil] after results are written), abort (task id),
 wake (due time of a delayed task that became the earliest).
+
+Ownership: a claimed message belongs to the consumer (worker) in whose pending list it is. Only
+that consumer applies an outcome to it (finish, dead_letter check it first), so an outcome sent
+twice -- a call retried after a lost reply -- or by a worker whose lease lapsed and whose message
+another worker took over is a no-op. A worker renews the leases of every message it holds
+(running or prefetched) and never takes over its own messages (reclaim).
 
 A result record is a msgpack array [fn, created, enqueued, kind, start, finish, tries, worker,
 payload]; kind 0 = value, 1 = tuple value, 2 = exception record [type, module, message, traceback].
@@ -79,6 +89,31 @@ local function set_field(fields, name, value)
   fields[#fields + 1] = value
 end
 
+-- the index entry of id as {state, prio, msgid | fields, run_at}, or nil when there is none or it
+-- is not one this library understands (every caller treats such an id as absent)
+local function load_state(p, id)
+  local raw = redis.call('HGET', tasks_key(p), id)
+  if not raw then return nil end
+  local ok, st = pcall(cmsgpack.unpack, raw)
+  if not ok or type(st) ~= 'table' or type(st[2]) ~= 'string' then return nil end
+  local state = st[1]
+  if state == 'q' then
+    if type(st[3]) ~= 'string' then return nil end
+  elseif state == 'd' or state == 'w' then
+    if type(st[3]) ~= 'table' then return nil end
+  else
+    return nil
+  end
+  return st
+end
+
+-- whether the message msgid of stream skey is in the pending list of consumer worker
+local function owns(skey, msgid, worker)
+  return redis.call('XPENDING', skey, GROUP, msgid, msgid, 1, worker)[1] ~= nil
+end
+
+local function running_key(p, prio) return p .. 'run:' .. prio end
+
 local function store_result(p, id, rec, ttl, published)
   ttl = tonumber(ttl)
   if ttl == nil or ttl < 0 then
@@ -128,9 +163,8 @@ local function pass_to_fallbacks(p, id, kind, payload, parent)
   while #stack > 0 do
     local cur = table.remove(stack)
     for _, fb in ipairs(redis.call('SMEMBERS', p .. 'dn:' .. cur)) do
-      local raw = redis.call('HGET', tasks_key(p), fb)
-      if raw then
-        local st = cmsgpack.unpack(raw)
+      local st = load_state(p, fb)
+      if st then
         local fields = st[3]
         if st[1] == 'w' and field(fields, 'k') == 'o' then
           set_field(fields, 'pk', kind)
@@ -154,22 +188,10 @@ local function task_fields(p, st)
   return st[3]
 end
 
--- queue now a task stored as waiting or delayed ({state, prio, fields, ...}); gone ids are skipped
-local function queue_stored(p, id, now)
-  local raw = redis.call('HGET', tasks_key(p), id)
-  if raw then
-    local st = cmsgpack.unpack(raw)
-    place(p, id, st[2], st[3], 0, now)
-  end
-end
-
--- release the unique lock of fn held by id and let the next waiter run
-local function release_unique(p, fn, id, now)
+-- release the unique lock of fn if id holds it
+local function release_unique(p, fn, id)
   local lock = p .. 'u:' .. fn
-  if redis.call('GET', lock) ~= id then return end
-  redis.call('DEL', lock)
-  local waiter = redis.call('LPOP', p .. 'uw:' .. fn)
-  if waiter then queue_stored(p, waiter, now) end
+  if redis.call('GET', lock) == id then redis.call('DEL', lock) end
 end
 
 local resolve_dependents
@@ -195,9 +217,9 @@ resolve_dependents = function(p, now, worklist, published)
     redis.call('DEL', dn)
     redis.call('SREM', p .. 'hd', parent)
     for _, child in ipairs(children) do
-      local raw = redis.call('HGET', tasks_key(p), child)
-      if raw then
-        local st = cmsgpack.unpack(raw)
+      local st = load_state(p, child)
+      -- only a task still waiting for its dependencies is released or failed here
+      if st and st[1] == 'w' then
         local fields = st[3]
         local link = field(fields, 'k')
         if kind == 2 and link ~= 'o' then
@@ -234,9 +256,12 @@ resolve_dependents = function(p, now, worklist, published)
 end
 
 --[[ enqueue(KEYS[1]=prefix; ARGV: now, then one msgpack blob per task:
-  [id, priority, run_at, dependencies, unique_id (1 = skip if the id exists), fields])
+  [id, priority, run_at, dependencies, dedupe (1 = skip if the id exists), fields])
 Returns one integer per task: 1 enqueued, 0 skipped (id exists), 2 failed at once (dependency failed).
-Errors (nothing written) on an unknown dependency. ]]
+Errors (nothing written) on an unknown dependency, and on an id that a live task (one in the index)
+holds or that the batch holds twice, unless the task is marked dedupe: a live task is never
+overwritten. A finished task's id may be used again: its old result is deleted, so that waiters
+wait for the new run. ]]
 local function enqueue(keys, args)
   local p = keys[1]
   local now = tonumber(args[1])
@@ -244,7 +269,15 @@ local function enqueue(keys, args)
   local batch_ids = {}
   for n = 2, #args do
     local t = cmsgpack.unpack(args[n])
+    local id = t[1]
     tasks[#tasks + 1] = t
+    if batch_ids[id] then
+      return redis.error_reply('STREAQ task id ' .. id .. ' is given to two tasks of one enqueue')
+    end
+    if t[5] ~= 1 and redis.call('HEXISTS', tasks_key(p), id) == 1 then
+      return redis.error_reply('STREAQ task id ' .. id .. ' is taken by a task that has not ' ..
+        'finished (queued, scheduled or running); abort it or wait for its result first')
+    end
     for _, dep in ipairs(t[4]) do
       if not batch_ids[dep] and redis.call('HEXISTS', tasks_key(p), dep) == 0
           and redis.call('EXISTS', p .. 'r:' .. dep) == 0 then
@@ -258,8 +291,14 @@ local function enqueue(keys, args)
   local pending_ids, pending_vals = {}, {}
   for n, t in ipairs(tasks) do
     local id, prio, run_at, deps, dedupe, fields = t[1], t[2], tonumber(t[3]), t[4], t[5], t[6]
-    if dedupe == 1 and (redis.call('HEXISTS', tasks_key(p), id) == 1
-        or redis.call('EXISTS', p .. 'r:' .. id) == 1) then
+    local skip = false
+    if dedupe == 1 then
+      skip = redis.call('HEXISTS', tasks_key(p), id) == 1
+        or redis.call('EXISTS', p .. 'r:' .. id) == 1
+    else
+      redis.call('DEL', p .. 'r:' .. id)
+    end
+    if skip then
       out[n] = 0
     elseif #deps == 0 then
       out[n] = 1
@@ -283,12 +322,12 @@ local function enqueue(keys, args)
       local failed_dep = nil
       local link = field(fields, 'k')
       for _, dep in ipairs(deps) do
-        local dep_raw = redis.call('HGET', tasks_key(p), dep)
-        if dep_raw then
+        local dep_st = load_state(p, dep)
+        if dep_st then
           waiting = waiting + 1
           if link == 'o' then
             -- a fallback runs with its task's arguments, parent value included
-            local dep_fields = task_fields(p, cmsgpack.unpack(dep_raw))
+            local dep_fields = task_fields(p, dep_st)
             local pk = field(dep_fields, 'pk')
             if pk then
               set_field(fields, 'pk', pk); set_field(fields, 'pv', field(dep_fields, 'pv'))
@@ -331,67 +370,77 @@ local function enqueue(keys, args)
   return out
 end
 
---[[ finish(KEYS[1]=prefix; ARGV: worker, now, then groups of 7:
-  id, priority, msgid, outcome, a, b, c
-outcome 'r' (result): a = record, b = ttl ms (-1 keep, 0 publish only), c = unique fn or ''
+--[[ finish(KEYS[1]=prefix; ARGV: worker, now, n, then n pairs priority, id of tasks the worker
+started, then groups of 7: id, priority, msgid, outcome, a, b, c
+outcome 'r' (result): a = record, b = ttl ms (-1 keep, 0 publish only)
 outcome 'c' (result of a repeating task, which runs again): a = record,
-                      b = msgpack [ttl ms, next run_at, fields], c = unique fn or ''
-outcome 'y' (retry):  a = msgpack fields, b = run_at, c = unique fn or ''
-outcome 'h' (hand back for immediate redelivery): a = msgpack fields, b, c unused
-A task asked to abort (in `ab`) is not retried, handed back or repeated: it ends with a
-StreaqCancelled result instead (or the result it reached).
-Returns [results written, finished tasks whose dependents were released or failed]. ]]
+                      b = msgpack [ttl ms, next run_at, fields]
+outcome 'y' (retry):  a = msgpack fields, b = run_at
+outcome 'h' (hand back for immediate redelivery): a = msgpack fields, b unused
+c = the function's name when it is unique (its lock is released if this task holds it), else ''.
+An outcome is applied only while the worker owns the message (see Ownership): otherwise the group
+is skipped, which makes a repeated call a no-op. A task asked to abort (in `ab`) is not retried,
+handed back or repeated: it ends with a StreaqCancelled result instead (or the result it reached).
+Returns [results written, finished tasks whose dependents were released or failed, groups
+skipped]. ]]
 local function finish(keys, args)
   local p = keys[1]
-  local now = tonumber(args[2])
+  local worker, now = args[1], tonumber(args[2])
+  local marks = tonumber(args[3])
+  for n = 4, 3 + 2 * marks, 2 do
+    redis.call('SADD', running_key(p, args[n]), args[n + 1])
+  end
   local acks = {}
   local done_ids = {}
+  local done_records = {}
   local published = {}
   local worklist = {}
   local repeats = {}
   local cancelled = {}
-  local written = 0
-  local released = 0
-  for n = 3, #args, 7 do
+  local written, released, skipped = 0, 0, 0
+  for n = 4 + 2 * marks, #args, 7 do
     local id, prio, msgid, outcome = args[n], args[n + 1], args[n + 2], args[n + 3]
     local a, b, c = args[n + 4], args[n + 5], args[n + 6]
-    if msgid ~= '' then
-      acks[prio] = acks[prio] or {}
-      table.insert(acks[prio], msgid)
-    end
-    if outcome ~= 'r' and redis.call('SISMEMBER', p .. 'ab', id) == 1 then
-      if outcome == 'c' then
-        b = cmsgpack.unpack(b)[1]
-        outcome = 'r'
-      else
-        cancelled[#cancelled + 1] = {id, cmsgpack.unpack(a)}
-        outcome = 'x'
+    if not owns(stream_key(p, prio), msgid, worker) then
+      skipped = skipped + 1
+    else
+      acks[prio] = acks[prio] or {ids = {}, tasks = {}}
+      table.insert(acks[prio].ids, msgid)
+      table.insert(acks[prio].tasks, id)
+      if outcome ~= 'r' and redis.call('SISMEMBER', p .. 'ab', id) == 1 then
+        if outcome == 'c' then
+          b = cmsgpack.unpack(b)[1]
+          outcome = 'r'
+        else
+          cancelled[#cancelled + 1] = {id, cmsgpack.unpack(a)}
+          outcome = 'x'
+        end
       end
-    end
-    if outcome == 'r' then
-      store_result(p, id, a, b, published)
-      done_ids[#done_ids + 1] = id
-      written = written + 1
-    elseif outcome == 'c' then
-      local spec = cmsgpack.unpack(b)
-      store_result(p, id, a, spec[1], published)
-      done_ids[#done_ids + 1] = id
-      repeats[#repeats + 1] = {id, prio, spec[3], tonumber(spec[2])}
-      written = written + 1
-    elseif outcome == 'y' then
-      local fields = cmsgpack.unpack(a)
-      place(p, id, prio, fields, tonumber(b), now)
-    elseif outcome == 'h' then
-      local fields = cmsgpack.unpack(a)
-      place(p, id, prio, fields, 0, now)
-    end
-    if c ~= '' and outcome ~= 'h' then
-      release_unique(p, c, id, now)
+      if outcome == 'r' then
+        store_result(p, id, a, b, published)
+        done_ids[#done_ids + 1] = id
+        done_records[id] = a
+        written = written + 1
+      elseif outcome == 'c' then
+        local spec = cmsgpack.unpack(b)
+        store_result(p, id, a, spec[1], published)
+        done_ids[#done_ids + 1] = id
+        done_records[id] = a
+        repeats[#repeats + 1] = {id, prio, spec[3], tonumber(spec[2])}
+        written = written + 1
+      elseif outcome == 'y' then
+        place(p, id, prio, cmsgpack.unpack(a), tonumber(b), now)
+      elseif outcome == 'h' then
+        place(p, id, prio, cmsgpack.unpack(a), 0, now)
+      end
+      if c ~= '' then release_unique(p, c, id) end
     end
   end
-  for prio, ids in pairs(acks) do
-    redis.call('XACK', stream_key(p, prio), GROUP, unpack(ids))
-    redis.call('XDEL', stream_key(p, prio), unpack(ids))
+  for prio, owned in pairs(acks) do
+    local skey = stream_key(p, prio)
+    redis.call('XACK', skey, GROUP, unpack(owned.ids))
+    redis.call('XDEL', skey, unpack(owned.ids))
+    redis.call('SREM', running_key(p, prio), unpack(owned.tasks))
   end
   if #done_ids > 0 then
     redis.call('HDEL', tasks_key(p), unpack(done_ids))
@@ -401,13 +450,8 @@ local function finish(keys, args)
       if flag == 1 then
         released = released + 1
         local id = done_ids[m]
-        for n = 3, #args, 7 do
-          if args[n] == id then
-            local kind, payload = split_record(args[n + 4])
-            worklist[#worklist + 1] = {id, kind, payload}
-            break
-          end
-        end
+        local kind, payload = split_record(done_records[id])
+        worklist[#worklist + 1] = {id, kind, payload}
       end
     end
   end
@@ -423,26 +467,24 @@ local function finish(keys, args)
     place(p, item[1], item[2], item[3], item[4], now)
   end
   publish(p, published)
-  return {written, released}
+  return {written, released, skipped}
 end
 
---[[ unique(KEYS[1]=prefix; ARGV: fn, id, priority, msgid, msgpack fields)
-Takes the function's lock for id; when another task holds it, parks this one until it is released.
-Returns 1 when id may run. ]]
+--[[ unique(KEYS[1]=prefix; ARGV: fn, id, lease ms)
+Takes the function's lock for id, for at most lease ms (the task's timeout plus the idle timeout:
+the lock outlives no run). The lock is free when nobody holds it, id holds it already (a redelivery)
+or its holder is no longer a live task. Returns 1 when id may run, 0 when another live instance
+holds the lock. ]]
 local function unique(keys, args)
   local p = keys[1]
-  local fn, id, prio, msgid = args[1], args[2], args[3], args[4]
+  local fn, id, lease = args[1], args[2], args[3]
   local lock = p .. 'u:' .. fn
   local holder = redis.call('GET', lock)
-  if not holder or holder == id or redis.call('HEXISTS', tasks_key(p), holder) == 0 then
-    redis.call('SET', lock, id)
-    return 1
+  if holder and holder ~= id and redis.call('HEXISTS', tasks_key(p), holder) == 1 then
+    return 0
   end
-  redis.call('XACK', stream_key(p, prio), GROUP, msgid)
-  redis.call('XDEL', stream_key(p, prio), msgid)
-  redis.call('HSET', tasks_key(p), id, cmsgpack.pack({'u', prio, cmsgpack.unpack(args[5]), 0}))
-  redis.call('RPUSH', p .. 'uw:' .. fn, id)
-  return 0
+  redis.call('SET', lock, id, 'PX', lease)
+  return 1
 end
 
 -- remove a task that is not running from wherever it waits; returns its fields or nil
@@ -460,15 +502,13 @@ local function unlink(p, id, st)
       redis.call('SREM', p .. 'dn:' .. dep, id)
       if redis.call('EXISTS', p .. 'dn:' .. dep) == 0 then redis.call('SREM', p .. 'hd', dep) end
     end
-  elseif state == 'u' then
-    redis.call('LREM', p .. 'uw:' .. field(st[3], 'f'), 0, id)
   end
   return st[3]
 end
 
+-- whether a worker holds (claimed) the message msgid: running or prefetched
 local function is_pending(p, prio, msgid)
-  local pending = redis.call('XPENDING', stream_key(p, prio), GROUP, 'IDLE', 0, msgid, msgid, 1)
-  return pending[1] ~= nil
+  return redis.call('XPENDING', stream_key(p, prio), GROUP, msgid, msgid, 1)[1] ~= nil
 end
 
 -- abort the unfinished task id (index entry st): 1 aborted here (result written), 2 running
@@ -497,12 +537,14 @@ local function abort(keys, args)
   local p = keys[1]
   local id, now = args[1], tonumber(args[2])
   -- the index first: a repeating task has a result and an index entry between runs
-  local raw = redis.call('HGET', tasks_key(p), id)
-  if not raw then
+  local st = load_state(p, id)
+  if not st then
+    -- an index entry this library cannot read would hold the id forever: drop it
+    redis.call('HDEL', tasks_key(p), id)
     if redis.call('EXISTS', p .. 'r:' .. id) == 1 then return 0 end
     return -1
   end
-  return abort_task(p, id, cmsgpack.unpack(raw), now)
+  return abort_task(p, id, st, now)
 end
 
 --[[ unschedule(KEYS[1]=prefix; ARGV: id, now)
@@ -511,9 +553,8 @@ it ends with a StreaqCancelled result and does not run again. Returns 1 when it 
 local function unschedule(keys, args)
   local p = keys[1]
   local id, now = args[1], tonumber(args[2])
-  local raw = redis.call('HGET', tasks_key(p), id)
-  if not raw then return 0 end
-  local st = cmsgpack.unpack(raw)
+  local st = load_state(p, id)
+  if not st then return 0 end
   if st[1] ~= 'd' and st[1] ~= 'w' and not field(task_fields(p, st), 'cr') then return 0 end
   if abort_task(p, id, st, now) > 0 then return 1 end
   return 0
@@ -523,16 +564,14 @@ end
 local function status(keys, args)
   local p = keys[1]
   local id = args[1]
-  local raw = redis.call('HGET', tasks_key(p), id)
-  if not raw then
+  local st = load_state(p, id)
+  if not st then
     if redis.call('EXISTS', p .. 'r:' .. id) == 1 then return 'done' end
     return 'missing'
   end
-  local st = cmsgpack.unpack(raw)
   if st[1] == 'q' then
-    if is_pending(p, st[2], st[3]) then return 'running' end
-    return 'queued'
-  elseif st[1] == 'u' then
+    -- started, not merely claimed: a prefetched message is still queued
+    if redis.call('SISMEMBER', running_key(p, st[2]), id) == 1 then return 'running' end
     return 'queued'
   end
   return 'scheduled'
@@ -543,9 +582,8 @@ end
 local function info(keys, args)
   local p = keys[1]
   local id = args[1]
-  local raw = redis.call('HGET', tasks_key(p), id)
-  if not raw then return nil end
-  local st = cmsgpack.unpack(raw)
+  local st = load_state(p, id)
+  if not st then return nil end
   local fields = st[3]
   local deliveries = 0
   local state = status(keys, args)
@@ -553,7 +591,7 @@ local function info(keys, args)
     local entries = redis.call('XRANGE', stream_key(p, st[2]), st[3], st[3])
     if not entries[1] then return nil end
     fields = entries[1][2]
-    local pending = redis.call('XPENDING', stream_key(p, st[2]), GROUP, 'IDLE', 0, st[3], st[3], 1)
+    local pending = redis.call('XPENDING', stream_key(p, st[2]), GROUP, st[3], st[3], 1)
     if pending[1] then deliveries = pending[1][4] end
   end
   return {state, st[2], fields, tostring(st[4] or 0), redis.call('SMEMBERS', p .. 'dp:' .. id),
@@ -561,49 +599,106 @@ local function info(keys, args)
 end
 
 --[[ promote(KEYS[1]=prefix; ARGV: now, limit) -> [moved, next due time or -1]
-Moves due delayed tasks into their streams. ]]
+Moves due delayed tasks into their streams. An id in the delayed set whose index entry is not
+'delayed' (stale) is only removed from the set. ]]
 local function promote(keys, args)
   local p = keys[1]
   local now, limit = tonumber(args[1]), tonumber(args[2])
   local due = redis.call('ZRANGEBYSCORE', p .. 'z', '-inf', now, 'LIMIT', 0, limit)
-  for _, id in ipairs(due) do queue_stored(p, id, now) end
   if #due > 0 then redis.call('ZREM', p .. 'z', unpack(due)) end
+  for _, id in ipairs(due) do
+    local st = load_state(p, id)
+    if st and st[1] == 'd' then place(p, id, st[2], st[3], 0, now) end
+  end
   local first = redis.call('ZRANGE', p .. 'z', 0, 0, 'WITHSCORES')
   local nxt = -1
   if first[2] then nxt = tonumber(first[2]) end
   return {#due, nxt}
 end
 
---[[ reclaim(KEYS[1]=prefix; ARGV: worker, min_idle ms, count, priorities high -> low)
-Takes over messages idle longer than min_idle (their worker died).
-Returns [priority, msgid, fields, deliveries, abort requested] per message. ]]
+-- XCLAIM of many message ids (JUSTID: resets their idle time without counting a delivery)
+local function claim_ids(skey, worker, min_idle, ids, justid)
+  local cmd = {skey, GROUP, worker, min_idle}
+  for _, msgid in ipairs(ids) do cmd[#cmd + 1] = msgid end
+  if justid then cmd[#cmd + 1] = 'JUSTID' end
+  return redis.call('XCLAIM', unpack(cmd))
+end
+
+local RECLAIM_SCAN = 100
+
+--[[ reclaim(KEYS[1]=prefix; ARGV: worker, min_idle ms, count, then pairs priority, cursor from
+the highest priority down; a cursor is '-' to start a scan or what the previous call returned)
+Takes over at most count messages of *other* consumers idle longer than min_idle (their worker
+stopped renewing its leases), scanning each stream's pending list from its cursor onwards, so that
+idle messages behind many live ones are reached in later calls. This worker's own messages idle
+that long are never taken over: their idle time is reset and they are returned apart, for the
+worker to tell a message it holds (a lapsed lease) from one it never received (a delivery whose
+reply was lost).
+Returns {taken, own, cursors}: taken and own hold [priority, msgid, fields, deliveries, abort
+requested] per message; cursors one per priority ('-' once its scan wrapped around). ]]
 local function reclaim(keys, args)
   local p = keys[1]
-  local worker, min_idle, count = args[1], args[2], tonumber(args[3])
-  local out = {}
-  for n = 4, #args do
-    if count <= 0 then break end
-    local prio = args[n]
+  local worker, min_idle, count = args[1], tonumber(args[2]), tonumber(args[3])
+  local taken, own, cursors = {}, {}, {}
+  for n = 4, #args, 2 do
+    local prio, cursor = args[n], args[n + 1]
     local skey = stream_key(p, prio)
-    local res = redis.call('XAUTOCLAIM', skey, GROUP, worker, min_idle, '0-0', 'COUNT', count)
-    for _, entry in ipairs(res[2]) do
-      local msgid, fields = entry[1], entry[2]
-      if fields then
-        local pending = redis.call('XPENDING', skey, GROUP, 'IDLE', 0, msgid, msgid, 1)
-        local deliveries = 1
-        if pending[1] then deliveries = pending[1][4] end
-        local id = field(fields, 'i')
-        out[#out + 1] = {prio, msgid, fields, deliveries,
-          redis.call('SISMEMBER', p .. 'ab', id)}
-        count = count - 1
+    local next_cursor = cursor
+    if count > 0 then
+      local pending = redis.call('XPENDING', skey, GROUP, 'IDLE', min_idle, cursor, '+',
+        RECLAIM_SCAN)
+      local theirs, mine, deliveries = {}, {}, {}
+      local full = false
+      for _, entry in ipairs(pending) do
+        if entry[2] == worker then
+          mine[#mine + 1] = entry[1]
+        elseif #theirs < count then
+          theirs[#theirs + 1] = entry[1]
+          deliveries[entry[1]] = entry[4] + 1
+        else
+          full = true
+          break
+        end
+        next_cursor = '(' .. entry[1]
+      end
+      if not full and #pending < RECLAIM_SCAN then next_cursor = '-' end
+      if #theirs > 0 then
+        local running = running_key(p, prio)
+        for _, claimed in ipairs(claim_ids(skey, worker, min_idle, theirs, false)) do
+          local msgid, fields = claimed[1], claimed[2]
+          -- an entry deleted from the stream leaves the pending list without a reply
+          if type(fields) == 'table' then
+            local id = field(fields, 'i') or ''
+            redis.call('SREM', running, id)
+            taken[#taken + 1] = {prio, msgid, fields, deliveries[msgid],
+              redis.call('SISMEMBER', p .. 'ab', id)}
+            count = count - 1
+          end
+        end
+      end
+      if #mine > 0 then
+        claim_ids(skey, worker, 0, mine, true)
+        for _, msgid in ipairs(mine) do
+          local entries = redis.call('XRANGE', skey, msgid, msgid)
+          if entries[1] then
+            local fields = entries[1][2]
+            local id = field(fields, 'i') or ''
+            local pending_entry = redis.call('XPENDING', skey, GROUP, msgid, msgid, 1)[1]
+            own[#own + 1] = {prio, msgid, fields, pending_entry[4],
+              redis.call('SISMEMBER', p .. 'ab', id)}
+          else
+            redis.call('XACK', skey, GROUP, msgid)
+          end
+        end
       end
     end
+    cursors[#cursors + 1] = next_cursor
   end
-  return out
+  return {taken, own, cursors}
 end
 
 --[[ lease(KEYS[1]=prefix; ARGV: worker, then pairs priority, msgid)
-Resets the idle time of messages this worker still owns. Returns the msgids it no longer owns. ]]
+Resets the idle time of the messages this worker still owns. Returns the msgids it no longer owns. ]]
 local function lease(keys, args)
   local p = keys[1]
   local worker = args[1]
@@ -611,8 +706,7 @@ local function lease(keys, args)
   local mine = {}
   for n = 2, #args, 2 do
     local prio, msgid = args[n], args[n + 1]
-    local pending = redis.call('XPENDING', stream_key(p, prio), GROUP, 'IDLE', 0, msgid, msgid, 1)
-    if pending[1] and pending[1][2] == worker then
+    if owns(stream_key(p, prio), msgid, worker) then
       mine[prio] = mine[prio] or {}
       table.insert(mine[prio], msgid)
     else
@@ -620,9 +714,104 @@ local function lease(keys, args)
     end
   end
   for prio, ids in pairs(mine) do
-    redis.call('XCLAIM', stream_key(p, prio), GROUP, worker, 0, unpack(ids), 'JUSTID')
+    claim_ids(stream_key(p, prio), worker, 0, ids, true)
   end
   return lost
+end
+
+--[[ retire(KEYS[1]=prefix; ARGV: worker, now, priorities)
+A worker stopping, after it recorded the outcome of every message it knew of: whatever is still in
+its pending lists (delivered by a read whose reply it never got, or an outcome it could not record)
+is handed back for immediate redelivery, unchanged, and the worker's consumers and heartbeat are
+deleted. Returns the number of messages handed back. ]]
+local function retire(keys, args)
+  local p = keys[1]
+  local worker, now = args[1], tonumber(args[2])
+  local handed = 0
+  for n = 3, #args do
+    local prio = args[n]
+    local skey = stream_key(p, prio)
+    if redis.call('EXISTS', skey) == 1 then
+      local ok, pending = pcall(redis.call, 'XPENDING', skey, GROUP, '-', '+', 1000, worker)
+      if ok then
+        for _, entry in ipairs(pending) do
+          local msgid = entry[1]
+          local entries = redis.call('XRANGE', skey, msgid, msgid)
+          redis.call('XACK', skey, GROUP, msgid)
+          redis.call('XDEL', skey, msgid)
+          if entries[1] then
+            local fields = entries[1][2]
+            local id = field(fields, 'i') or ''
+            local st = load_state(p, id)
+            if st and st[1] == 'q' and st[3] == msgid then
+              redis.call('SREM', running_key(p, prio), id)
+              if redis.call('SISMEMBER', p .. 'ab', id) == 1 then
+                -- asked to abort while this worker held it: it ends here, as in finish
+                redis.call('SREM', p .. 'ab', id)
+                local published, worklist = {}, {}
+                fail_task(p, id, fields, failure_payload('StreaqCancelled', 'task aborted'), now,
+                  published, worklist)
+                resolve_dependents(p, now, worklist, published)
+                publish(p, published)
+              else
+                place(p, id, prio, fields, 0, now)
+                handed = handed + 1
+              end
+            end
+          end
+        end
+        if #pending < 1000 then pcall(redis.call, 'XGROUP', 'DELCONSUMER', skey, GROUP, worker) end
+      end
+    end
+  end
+  redis.call('HDEL', p .. 'workers', worker)
+  return handed
+end
+
+-- the value of name in a flat [name, value, ...] reply
+local function reply_field(reply, name)
+  for n = 1, #reply, 2 do
+    if reply[n] == name then return reply[n + 1] end
+  end
+  return nil
+end
+
+--[[ prune(KEYS[1]=prefix; ARGV: now, dead_after ms, forget_after ms, priorities)
+Deletes the consumers of workers that are gone: no pending message, no read for dead_after, and
+no heartbeat for dead_after. Forgets heartbeats older than forget_after (`streaq info` lists the
+rest). Returns [consumers deleted, heartbeats forgotten]. ]]
+local function prune(keys, args)
+  local p = keys[1]
+  local now, dead_after, forget_after = tonumber(args[1]), tonumber(args[2]), tonumber(args[3])
+  local beats = {}
+  local flat = redis.call('HGETALL', p .. 'workers')
+  for n = 1, #flat, 2 do beats[flat[n]] = tonumber(flat[n + 1]) or 0 end
+  local deleted, forgotten = 0, 0
+  for n = 4, #args do
+    local skey = stream_key(p, args[n])
+    if redis.call('EXISTS', skey) == 1 then
+      local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', skey, GROUP)
+      if ok then
+        for _, consumer in ipairs(consumers) do
+          local name = reply_field(consumer, 'name')
+          local beat = beats[name]
+          if reply_field(consumer, 'pending') == 0
+              and reply_field(consumer, 'idle') > dead_after
+              and (beat == nil or now - beat > dead_after) then
+            redis.call('XGROUP', 'DELCONSUMER', skey, GROUP, name)
+            deleted = deleted + 1
+          end
+        end
+      end
+    end
+  end
+  for name, beat in pairs(beats) do
+    if now - beat > forget_after then
+      redis.call('HDEL', p .. 'workers', name)
+      forgotten = forgotten + 1
+    end
+  end
+  return {deleted, forgotten}
 end
 
 --[[ prepare(KEYS[1]=prefix; ARGV: priorities) creates the streams' consumer group. ]]
@@ -661,15 +850,19 @@ local DEAD_FIELDS = {reason = true, time = true, priority = true, tries = true, 
   unique fn or '', reason, tries)
 Moves the claimed message msgid to the dead-letter stream, writes the failed result `record`
 (waking waiters, failing dependents) and releases the task's unique lock.
-Returns 1, or 0 when the message is gone (another worker finished it): nothing is written. ]]
+Returns 1, or 0 when the worker does not own the message (any more): nothing is written. ]]
 local function dead_letter(keys, args)
   local p = keys[1]
   local worker, now = args[1], tonumber(args[2])
   local id, prio, msgid, rec, ttl = args[3], args[4], args[5], args[6], args[7]
   local unique_fn, reason, tries = args[8], args[9], args[10]
   local skey = stream_key(p, prio)
+  if not owns(skey, msgid, worker) then return 0 end
   local entries = redis.call('XRANGE', skey, msgid, msgid)
-  if not entries[1] then return 0 end
+  if not entries[1] then
+    redis.call('XACK', skey, GROUP, msgid)
+    return 0
+  end
   local dead = {}
   for _, v in ipairs(entries[1][2]) do dead[#dead + 1] = v end
   for _, v in ipairs({'reason', reason, 'time', args[2], 'priority', prio, 'tries', tries,
@@ -683,7 +876,8 @@ local function dead_letter(keys, args)
   store_result(p, id, rec, ttl, published)
   redis.call('HDEL', tasks_key(p), id)
   redis.call('SREM', p .. 'ab', id)
-  if unique_fn ~= '' then release_unique(p, unique_fn, id, now) end
+  redis.call('SREM', running_key(p, prio), id)
+  if unique_fn ~= '' then release_unique(p, unique_fn, id) end
   if redis.call('SISMEMBER', p .. 'hd', id) == 1 then
     local kind, payload = split_record(rec)
     worklist[1] = {id, kind, payload}
@@ -766,6 +960,8 @@ redis.register_function{function_name = '__PREFIX__info', callback = info, flags
 redis.register_function('__PREFIX__promote', promote)
 redis.register_function('__PREFIX__reclaim', reclaim)
 redis.register_function('__PREFIX__lease', lease)
+redis.register_function('__PREFIX__retire', retire)
+redis.register_function('__PREFIX__prune', prune)
 redis.register_function('__PREFIX__prepare', prepare)
 redis.register_function{function_name = '__PREFIX__counts', callback = counts, flags = {'no-writes'}}
 redis.register_function('__PREFIX__dead_letter', dead_letter)

@@ -1,0 +1,115 @@
+"""Recording what became of claimed messages: started marks and outcomes, in batches.
+
+The runners (and the listener, for an aborted prefetched job) report to the finisher through one
+unbounded channel (see :mod:`._state`); it records whatever has accumulated in one ``finish`` call:
+first the tasks that started (their status becomes *running*), then the outcomes. A mark whose job
+already has its outcome is left out, since the outcome follows in the same or a later call.
+
+An outcome is never dropped: transient Redis trouble is waited out (:func:`~._retry.retrying`),
+and the call is safe to repeat, since the server applies an outcome only while this worker owns the
+message. A call the server refuses for good (an error reply that is not transient) must not hold
+up the other outcomes: the batch is split, and an outcome that cannot be recorded on its own is
+dead-lettered with the reason, so its waiters still get a result.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from .._dlq import REASON_UNRECORDABLE
+from ..types import StreaqError
+from ..utils import now_ms
+from ._crashpoints import ARMED, crashpoint
+from ._poison import Poison, dead_letter
+from ._retry import retrying
+from ._state import Job, Report, Started, WorkerState
+
+logger = logging.getLogger("streaq")
+
+FINISH_BATCH = 200
+
+
+async def finisher(state: WorkerState, reports: MemoryObjectReceiveStream[Report]) -> None:
+    """Record reports in batches until every sender closed the channel."""
+    async with reports:
+        async for first in reports:
+            batch = [first]
+            while len(batch) < FINISH_BATCH:
+                try:
+                    batch.append(reports.receive_nowait())
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+            await record(state, batch)
+
+
+async def record(state: WorkerState, reports: Sequence[Report]) -> None:
+    """Record the started marks and the outcomes of ``reports``, then forget their jobs."""
+    started: list[str] = []
+    jobs: list[Job] = []
+    for report in reports:
+        if isinstance(report, Started):
+            job = report.job
+            if job.outcome is None and not job.lost:
+                started += [job.priority, job.task_id]
+        else:
+            jobs.append(report)
+    todo = [job for job in jobs if job.outcome is not None and job.outcome[0] and not job.lost]
+    if started or todo:
+        await _apply(state, started, todo)
+    for job in jobs:
+        state.recorded(job)
+
+
+async def _apply(state: WorkerState, started: list[str], todo: list[Job]) -> None:
+    try:
+        await retrying(
+            state, f"cannot record {len(todo)} results", lambda: _finish(state, started, todo)
+        )
+    except Exception as e:
+        if len(todo) > 1:
+            half = len(todo) // 2
+            await _apply(state, started, todo[:half])
+            await _apply(state, [], todo[half:])
+        elif todo:
+            await _unrecordable(state, todo[0], e)
+        else:
+            logger.warning("cannot mark %d tasks as started: %s", len(started) // 2, e)
+
+
+async def _finish(state: WorkerState, started: list[str], todo: list[Job]) -> None:
+    args: list[str | bytes | int] = []
+    for job in todo:
+        assert job.outcome is not None
+        kind, a, b, c = job.outcome
+        args += [job.task_id, job.priority, job.msgid, kind, a, b, c]
+    if ARMED:
+        crashpoint("before_finish")
+    _, released, skipped = await state.client.functions.finish(
+        state.worker.id, now_ms(), started, args
+    )
+    if ARMED:
+        crashpoint("during_release", released > 0)
+        crashpoint("during_retry", any(j.outcome[0] == "y" for j in todo if j.outcome))
+        crashpoint("during_finish")
+    if skipped:
+        logger.warning(
+            "%d outcome(s) not recorded: another worker took over their tasks meanwhile", skipped
+        )
+
+
+async def _unrecordable(state: WorkerState, job: Job, error: Exception) -> None:
+    logger.error("the outcome of task %s cannot be recorded", job.task_id, exc_info=error)
+    poison = Poison(
+        f"{REASON_UNRECORDABLE}: {error}",
+        StreaqError(f"the outcome of task {job.task_id} cannot be recorded: {error}"),
+    )
+    try:
+        await dead_letter(state, job, state.worker.registry.get(job.fn_name), poison)
+    except Exception as e:
+        # left in this worker's pending list: it is taken up again after idle_timeout, and
+        # dead-lettered once its deliveries exceed max_tries
+        logger.error("task %s cannot be dead-lettered either: %s", job.task_id, e)

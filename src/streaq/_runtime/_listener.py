@@ -1,0 +1,95 @@
+"""Receiving abort requests and wake-ups on the queue's channels.
+
+An abort of a task this worker holds cancels its run; a task claimed but not started yet
+(prefetched) fails at once instead of waiting for its turn. Messages published while the
+subscription is down are lost, so after every (re)subscription the listener reads the queue's
+abort set and applies the requests for tasks it holds, and wakes the scheduler, which may have
+missed a wake-up too.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+import anyio.abc
+
+from .._redis import Backoff
+from ..types import StreaqCancelled
+from ._finisher import record
+from ._retry import retrying
+from ._runner import Runner
+from ._state import WorkerState
+
+logger = logging.getLogger("streaq")
+
+
+async def listener(
+    state: WorkerState, runner: Runner, *, task_status: anyio.abc.TaskStatus[None]
+) -> None:
+    """Apply abort requests and wake the scheduler until cancelled.
+
+    A failure to subscribe at start fails the run's start; later failures are logged and the
+    subscription is opened again after a backoff.
+    """
+    keys = state.worker.keys
+    abort_channel = keys.abort_channel.encode()
+    backoff = Backoff(initial=0.1, maximum=30.0)
+    started = False
+    while True:
+        try:
+            async with state.client.redis.pubsub() as ps:
+                await ps.subscribe(keys.abort_channel, keys.wake_channel)
+                if not started:
+                    started = True
+                    task_status.started()
+                backoff.reset()
+                await _recheck_aborts(state, runner)
+                state.wake.set()
+                async for msg in ps:
+                    if msg.kind == b"reconnected":
+                        await _recheck_aborts(state, runner)
+                        state.wake.set()
+                    elif msg.channel == abort_channel:
+                        await _abort(state, runner, msg.data.decode())
+                    else:
+                        state.wake.set()
+        except Exception as e:
+            if not started:
+                raise
+            delay = backoff.next()
+            logger.error(
+                "the abort listener of worker %s failed; restarting it in %.1fs",
+                state.worker.id,
+                delay,
+                exc_info=e,
+            )
+            await anyio.sleep(delay)
+
+
+async def _recheck_aborts(state: WorkerState, runner: Runner) -> None:
+    if not state.jobs:
+        return
+    members = await retrying(
+        state,
+        "cannot read abort requests",
+        lambda: state.client.redis.execute("SMEMBERS", state.worker.keys.abort_set),
+    )
+    for member in members:
+        task_id = bytes(member).decode()
+        if task_id in state.jobs:
+            await _abort(state, runner, task_id)
+
+
+async def _abort(state: WorkerState, runner: Runner, task_id: str) -> None:
+    job = state.abort(task_id)
+    if job is None:
+        return
+    # claimed (prefetched) but not started: it fails now, not in its turn
+    runner.fail(job, StreaqCancelled("task aborted"))
+    state.decided(job)
+    if state.reports is not None:
+        state.reports.send_nowait(job)
+    else:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await record(state, [job])
