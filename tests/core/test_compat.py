@@ -1,0 +1,57 @@
+"""Code written for streaq 7.2 runs unchanged: the behaviours its users and tests rely on.
+
+Each test mirrors what streaq 7.2 does (hashable tasks, ``StreaqError`` for unlistable statuses,
+lenient serializers, ``worker.redis`` and ``worker.prefix``, ``redis_pool`` and
+``redis_kwargs={"decode_responses": True}``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import anyio
+import pytest
+
+from streaq import Worker
+from streaq.task import Task
+
+from ._support import RunWorker
+
+pytestmark = pytest.mark.anyio
+
+
+# hashable tasks
+
+
+async def test_tasks_are_hashable_by_id(
+    worker: Worker[Any], run_worker: RunWorker, backend_name: str
+) -> None:
+    @worker.task
+    async def double(n: int) -> int:
+        return 2 * n
+
+    async with run_worker(worker):
+        with anyio.fail_after(10):
+            tasks = [double.enqueue(n) for n in range(3)]
+            if backend_name == "asyncio":
+                # 7.2's idiom: gather needs hashable awaitables
+                await asyncio.gather(*tasks)
+            else:
+
+                async def enqueue(task: Task[[int], int]) -> None:
+                    await task
+
+                async with anyio.create_task_group() as tg:
+                    for task in tasks:
+                        tg.start_soon(enqueue, task)
+            by_task = {task: (await task.result()).result for task in tasks}
+    assert by_task == {tasks[0]: 0, tasks[1]: 2, tasks[2]: 4}
+    assert len(set(tasks)) == 3
+    # a second handle of the same task (same id) is the same set member
+    again = double.enqueue(0)
+    again.id = tasks[0].id
+    assert again == tasks[0]
+    assert hash(again) == hash(tasks[0])
+    assert again in set(tasks)
+    assert again != double.enqueue(0)
