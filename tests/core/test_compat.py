@@ -14,7 +14,8 @@ import anyio
 import pytest
 
 from streaq import Worker
-from streaq.task import Task
+from streaq.task import Task, TaskStatus
+from streaq.types import StreaqError
 
 from ._support import RunWorker
 
@@ -55,3 +56,13 @@ async def test_tasks_are_hashable_by_id(
     assert hash(again) == hash(tasks[0])
     assert again in set(tasks)
     assert again != double.enqueue(0)
+
+
+# get_tasks_by_status
+
+
+@pytest.mark.parametrize("status", [TaskStatus.NOT_FOUND, "bogus"])
+async def test_unlistable_status_is_a_streaq_error(worker: Worker[Any], status: Any) -> None:
+    async with worker:
+        with pytest.raises(StreaqError, match="cannot list tasks with status"):
+            await worker.get_tasks_by_status(status)
