@@ -11,13 +11,14 @@ import asyncio
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 from streaq import Worker
 from streaq.task import Task, TaskStatus
 from streaq.types import StreaqError
 
-from ._support import RunWorker
+from ._support import RunWorker, WorkerFactory
 
 pytestmark = pytest.mark.anyio
 
@@ -66,3 +67,77 @@ async def test_unlistable_status_is_a_streaq_error(worker: Worker[Any], status: 
     async with worker:
         with pytest.raises(StreaqError, match="cannot list tasks with status"):
             await worker.get_tasks_by_status(status)
+
+
+# serializers
+
+
+class Point:
+    """A type msgpack cannot encode without help."""
+
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+
+def _encode_point(obj: Any) -> Any:
+    if isinstance(obj, Point):
+        return [obj.x, obj.y]
+    raise NotImplementedError(type(obj))
+
+
+async def test_serializer_alone_decodes_with_msgpack(
+    worker_factory: WorkerFactory, run_worker: RunWorker
+) -> None:
+    # 7.2 accepts a serializer without a deserializer; the default (msgpack) decodes
+    worker = worker_factory(serializer=msgspec.msgpack.Encoder(enc_hook=_encode_point).encode)
+
+    @worker.task
+    async def norm(point: list[int]) -> int:
+        return abs(point[0]) + abs(point[1])
+
+    async with run_worker(worker):
+        with anyio.fail_after(10):
+            task = await norm.enqueue(Point(3, -4))  # type: ignore[arg-type]
+            result = await task.result()
+    assert result.result == 7
+
+
+class SerializerFailure(Exception):
+    pass
+
+
+def _failing_serializer(value: Any) -> bytes:
+    raise SerializerFailure("cannot serialize this")
+
+
+async def test_serializer_errors_are_wrapped_naming_the_task(
+    worker_factory: WorkerFactory,
+) -> None:
+    worker = worker_factory(serializer=_failing_serializer, deserializer=msgspec.msgpack.decode)
+
+    @worker.task
+    async def greet(name: str) -> str:
+        return f"hello {name}"
+
+    async with worker:
+        with pytest.raises(StreaqError, match="greet") as info:
+            await greet.enqueue("world")
+        assert isinstance(info.value.__cause__, SerializerFailure)
+        assert await worker.queue_size() == 0
+
+
+async def test_signed_serializer_must_return_bytes(worker_factory: WorkerFactory) -> None:
+    worker = worker_factory(
+        serializer=lambda value: msgspec.json.encode(value).decode(),  # str, not bytes
+        deserializer=msgspec.json.decode,
+        signing_secret="s3cret",
+    )
+
+    @worker.task
+    async def greet(name: str) -> str:
+        return f"hello {name}"
+
+    async with worker:
+        with pytest.raises(StreaqError, match=r"greet.*must return bytes"):
+            await greet.enqueue("world")
+        assert await worker.queue_size() == 0
