@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from servers import free_port
+from servers import ServerFactory, free_port
 
 import streaq
 
@@ -177,6 +177,31 @@ def test_run_reports_an_unreachable_redis_in_one_line(project: Path, backend: st
     assert f"127.0.0.1:{port}" in last
 
 
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_verbose_logs_the_connection_with_the_password_masked(
+    project: Path, backend: str, redis_server: ServerFactory
+) -> None:
+    server = redis_server(password="s3cret")
+    (project / "guarded.py").write_text(
+        "from streaq import Worker\n"
+        f"worker = Worker(redis_url='redis://:s3cret@127.0.0.1:{server.port}/0', "
+        f"queue_name='cli-verbose', anyio_backend={backend!r})\n"
+    )
+    verbose = streaq_cli(project, "run", "guarded:worker", "--burst", "--verbose")
+    assert verbose.returncode == 0, verbose.stderr
+    line = re.search(r"\[DEBUG\] .*: (established connection to .*)", verbose.stderr)
+    assert line is not None, verbose.stderr
+    expected = (
+        rf"established connection to redis://:\*\*\*@127\.0\.0\.1:{server.port}/0 "
+        r"\(Redis \d+\.\d+\.\d+\) for queue 'cli-verbose'"
+    )
+    assert re.fullmatch(expected, line.group(1)), line.group(1)
+    assert "s3cret" not in verbose.stderr
+    quiet = streaq_cli(project, "run", "guarded:worker", "--burst")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "established connection" not in quiet.stderr
+
+
 @pytest.mark.parametrize(("flag", "burst"), [([], "False"), (["--burst"], "True")])
 def test_run_imports_from_the_working_directory_and_runs(
     project: Path, flag: list[str], burst: str
@@ -265,6 +290,7 @@ def test_reload_restarts_the_worker_on_python_changes(project: Path) -> None:
     # caused one more restart, so count rather than expect exactly two)
     assert len(markers(project, "term")) == len(markers(project, "started"))
     assert "module_changed.py" in stderr
+    assert "; reloading" in stderr  # the word streaq 7.2 logs on a restart
 
 
 def test_web_bad_worker_path(project: Path) -> None:

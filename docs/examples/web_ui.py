@@ -14,7 +14,7 @@ from fastapi import Depends, FastAPI, HTTPException
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from streaq import TaskStatus, Worker
-from streaq.ui import create_router
+from streaq.ui import create_router, get_worker, router
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379")
 QUEUE = os.environ.get("STREAQ_QUEUE", "docs")
@@ -58,6 +58,13 @@ app.include_router(
 # --8<-- [end:mount]
 
 
+# --8<-- [start:mount72]
+legacy = FastAPI(lifespan=lifespan)  # the same lifespan: it enters the worker
+legacy.dependency_overrides[get_worker] = lambda: worker  # streaq.ui.deps.get_worker
+legacy.include_router(router, prefix="/streaq")
+# --8<-- [end:mount72]
+
+
 async def main() -> None:
     admin = ("admin", os.environ["STREAQ_UI_PASSWORD"])
     transport = httpx.ASGITransport(app=app)
@@ -68,7 +75,9 @@ async def main() -> None:
     ):
         # --8<-- [start:check]
         assert (await client.get("/streaq/")).status_code == 401  # no credentials
-        overview = await client.get("/streaq/", auth=admin)
+        home = await client.get("/streaq/", auth=admin)
+        assert home.status_code == 303  # to the overview
+        overview = await client.get(home.headers["location"], auth=admin)
         assert overview.status_code == 200
 
         task = await report.enqueue("2025-01").start(delay=3600)  # no worker runs
@@ -85,6 +94,16 @@ async def main() -> None:
         assert done.status_code == 303  # back to the task's page
         assert await task.status() == TaskStatus.DONE  # aborted: a failed result
         # --8<-- [end:check]
+
+    async with (
+        legacy.router.lifespan_context(legacy),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=legacy), base_url="http://ui"
+        ) as client,
+    ):
+        page = await client.get(f"/streaq/task/{task.id}")
+        assert page.status_code == 200
+        assert "StreaqCancelled" in page.text
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Workers: a lifespan shared by tasks, middleware, concurrency and burst mode."""
+"""Workers: a lifespan shared by tasks, middleware, concurrency, burst mode and Redis access."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 
-from streaq import Worker
+from streaq import RedisPool, Worker
 from streaq.types import ReturnCoroutine
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379")
@@ -72,6 +72,28 @@ def timed(call: ReturnCoroutine) -> ReturnCoroutine:
 # --8<-- [end:middleware]
 
 
+# --8<-- [start:redis]
+pool = RedisPool(REDIS_URL, max_connections=32)  # settings only: it connects on first use
+emails: Worker[None] = Worker(queue_name=f"{QUEUE}-emails", redis_pool=pool)
+reports: Worker[None] = Worker(queue_name=f"{QUEUE}-reports", redis_pool=pool)
+
+
+@emails.task
+async def send(to: str) -> int:
+    # commands on the worker's client; keys under emails.prefix live in the queue's slot
+    return await emails.redis.incr(emails.prefix + "sent")
+
+
+async def application() -> None:
+    async with pool as redis, emails, reports:  # one connection pool for the three of them
+        await redis.set(emails.prefix + "greeting", "hello", ex=60)
+        assert await reports.redis.get(emails.prefix + "greeting") == b"hello"  # bytes
+        await send.enqueue("ada@example.com")
+
+
+# --8<-- [end:redis]
+
+
 async def main() -> None:
     async with anyio.create_task_group() as tg:
         await tg.start(worker.run_async)
@@ -90,6 +112,12 @@ async def main() -> None:
         results = [await task.result(timeout=5) for task in tasks]
     assert [result.result for result in results] == [3, 0]
     # --8<-- [end:burst]
+
+    await application()
+    emails.burst = True
+    await emails.run_async()
+    async with emails:
+        assert await emails.redis.get(emails.prefix + "sent") == b"1"
 
 
 if __name__ == "__main__":

@@ -199,8 +199,11 @@ def _needs_conversion(tp: Any) -> bool:
 class Codec:
     """Encodes and decodes one queue's payloads with its serializer and signing secret.
 
+    Either side may be given alone: a missing serializer or deserializer is msgpack's, so a
+    ``serializer`` alone must produce msgpack (e.g. ``msgspec.msgpack.Encoder(enc_hook=...)``).
+
     :param serializer: user serializer replacing msgpack for arguments and results
-    :param deserializer: its inverse
+    :param deserializer: user deserializer replacing msgpack's decoder
     :param signing_secret: HMAC key; when set every payload is signed together with its task id
     """
 
@@ -212,8 +215,6 @@ class Codec:
         deserializer: Deserializer | None = None,
         signing_secret: str | bytes | None = None,
     ) -> None:
-        if (serializer is None) != (deserializer is None):
-            raise StreaqError("pass both serializer and deserializer, or neither")
         self._serializer = serializer
         self._deserializer = deserializer
         key = signing_secret.encode() if isinstance(signing_secret, str) else signing_secret
@@ -234,13 +235,24 @@ class Codec:
             raise SignatureError(f"payload of task {task_id} has an invalid signature")
         return body
 
+    def _user_serialize(self, value: Any) -> Any:
+        assert self._serializer is not None
+        data = self._serializer(value)
+        if self._key is not None and not isinstance(data, bytes):
+            # as in 7.2: the signature covers exact bytes, which a str does not have
+            raise StreaqError(
+                f"with signing_secret the serializer must return bytes, not {type(data).__name__}"
+            )
+        return data
+
     def encode_call(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         """The payload of a task's arguments.
 
-        :raises TypeError: when an argument cannot be serialized
+        :raises Exception: whatever the serializer raises (``TypeError`` for msgpack)
+        :raises StreaqError: when signing is on and the user serializer returns no ``bytes``
         """
         if self._serializer is not None:
-            data = self._serializer((args, kwargs))
+            data = self._user_serialize((args, kwargs))
             if not isinstance(data, bytes):
                 data = str(data).encode()
         else:
@@ -272,12 +284,14 @@ class Codec:
         """
         if self._serializer is None and self._key is None:
             return _encode(value)
-        data = self._serializer(value) if self._serializer is not None else _encode(value)
+        data = self._user_serialize(value) if self._serializer is not None else _encode(value)
         return _encode(self._seal(task_id, data))
 
     def decode_value(self, task_id: str, payload: bytes, tp: Any = Any) -> Any:
         """A successful result from its payload, converted to ``tp`` when given."""
         if self._serializer is None and self._key is None:
+            if self._deserializer is not None:
+                return self._deserializer(payload)
             if tp is Any:
                 return _decode_any(payload)
             return msgspec.msgpack.decode(payload, type=tp)

@@ -12,6 +12,7 @@ from typing import Any
 from ._library import _PREFIX, LIBRARY
 from ._queue import QueueClient, build_result
 from .task import TaskInfo, TaskResult, TaskStatus
+from .types import StreaqError
 
 _PAGE = 500
 # the index value is a msgpack array whose first element is the one-letter state
@@ -74,10 +75,12 @@ async def tasks_by_status(
 ) -> list[TaskInfo] | list[TaskResult[Any]]:
     """Up to ``limit`` tasks in ``status`` (``TaskResult`` for DONE, ``TaskInfo`` otherwise).
 
-    :raises ValueError: for ``NOT_FOUND``, which has no listing
+    :raises StreaqError: for ``NOT_FOUND``, which has no listing, or an unknown status
     """
     if status == TaskStatus.DONE:
         return await _finished(client, limit)
     if status not in _STATES:
-        raise ValueError(f"cannot list tasks with status {status}")
+        raise StreaqError(
+            f"cannot list tasks with status {str(status)!r}: use SCHEDULED, QUEUED, RUNNING or DONE"
+        )
     return await _unfinished(client, status, priority, limit)

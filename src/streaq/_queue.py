@@ -120,7 +120,7 @@ class QueueClient:
             spec.check(task.args, task.kwargs)
         try:
             payload = self.codec.encode_call(task.id, task.args, task.kwargs)
-        except (TypeError, ValueError) as e:
+        except Exception as e:  # the user's serializer may raise anything
             raise StreaqError(f"cannot serialize the arguments of task {fn_name}: {e}") from e
         run_at = 0
         crontab = ""

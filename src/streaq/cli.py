@@ -546,7 +546,7 @@ class _Reloader:
                 if self._stop_event.is_set():
                     break
                 changed = sorted({os.path.relpath(path, root) for _, path in changes})
-                logger.info("detected changes in %s; restarting", ", ".join(changed))
+                logger.info("detected changes in %s; reloading", ", ".join(changed))
                 self._restart()
             code = self._process.wait()
             # a worker stopped by the signal we forwarded (e.g. before it could install its

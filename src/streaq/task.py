@@ -241,9 +241,13 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
-@dataclass
+@dataclass(eq=False)
 class Task(ChainMixin[P, R], Generic[P, R]):
-    """A task to enqueue, or enqueued already. Awaiting the object enqueues it (once)."""
+    """A task to enqueue, or enqueued already. Awaiting the object enqueues it (once).
+
+    Tasks are hashable and compare by id: two handles of one task are equal, so tasks can be
+    set members, dict keys, or passed to ``asyncio.gather``.
+    """
 
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
@@ -258,7 +262,17 @@ class Task(ChainMixin[P, R], Generic[P, R]):
     _triggers: Task[Any, Any] | None = None
     _fails_over: bool = False
     _prev_source: str | None = None
-    _enqueued: bool = field(default=False, repr=False, compare=False)
+    _enqueued: bool = field(default=False, repr=False)
+
+    def __eq__(self, other: object) -> bool:
+        """Handles of the same task (same id) are equal."""
+        if not isinstance(other, Task):
+            return NotImplemented
+        return self.id == other.id
+
+    def __hash__(self) -> int:
+        """The hash of the task id, consistent with equality."""
+        return hash(self.id)
 
     def start(
         self,

@@ -7,6 +7,7 @@ consumer that executes tasks. The run loop itself lives in ``streaq._runtime``.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -21,7 +22,8 @@ from ._cron import CronSchedule
 from ._dlq import DeadLetter
 from ._keys import QueueKeys
 from ._queue import QueueClient
-from ._redis import RedisClient, open_client
+from ._redis import RedisClient
+from ._redis_handle import RedisCommands, RedisPool
 from .task import (
     AnyRegisteredTask,
     AsyncRegisteredTask,
@@ -35,8 +37,11 @@ from .task import (
 from .types import AsyncTask, C, P, R, ReturnCoroutine, StreaqError, SyncTask
 from .utils import now_ms as _now_ms
 
-__all__ = ["Worker"]
+__all__ = ["RedisCommands", "RedisPool", "Worker"]
 
+logger = logging.getLogger("streaq")
+
+DEFAULT_REDIS_URL = "redis://localhost:6379"
 REDIS_MIN_VERSION = (7, 0, 0)
 COUNTER_NAMES = ("completed", "failed", "retried", "aborted", "relinquished")
 
@@ -50,7 +55,8 @@ class Worker(Generic[C]):
     """A queue's task registry, its producer API and its task runner.
 
     :param redis_url: ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL
-    :param redis_kwargs: extra connection options (timeouts, TLS files, client name, ...)
+    :param redis_kwargs: extra connection options (timeouts, TLS files, client name, ...);
+        streaq 7.2's ``decode_responses`` is accepted and ignored
     :param concurrency: tasks running at once in this worker
     :param sync_concurrency: threads for sync tasks (default: ``concurrency``)
     :param queue_name: namespace of the queue's keys
@@ -71,11 +77,18 @@ class Worker(Generic[C]):
     :param sentinel_kwargs: options for the connections to the sentinels
     :param cluster_nodes: startup nodes, to use Redis Cluster
     :param id: worker id (consumer name), unique per queue
+    :param redis_pool: a :class:`RedisPool` to share with other workers and the application,
+        instead of a connection of the worker's own; it carries the connection settings, so
+        ``redis_url``, ``redis_kwargs``, ``sentinel_*`` and ``cluster_nodes`` are not given then
+    :raises StreaqError: for invalid options, or a ``redis_pool`` that is not a
+        :class:`RedisPool` (e.g. a coredis pool)
+    :raises TypeError: for an unknown option in ``redis_kwargs``
+    :raises ValueError: for a malformed ``redis_url`` or option value
     """
 
     def __init__(
         self,
-        redis_url: str = "redis://localhost:6379",
+        redis_url: str = DEFAULT_REDIS_URL,
         redis_kwargs: dict[str, Any] | None = None,
         concurrency: int = 16,
         sync_concurrency: int | None = None,
@@ -97,17 +110,46 @@ class Worker(Generic[C]):
         sentinel_kwargs: dict[str, Any] | None = None,
         cluster_nodes: list[tuple[str, int]] | None = None,
         id: str | None = None,
+        redis_pool: RedisPool | None = None,
     ) -> None:
         if concurrency < 1:
             raise StreaqError("concurrency must be at least 1")
-        if sentinel_nodes and cluster_nodes:
-            raise StreaqError("use either sentinel_nodes or cluster_nodes, not both")
-        self.sentinel_nodes = list(sentinel_nodes or [])
-        self.sentinel_master = sentinel_master
-        self.sentinel_kwargs = dict(sentinel_kwargs or {})
-        self.cluster_nodes = list(cluster_nodes or [])
-        self.redis_url = redis_url
-        self.redis_kwargs = dict(redis_kwargs or {})
+        options = dict(redis_kwargs or {})
+        if options.pop("decode_responses", None) is not None:
+            logger.debug("redis_kwargs: decode_responses ignored, streaq decodes results itself")
+        if redis_pool is None:
+            redis_pool = RedisPool(
+                redis_url,
+                sentinel_nodes=sentinel_nodes,
+                sentinel_master=sentinel_master,
+                sentinel_kwargs=sentinel_kwargs,
+                cluster_nodes=cluster_nodes,
+                **options,
+            )
+        elif not isinstance(redis_pool, RedisPool):
+            kind = f"{type(redis_pool).__module__}.{type(redis_pool).__qualname__}"
+            raise StreaqError(
+                f"redis_pool must be a streaq.RedisPool (from streaq import RedisPool), not {kind}"
+            )
+        elif (
+            options
+            or sentinel_nodes
+            or sentinel_kwargs
+            or cluster_nodes
+            or redis_url != DEFAULT_REDIS_URL
+        ):
+            raise StreaqError(
+                "the redis_pool carries the connection settings: give redis_url, redis_kwargs, "
+                "sentinel_nodes or cluster_nodes to the RedisPool, not to the Worker"
+            )
+        #: the connection settings, and while the worker is entered its shared client
+        self.redis_pool = redis_pool
+        self.redis_url = redis_pool.url
+        self.redis_kwargs = redis_pool.options
+        self.sentinel_nodes = redis_pool.sentinel_nodes
+        self.sentinel_master = redis_pool.sentinel_master
+        self.sentinel_kwargs = redis_pool.sentinel_kwargs
+        self.cluster_nodes = redis_pool.cluster_nodes
         self.concurrency = concurrency
         self.sync_concurrency = sync_concurrency or concurrency
         self.queue_name = queue_name
@@ -285,20 +327,30 @@ class Worker(Generic[C]):
     # connection
 
     def _open_redis(self, **overrides: Any) -> AbstractAsyncContextManager[RedisClient]:
-        """A Redis client on this worker's URL, Sentinel or Cluster settings (``async with``).
+        """A Redis client of its own on this worker's settings (``async with``).
 
         :param overrides: connection options replacing the worker's ``redis_kwargs`` ones
         """
-        return open_client(
-            self.redis_url,
-            sentinel_nodes=self.sentinel_nodes,
-            sentinel_master=self.sentinel_master,
-            sentinel_kwargs=self.sentinel_kwargs,
-            cluster_nodes=self.cluster_nodes,
-            # under Cluster, blocking reads and pub/sub go to the queue's slot
-            cluster_home_key=self.keys.prefix,
-            **{**self.redis_kwargs, **overrides},
-        )
+        # under Cluster, blocking reads and pub/sub go to the queue's slot
+        return self.redis_pool._open(cluster_home_key=self.keys.prefix, **overrides)
+
+    @property
+    def redis(self) -> RedisCommands:
+        """Redis commands on the worker's client, e.g. ``await worker.redis.get(key)``.
+
+        String replies are ``bytes``: streaq's client never decodes (7.2's returned ``str``).
+
+        :raises StreaqError: when the worker is not entered (``async with worker:``) or running
+        """
+        return RedisCommands(self._client.redis)
+
+    @property
+    def prefix(self) -> str:
+        """The prefix of every Redis key of the queue, ``streaq:{<queue_name>}:``.
+
+        Keys of your own that start with it live in the queue's Redis Cluster slot.
+        """
+        return self.keys.prefix
 
     @property
     def _client(self) -> QueueClient:
@@ -314,8 +366,14 @@ class Worker(Generic[C]):
             return self
         stack = AsyncExitStack()
         try:
-            redis = await stack.enter_async_context(self._open_redis())
+            redis = await stack.enter_async_context(self.redis_pool._use(self.keys.prefix))
             redis.require_version(REDIS_MIN_VERSION, "Redis functions and XAUTOCLAIM")
+            logger.debug(
+                "established connection to %s (Redis %s) for queue %r",
+                self.redis_pool.describe(),
+                ".".join(map(str, redis.server_version)),
+                self.queue_name,
+            )
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
             client = QueueClient(redis, self.keys, self.codec, self.priorities, self.registry, tg)

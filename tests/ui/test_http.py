@@ -14,11 +14,12 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from fastapi import HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 
 from streaq import TaskStatus, Worker
-from streaq.ui import create_app
+from streaq.ui import create_app, router
 from streaq.ui._data import dead_letters_supported
+from streaq.ui.deps import get_exception_formatter, get_result_formatter, get_worker
 
 pytestmark = pytest.mark.anyio
 
@@ -81,7 +82,7 @@ async def wait_until(predicate: Callable[[], Awaitable[bool]]) -> None:
 
 async def csrf_token(client: httpx.AsyncClient) -> str:
     """The form token of the client's session (any page issues it)."""
-    page = await client.get("/")
+    page = await client.get("/queue")
     found = TOKEN.search(page.text) or TOKEN.search((await client.get("/tasks/queued")).text)
     if found is None:
         # a page without forms still sets the cookie; its token is the part before the dot
@@ -107,7 +108,7 @@ async def test_every_page_renders_real_data(redis_url: str, clean_queue: str) ->
 
             await wait_until(long_runs)
 
-            overview = await client.get("/")
+            overview = await client.get("/queue")
             assert overview.status_code == 200
             assert f"Queue {clean_queue}" in overview.text
             assert '<b id="count-running">1</b>' in overview.text
@@ -310,7 +311,80 @@ async def test_auth_dependency_guards_every_route(redis_url: str, clean_queue: s
     worker = make_worker(redis_url, clean_queue)
     with anyio.fail_after(30):
         async with serving(worker, run=False, auth=only_with_key) as client:
-            for path in ["/", "/tasks/queued", "/cron", "/workers", "/dead-letters", "/task/x"]:
+            for path in ["/", "/queue", "/tasks/queued", "/cron", "/workers", "/dead-letters"]:
                 assert (await client.get(path)).status_code == 401, path
             assert (await client.post("/task/x/abort")).status_code == 401
-            assert (await client.get("/", headers={"x-key": "let-me-in"})).status_code == 200
+            assert (await client.get("/task/x")).status_code == 401
+            assert (await client.get("/queue", headers={"x-key": "let-me-in"})).status_code == 200
+
+
+async def test_root_redirects_to_the_overview(redis_url: str, clean_queue: str) -> None:
+    worker = make_worker(redis_url, clean_queue)
+    with anyio.fail_after(30):
+        async with serving(worker, run=False) as client:
+            root = await client.get("/")
+            assert root.status_code == 303  # as streaq 7.2's UI
+            assert root.headers["location"] == "/queue"
+            overview = await client.get("/", follow_redirects=True)
+            assert overview.status_code == 200
+            assert f"Queue {clean_queue}" in overview.text
+
+
+@asynccontextmanager
+async def mounted_the_72_way(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client of ``app``, its lifespan entered as a server would."""
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client,
+    ):
+        yield client
+
+
+async def test_router_mounted_the_72_way(redis_url: str, clean_queue: str) -> None:
+    worker = make_worker(redis_url, clean_queue)
+    sleeper, boom = worker.registry["sleeper"], worker.registry["boom"]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with worker:
+            yield
+
+    # streaq 7.2's documented setup: the module's router, the worker through get_worker
+    app = FastAPI(lifespan=lifespan)
+    app.dependency_overrides[get_worker] = lambda: worker
+    app.dependency_overrides[get_result_formatter] = lambda: lambda value: f"value is {value}"
+    app.dependency_overrides[get_exception_formatter] = lambda: lambda exc: f"failed with {exc}"
+    app.include_router(router, prefix="/streaq")
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            await tg.start(worker.run_async)
+            async with mounted_the_72_way(app) as client:
+                done = await sleeper.enqueue(0.01)
+                failed = await boom.enqueue()
+                await done.result(10)
+                await failed.result(10)
+                root = await client.get("/streaq/")
+                assert root.status_code == 303
+                assert root.headers["location"] == "/streaq/queue"
+                overview = await client.get("/streaq/queue")
+                assert overview.status_code == 200
+                assert f"Queue {clean_queue}" in overview.text
+                assert '<b id="count-done">2</b>' in overview.text
+                page = await client.get(f"/streaq/task/{done.id}")
+                assert "value is 0.01" in page.text
+                page = await client.get(f"/streaq/task/{failed.id}")
+                assert "failed with kaboom" in page.text
+                listed = await client.get("/streaq/tasks/done")
+                assert done.id in listed.text
+                assert failed.id in listed.text
+            tg.cancel_scope.cancel()
+
+
+async def test_router_without_a_worker_says_how_to_set_one() -> None:
+    app = FastAPI()
+    app.include_router(router)
+    with anyio.fail_after(10):
+        async with mounted_the_72_way(app) as client:
+            answer = await client.get("/queue")
+    assert answer.status_code == 412  # as streaq 7.2
+    assert "dependency_overrides[get_worker]" in answer.json()["detail"]

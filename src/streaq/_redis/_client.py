@@ -249,13 +249,17 @@ class RedisClient:
         return await self._functions.fcall_pipeline(library, calls, raise_on_error=raise_on_error)
 
     @asynccontextmanager
-    async def dedicated(self, *, socket_timeout: float | None = None) -> AsyncIterator[Connection]:
+    async def dedicated(
+        self, *, socket_timeout: float | None = None, home_key: str | None = None
+    ) -> AsyncIterator[Connection]:
         """A new connection outside the pool, for blocking commands; closed on exit.
 
         Cancelling a command on it at any moment closes it, so a late reply is never misread.
 
         :param socket_timeout: per-command limit; ``None`` (the default) because blocking commands
             bring their own (``BLOCK ms``).
+        :param home_key: a key the commands will touch; only Cluster needs it (see
+            :meth:`~streaq._redis._cluster.ClusterClient.dedicated`).
         :return: the connection (as the context value).
         :raises redis.exceptions.ConnectionError: when connecting fails.
         """

@@ -593,8 +593,9 @@ class ClusterClient(RedisClient):
 
     # -- connections ---------------------------------------------------------------------------
 
-    async def _connect_home(self) -> Connection:
-        """Connect to the master of the home slot (any master without a home key).
+    async def _connect_home(self, home_key: str | None = None) -> Connection:
+        """Connect to the master of the slot of ``home_key``, else of the client's home key (any
+        master without either).
 
         While the slot map names a master that cannot be reached (the other nodes answer), wait
         for a failover to replace it, re-reading the map with backoff, for up to
@@ -605,7 +606,8 @@ class ClusterClient(RedisClient):
         :raises redis.exceptions.ConnectionError: when no node answers for the slot map, or the
             master stays unreachable.
         """
-        slot = None if self._home_key is None else key_slot(self._home_key)
+        home_key = home_key or self._home_key
+        slot = None if home_key is None else key_slot(home_key)
         backoff = Backoff(initial=0.02, maximum=0.2)
         deadline = anyio.current_time() + _REDIRECT_PATIENCE
         while True:
@@ -635,7 +637,9 @@ class ClusterClient(RedisClient):
         await super().aclose()
 
     @asynccontextmanager
-    async def dedicated(self, *, socket_timeout: float | None = None) -> AsyncIterator[Connection]:
+    async def dedicated(
+        self, *, socket_timeout: float | None = None, home_key: str | None = None
+    ) -> AsyncIterator[Connection]:
         """A new connection to the home slot's master, outside the pools; closed on exit.
 
         The slot map is refreshed first (this is how a reader finds the new owner after its
@@ -643,11 +647,13 @@ class ClusterClient(RedisClient):
         ``ConnectionError`` (see :mod:`streaq._redis._routed`).
 
         :param socket_timeout: per-command limit (``None`` for blocking commands).
+        :param home_key: the key whose slot to connect to, instead of the client's home key (a
+            client shared by the workers of several queues has one home key, at most).
         :return: the connection (as the context value).
         :raises redis.exceptions.ConnectionError: when connecting fails.
         """
         await self.refresh(self._generation)
-        conn = await self._connect_home()
+        conn = await self._connect_home(home_key)
         conn.socket_timeout = socket_timeout
         try:
             yield conn

@@ -105,7 +105,7 @@ class Reader:
         started = False
         while True:
             try:
-                async with state.client.redis.dedicated() as conn:
+                async with state.client.redis.dedicated(home_key=state.client.keys.prefix) as conn:
                     if not started:
                         started = True
                         task_status.started()

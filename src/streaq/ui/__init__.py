@@ -22,6 +22,17 @@ lifetime; the application's lifespan does that, exactly as ``streaq web`` does::
     app = FastAPI(lifespan=lifespan)
     app.include_router(create_router(worker), prefix="/streaq")
 
+streaq 7.2's way works too: include the module's ready-made ``router`` and override its
+``get_worker`` dependency (see :mod:`streaq.ui.deps`)::
+
+    from streaq.ui import get_worker, router
+
+    app = FastAPI(lifespan=lifespan)
+    app.dependency_overrides[get_worker] = lambda: worker
+    app.include_router(router, prefix="/streaq")
+
+Either way, ``/`` redirects (303) to the overview page, ``/queue``.
+
 Access control: the UI can abort tasks and replay dead letters, so anything but a trusted
 network should put it behind authentication. ``auth`` is a FastAPI dependency run before every
 page and action; raise ``HTTPException`` in it to refuse the request::
@@ -51,6 +62,14 @@ restart only makes open pages fetch a fresh token).
 
 from __future__ import annotations
 
-from ._app import create_app, create_router
+from ._app import create_app, create_router, router
+from .deps import get_exception_formatter, get_result_formatter, get_worker
 
-__all__ = ["create_app", "create_router"]
+__all__ = [
+    "create_app",
+    "create_router",
+    "get_exception_formatter",
+    "get_result_formatter",
+    "get_worker",
+    "router",
+]

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response
@@ -18,12 +18,11 @@ from fastapi.templating import Jinja2Templates
 from .._cron import cron_firing_id
 from .._inspect import inspect_worker
 from ..task import TaskResult, TaskStatus
+from ..worker import Worker
 from . import _data
+from .deps import get_exception_formatter, get_result_formatter, get_worker
 
-if TYPE_CHECKING:
-    from ..worker import Worker
-
-__all__ = ["create_app", "create_router"]
+__all__ = ["create_app", "create_router", "router"]
 
 _HERE = Path(__file__).resolve().parent
 CSRF_COOKIE = "streaq_csrf"
@@ -31,6 +30,8 @@ CSRF_FIELD = "csrf_token"
 #: statuses with a task list, in the order of a task's life
 LISTED = (TaskStatus.SCHEDULED, TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.DONE)
 CHART_WIDTH, CHART_HEIGHT = 450.0, 80.0
+_RESULT_FORMATTER: Any = Depends(get_result_formatter)
+_EXCEPTION_FORMATTER: Any = Depends(get_exception_formatter)
 
 
 class _Csrf:
@@ -117,6 +118,21 @@ def create_router(
     :param secret: key signing the CSRF cookie; random per process by default
     :return: the router
     """
+
+    def given_worker() -> Worker[Any]:
+        return worker
+
+    return _build_router(given_worker, auth=auth, secret=secret)
+
+
+def _build_router(
+    resolve: Callable[..., Any],
+    *,
+    auth: Callable[..., Any] | None = None,
+    secret: str | bytes | None = None,
+) -> APIRouter:
+    """The UI's routes, each getting its worker from the FastAPI dependency ``resolve``."""
+    worker_dep: Any = Depends(resolve)
     key = secret.encode() if isinstance(secret, str) else secret or secrets.token_bytes(32)
     csrf = _Csrf(key)
     templates = _templates()
@@ -124,7 +140,9 @@ def create_router(
     router = APIRouter(dependencies=dependencies)
     css = (_HERE / "static" / "style.css").read_text()
 
-    def render(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
+    def render(
+        request: Request, worker: Worker[Any], name: str, status_code: int = 200, **context: Any
+    ) -> Response:
         # one token per browser session: reuse the cookie's, else start one
         token = csrf.token_of(request) or secrets.token_urlsafe(24)
         context.update(
@@ -147,14 +165,20 @@ def create_router(
     async def style() -> Response:
         return Response(css, media_type="text/css")
 
-    @router.get("/", name="streaq_overview")
-    async def overview(request: Request) -> Response:
+    @router.get("/", name="streaq_root", include_in_schema=False)
+    async def root(request: Request) -> Response:
+        """The overview, as streaq 7.2's UI did: 303 to the default page."""
+        return RedirectResponse(request.url_for("streaq_overview").path, status_code=303)
+
+    @router.get("/queue", name="streaq_overview")
+    async def overview(request: Request, worker: Worker[Any] = worker_dep) -> Response:
         """Counts per status and priority, lag, workers and the throughput chart."""
         found = await inspect_worker(worker)
         stats = await _data.result_stats(worker, found.now_ms)
         bars = _data.chart_bars(stats.buckets, CHART_WIDTH, CHART_HEIGHT)
         return render(
             request,
+            worker,
             "overview.html",
             snap=found,
             stats=stats,
@@ -172,6 +196,7 @@ def create_router(
         priority: str | None = None,
         limit: int = Query(50, ge=1),
         offset: int = Query(0, ge=0),
+        worker: Worker[Any] = worker_dep,
     ) -> Response:
         """Tasks in ``status``, ``limit`` per page from ``offset``, optionally of one priority."""
         try:
@@ -193,6 +218,7 @@ def create_router(
         page = list(found[offset : offset + limit])
         return render(
             request,
+            worker,
             "tasks.html",
             status=wanted,
             tasks=page,
@@ -205,7 +231,13 @@ def create_router(
         )
 
     @router.get("/task/{task_id}", name="streaq_task")
-    async def task(request: Request, task_id: str) -> Response:
+    async def task(
+        request: Request,
+        task_id: str,
+        worker: Worker[Any] = worker_dep,
+        result_formatter: Callable[[Any], str] = _RESULT_FORMATTER,
+        exception_formatter: Callable[[BaseException], str] = _EXCEPTION_FORMATTER,
+    ) -> Response:
         """One task: arguments, result or traceback, timings, tries, dependencies."""
         status = await worker.status_by_id(task_id)
         info = None
@@ -218,16 +250,17 @@ def create_router(
         elif status != TaskStatus.NOT_FOUND:
             info = await worker.info_by_id(task_id)
         if info is None and result is None:
-            return render(request, "missing.html", status_code=404, task_id=task_id)
+            return render(request, worker, "missing.html", status_code=404, task_id=task_id)
         value = error = trace = None
         if result is not None:
             if result.success:
-                value = repr(result.result)
+                value = result_formatter(result.result)
             else:
-                error = repr(result.exception)
+                error = exception_formatter(result.exception)
                 trace = _data.remote_traceback(result.exception)
         return render(
             request,
+            worker,
             "task.html",
             task_id=task_id,
             status=info.status if info is not None else status,
@@ -239,7 +272,7 @@ def create_router(
         )
 
     @router.post("/task/{task_id}/abort", name="streaq_abort", dependencies=[Depends(csrf.check)])
-    async def abort(request: Request, task_id: str) -> Response:
+    async def abort(request: Request, task_id: str, worker: Worker[Any] = worker_dep) -> Response:
         """Abort a task (queued, delayed or running); back to its page."""
         stopped = await worker.abort_by_id(task_id)
         message = "aborted" if stopped else "not aborted: the task had already finished"
@@ -248,36 +281,42 @@ def create_router(
     @router.post(
         "/task/{task_id}/unschedule", name="streaq_unschedule", dependencies=[Depends(csrf.check)]
     )
-    async def unschedule(request: Request, task_id: str) -> Response:
+    async def unschedule(
+        request: Request, task_id: str, worker: Worker[Any] = worker_dep
+    ) -> Response:
         """Stop a scheduled task (repeating or delayed); back to its page."""
         stopped = await worker.unschedule_by_id(task_id)
         message = "unscheduled" if stopped else "not unscheduled: the task is not scheduled"
         return back_to(request, "streaq_task", message, task_id=task_id)
 
     @router.get("/cron", name="streaq_cron")
-    async def cron(request: Request) -> Response:
+    async def cron(request: Request, worker: Worker[Any] = worker_dep) -> Response:
         """Registered cron jobs with their next firing and that firing's task id."""
         found = await inspect_worker(worker)
         jobs = [(job, cron_firing_id(job.name, job.next_fire_ms)) for job in found.crons]
-        return render(request, "cron.html", jobs=jobs, now_ms=found.now_ms)
+        return render(request, worker, "cron.html", jobs=jobs, now_ms=found.now_ms)
 
     @router.get("/workers", name="streaq_workers")
-    async def workers(request: Request) -> Response:
+    async def workers(request: Request, worker: Worker[Any] = worker_dep) -> Response:
         """Workers that served the queue, with their last heartbeat."""
         found = await inspect_worker(worker)
-        return render(request, "workers.html", snap=found)
+        return render(request, worker, "workers.html", snap=found)
 
     @router.get("/dead-letters", name="streaq_dead_letters")
     async def dead_letters(
-        request: Request, limit: int = Query(50, ge=1), offset: int = Query(0, ge=0)
+        request: Request,
+        limit: int = Query(50, ge=1),
+        offset: int = Query(0, ge=0),
+        worker: Worker[Any] = worker_dep,
     ) -> Response:
         """Tasks that ran out of tries, when this streaq keeps them."""
         if not _data.dead_letters_supported(worker):
-            return render(request, "dead_letters.html", available=False, letters=[])
+            return render(request, worker, "dead_letters.html", available=False, letters=[])
         found = await _data.list_dead_letters(worker, limit, offset)
         letters = [(_data.letter_id(x), _data.letter_fields(x)) for x in found[:limit]]
         return render(
             request,
+            worker,
             "dead_letters.html",
             available=True,
             letters=letters,
@@ -289,7 +328,7 @@ def create_router(
     @router.post(
         "/dead-letters/{task_id}/replay", name="streaq_replay", dependencies=[Depends(csrf.check)]
     )
-    async def replay(request: Request, task_id: str) -> Response:
+    async def replay(request: Request, task_id: str, worker: Worker[Any] = worker_dep) -> Response:
         """Put a dead letter back on the queue; back to the dead letters."""
         if not _data.dead_letters_supported(worker):
             raise HTTPException(404, "dead letters are not available in this streaq")
@@ -297,6 +336,11 @@ def create_router(
         return back_to(request, "streaq_dead_letters", f"replayed {task_id}")
 
     return router
+
+
+#: streaq 7.2's way to mount the UI: include this router and override
+#: :func:`~streaq.ui.deps.get_worker` (``app.dependency_overrides[get_worker] = lambda: worker``)
+router = _build_router(get_worker)
 
 
 def create_app(
