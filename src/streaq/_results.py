@@ -18,7 +18,7 @@ import msgspec
 from redis import exceptions as rex
 
 from ._keys import QueueKeys
-from ._redis import Backoff, RedisClient
+from ._redis import Backoff, RedisClient, is_transient
 
 logger = logging.getLogger("streaq")
 
@@ -86,7 +86,9 @@ class ResultWaiter:
             try:
                 records = await self._client.execute("MGET", *keys)
                 break
-            except (rex.ConnectionError, rex.TimeoutError) as e:
+            except Exception as e:
+                if not is_transient(e):
+                    raise
                 # e.g. LOADING right after a restart: a failure here must not end the listener,
                 # or every later wait would miss its wake-up
                 delay = backoff.next()
@@ -95,6 +97,18 @@ class ResultWaiter:
         for task_id, record in zip(task_ids, records, strict=True):
             if record is not None:
                 self._deliver(task_id, record)
+
+    async def _get(self, key: str) -> Any:
+        """GET, waiting out a server that refuses commands for now (BUSY, LOADING, OOM...):
+        waiting for a result is waiting, and the caller's timeout bounds it."""
+        backoff = Backoff()
+        while True:
+            try:
+                return await self._client.execute("GET", key)
+            except rex.ResponseError as e:
+                if not is_transient(e):
+                    raise
+            await backoff.sleep()
 
     def _deliver(self, task_id: str, record: bytes) -> None:
         for waiter in self._waiters.pop(task_id, ()):
@@ -110,7 +124,8 @@ class ResultWaiter:
         :raises TimeoutError: when no result arrived in time
         """
         key = self._keys.result(task_id)
-        record: Any = await self._client.execute("GET", key)
+        with anyio.fail_after(timeout):
+            record: Any = await self._get(key)
         if record is not None:
             return bytes(record)
         waiter = _Waiter()
@@ -119,7 +134,7 @@ class ResultWaiter:
             with anyio.fail_after(timeout):
                 await self._ensure_listening(tg)
                 # the result may have been written between the first GET and the subscription
-                record = await self._client.execute("GET", key)
+                record = await self._get(key)
                 if record is not None:
                     return bytes(record)
                 await waiter.event.wait()

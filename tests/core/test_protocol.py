@@ -9,6 +9,8 @@ reach a state by luck of timing.
 from __future__ import annotations
 
 import collections
+import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -403,3 +405,68 @@ async def test_an_abort_published_while_unsubscribed_is_applied(
                 node.close()
             result = await task.result()
     assert isinstance(result.exception, StreaqCancelled)
+
+
+# sync tasks
+
+
+async def test_sync_concurrency_counts_abandoned_threads(
+    worker_factory: WorkerFactory, run_worker: RunWorker
+) -> None:
+    """A sync task that times out leaves its thread running (threads cannot be stopped): that
+    thread keeps its slot of sync_concurrency until it ends."""
+    worker = worker_factory(concurrency=4, sync_concurrency=1)
+    lock = threading.Lock()
+    threads = [0, 0]  # now, peak
+
+    @worker.task(timeout=timedelta(milliseconds=200))
+    def stubborn(n: int) -> int:
+        with lock:
+            threads[0] += 1
+            threads[1] = max(threads)
+        time.sleep(0.6)
+        with lock:
+            threads[0] -= 1
+        return n
+
+    async with run_worker(worker):
+        with anyio.fail_after(15):
+            tasks = [await stubborn.enqueue(n) for n in range(3)]
+            results = [await t.result() for t in tasks]
+            assert all(isinstance(r.exception, TimeoutError) for r in results)
+
+            async def all_ended() -> bool:
+                return threads[0] == 0
+
+            await wait_until(all_ended)
+    assert threads[1] == 1
+
+
+# Redis errors that are not outages
+
+
+async def test_a_duty_failing_on_an_error_reply_keeps_the_worker_serving(
+    worker: Worker[Any], run_worker: RunWorker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The delayed set holding the wrong type makes every promote call fail (WRONGTYPE): the
+    scheduler logs it and retries with a backoff, the other duties go on, and once the key is
+    repaired delayed tasks run again."""
+
+    @worker.task
+    async def note(tag: str) -> str:
+        return tag
+
+    delayed_set = f"{worker.keys.prefix}z"
+    async with worker:
+        await _execute(worker, "SET", delayed_set, "not a sorted set")
+    async with run_worker(worker):
+        with anyio.fail_after(15):
+            assert (await (await note.enqueue("plain")).result()).result == "plain"
+
+            async def logged() -> bool:
+                return "the scheduler of worker" in caplog.text
+
+            await wait_until(logged)
+            await _execute(worker, "DEL", delayed_set)
+            later = await note.enqueue("later").start(delay=timedelta(milliseconds=100))
+            assert (await later.result()).result == "later"

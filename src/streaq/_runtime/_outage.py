@@ -23,6 +23,8 @@ import logging
 import threading
 import time
 
+from redis.exceptions import ResponseError
+
 from .._redis._routed import is_wrong_server
 
 __all__ = ["Outage"]
@@ -72,6 +74,9 @@ class Outage:
             if is_wrong_server(error):
                 # READONLY, UNBLOCKED (a demoted master), MASTERDOWN...: reachable but unusable
                 problem = f"Redis at {self.where} is not a writable master"
+            elif isinstance(error, ResponseError):
+                # OOM, BUSY, LOADING...: it answers, and refuses the commands for now
+                problem = f"Redis at {self.where} refuses commands for now"
             else:
                 problem = f"Redis unreachable at {self.where}"
             logger.warning(
