@@ -2,16 +2,19 @@
 
 The library's name carries a hash of its source, so servers shared by several streaq versions hold
 each version side by side, and a changed library is loaded afresh without any version bookkeeping.
+Old versions stay loaded until :func:`prune_libraries` (``streaq functions prune``) deletes them;
+a client that still uses a deleted version loads it again on its next call, if its ACL user may.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
 
-from ._redis import FunctionLibrary, RedisClient
+from ._redis import ClusterClient, FunctionLibrary, RedisClient
 
 Arg = str | bytes | int | float
 
@@ -25,6 +28,49 @@ def _load() -> tuple[FunctionLibrary, str]:
 
 
 LIBRARY, _PREFIX = _load()
+
+#: the names this module gives libraries (a user's own "streaq_..." library is left alone)
+_NAME = re.compile(r"streaq_[0-9a-f]{10}")
+
+
+def _servers(client: RedisClient) -> list[RedisClient]:
+    """The servers holding function libraries: every master of a cluster, else the one."""
+    if isinstance(client, ClusterClient):
+        return [client.node(address) for address in client.masters]
+    return [client]
+
+
+async def _streaq_libraries(server: RedisClient) -> list[str]:
+    reply = await server.execute("FUNCTION", "LIST", "LIBRARYNAME", "streaq_*")
+    names = []
+    for library in reply or []:
+        fields = (
+            library
+            if isinstance(library, dict)
+            else dict(zip(library[::2], library[1::2], strict=True))
+        )
+        names.append(bytes(fields[b"library_name"]).decode())
+    return sorted(n for n in names if _NAME.fullmatch(n))
+
+
+async def installed_libraries(client: RedisClient) -> dict[str, list[str]]:
+    """The streaq libraries loaded on each server (``host:port`` -> names; the current one is
+    :data:`LIBRARY` ``.name``)."""
+    return {server.address: await _streaq_libraries(server) for server in _servers(client)}
+
+
+async def prune_libraries(client: RedisClient) -> dict[str, list[str]]:
+    """Delete every streaq library but this version's from every server.
+
+    :return: ``host:port`` -> the names deleted there
+    """
+    deleted: dict[str, list[str]] = {}
+    for server in _servers(client):
+        old = [n for n in await _streaq_libraries(server) if n != LIBRARY.name]
+        for name in old:
+            await server.execute("FUNCTION", "DELETE", name)
+        deleted[server.address] = old
+    return deleted
 
 
 class QueueFunctions:

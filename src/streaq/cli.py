@@ -120,6 +120,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     dlq.add_argument("--limit", type=_positive_int, default=None, help="list at most N")
     dlq.add_argument("--json", action="store_true", help="print JSON instead of text")
+    functions = commands.add_parser(
+        "functions", help="list or prune the server-side libraries of streaq versions"
+    )
+    functions.add_argument("action", choices=["list", "prune"], help="what to do")
+    functions.add_argument(
+        "worker_path", metavar="module:worker", help="where the Worker object is"
+    )
     return parser
 
 
@@ -139,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _info(args.worker_path, as_json=args.json)
     if args.command == "dlq":
         return _dlq(args.action, args.worker_path, args.ids, args.limit, as_json=args.json)
+    if args.command == "functions":
+        return _functions(args.action, args.worker_path)
     if args.reload:
         _configure_cli_logging(args.verbose)
         return _Reloader(_child_command(args, workers=args.workers, port=args.metrics_port)).run()
@@ -256,6 +265,44 @@ def _dlq(
         for d in result:
             when = d.time.astimezone(worker.tz).strftime("%Y-%m-%d %H:%M:%S")
             print(f"{when}  {d.task_id}  {d.fn_name}  tries={d.tries}  {d.reason}")
+    return 0
+
+
+def _functions(action: str, worker_path: str) -> int:
+    """``streaq functions list|prune module:worker``.
+
+    Every streaq version loads its own library of server functions (its name carries a hash of its
+    source) and leaves it loaded. ``list`` shows the libraries on each server (``*`` marks this
+    version's); ``prune`` deletes all but this version's. A worker or producer of an older
+    version still running loads its library again on its next call, when its ACL user may run
+    ``FUNCTION LOAD``: prune once every process runs the new version.
+    """
+    import anyio
+    from redis.exceptions import RedisError
+
+    from ._library import LIBRARY, installed_libraries, prune_libraries
+
+    worker = _import_worker(worker_path)
+    if isinstance(worker, str):
+        return _error(worker)
+
+    async def act() -> dict[str, list[str]]:
+        async with worker._open_redis() as redis:
+            if action == "prune":
+                return await prune_libraries(redis)
+            return await installed_libraries(redis)
+
+    try:
+        found = anyio.run(act, backend=worker.anyio_backend, backend_options=worker.anyio_kwargs)
+    except (RedisError, OSError) as exc:
+        return _error(f"cannot reach the Redis of queue {worker.queue_name!r}: {exc}")
+    for server, names in found.items():
+        if action == "prune":
+            print(f"{server}: deleted {len(names)} old librar{'y' if len(names) == 1 else 'ies'}")
+        else:
+            print(f"{server}:")
+        for name in names:
+            print(f"  {'*' if name == LIBRARY.name else ' '} {name}")
     return 0
 
 
