@@ -113,10 +113,10 @@ class QueueFunctions:
         written, released, skipped = await self.call("finish", args)
         return int(written), int(released), int(skipped)
 
-    async def unique(self, fn: str, task_id: str, lease_ms: int) -> bool:
+    async def unique(self, fn: str, task_id: str, lease_ms: int, idle_ms: int) -> bool:
         """Take ``fn``'s unique lock for ``task_id`` for ``lease_ms``; ``False`` when another
-        live instance holds it."""
-        return bool(await self.call("unique", [fn, task_id, lease_ms]))
+        running instance holds it (one whose message was idle less than ``idle_ms``)."""
+        return bool(await self.call("unique", [fn, task_id, lease_ms, idle_ms]))
 
     async def unschedule(self, task_id: str, now: int) -> bool:
         """Stop a delayed, waiting or crontab-repeating task; ``False`` if it was not scheduled."""

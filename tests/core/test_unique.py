@@ -11,7 +11,7 @@ from streaq import Worker
 from streaq.task import TaskStatus
 from streaq.types import StreaqCancelled, StreaqError, StreaqRetry
 
-from ._support import RunWorker, wait_for_status
+from ._support import RunWorker, WorkerFactory, wait_for_status
 
 pytestmark = pytest.mark.anyio
 
@@ -111,3 +111,33 @@ async def test_unique_needs_a_timeout(worker: Worker[Any]) -> None:
 
         @worker.cron("* * * * *", timeout=None)
         async def ticker() -> None: ...
+
+
+async def test_lock_of_a_dead_workers_run_is_taken_over(
+    worker_factory: WorkerFactory, run_worker: RunWorker
+) -> None:
+    """The holder's message was claimed by a worker that stopped renewing its lease (it died):
+    the next instance does not wait for the holder to be reclaimed."""
+    worker = worker_factory(idle_timeout=1)
+    runs: list[str] = []
+
+    @worker.task(unique=True, timeout=30)
+    async def singleton(tag: str) -> str:
+        runs.append(tag)
+        return tag
+
+    stream = worker.keys.stream("normal")
+    async with worker:
+        orphan = await singleton.enqueue("orphan")
+        redis = worker._client.redis
+        await redis.execute("XREADGROUP", "GROUP", "g", "dead", "STREAMS", stream, ">")
+        lock = f"{worker.keys.prefix}u:{singleton.fn_name}"
+        await redis.execute("SET", lock, orphan.id, "PX", 60_000)
+        await anyio.sleep(1.1)  # the dead worker's lease runs out
+    async with run_worker(worker):
+        with anyio.fail_after(10):
+            fresh = await singleton.enqueue("fresh")
+            assert (await fresh.result()).result == "fresh"
+            # the orphan is reclaimed and runs too, once
+            assert (await orphan.result()).result == "orphan"
+    assert sorted(runs) == ["fresh", "orphan"]

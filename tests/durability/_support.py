@@ -47,6 +47,8 @@ from .conftest import ProcessFactory, WorkerProcesses, queue_leftovers
 PROCESSES = 3
 CONCURRENCY = 8
 IDLE_TIMEOUT = 1.0
+#: tasks per wave running longer than IDLE_TIMEOUT
+LONG_TASKS = 6
 #: long enough for any task of the workload: a SIGTERMed worker finishes what it runs
 GRACE_PERIOD = 10.0
 #: a firing this close to the steady process' SIGTERM may have been cancelled mid-enqueue
@@ -127,12 +129,20 @@ class Workload:
         self.ideal[task.id] = runs
 
     async def wave(self) -> None:
-        """Enqueue 210 tasks: plain, delayed, retried, 3-link chains, fallbacks."""
+        """Enqueue 216 tasks: plain, long, delayed, retried, 3-link chains, fallbacks.
+
+        The long ones run longer than ``IDLE_TIMEOUT``, so that with prefetch on (the default)
+        claimed messages wait longer than a lease behind them: they must run once all the same.
+        """
         app, rng = self.app, self.rng
         batch: list[tuple[Task[Any, Any], int, int]] = []
         for _ in range(120):
             self._n += 1
             batch.append((app.plain.enqueue(self._n, rng.uniform(0, 0.05)), self._n, 1))
+        for _ in range(LONG_TASKS):
+            self._n += 1
+            duration = rng.uniform(1.5, 3) * IDLE_TIMEOUT
+            batch.append((app.plain.enqueue(self._n, duration), self._n, 1))
         for _ in range(20):
             self._n += 1
             delay = timedelta(seconds=rng.uniform(0.1, 3))

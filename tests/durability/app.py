@@ -138,10 +138,11 @@ def build(
 
     register: Callable[[Callable[[], Coroutine[Any, Any, None]]], Any]
     if cron:
-        register = worker.cron(CRON_TAB, name=CRON_NAME, max_tries=20)
+        # not unique: a firing must run even while one interrupted by a kill awaits reclaiming
+        register = worker.cron(CRON_TAB, name=CRON_NAME, max_tries=20, unique=False)
     else:
-        # same name and uniqueness: it runs the firings a cron-enabled worker queued
-        register = worker.task(name=CRON_NAME, max_tries=20, unique=True, timeout=3600)
+        # the same job: it runs the firings a cron-enabled worker queued
+        register = worker.task(name=CRON_NAME, max_tries=20)
     tick_task: AsyncRegisteredTask[[], None] = register(tick)
 
     return App(worker, plain, retried, step, failing, fallback, plain_fallback)

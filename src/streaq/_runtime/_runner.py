@@ -170,7 +170,7 @@ class Runner:
         return await retrying(
             self.state,
             f"cannot lock unique task {job.task_id}",
-            lambda: functions.unique(task.fn_name, job.task_id, lease),
+            lambda: functions.unique(task.fn_name, job.task_id, lease, self.idle_ms),
         )
 
     def _arguments(

@@ -470,18 +470,23 @@ local function finish(keys, args)
   return {written, released, skipped}
 end
 
---[[ unique(KEYS[1]=prefix; ARGV: fn, id, lease ms)
+--[[ unique(KEYS[1]=prefix; ARGV: fn, id, lease ms, idle ms)
 Takes the function's lock for id, for at most lease ms (the task's timeout plus the idle timeout:
-the lock outlives no run). The lock is free when nobody holds it, id holds it already (a redelivery)
-or its holder is no longer a live task. Returns 1 when id may run, 0 when another live instance
-holds the lock. ]]
+the lock outlives no run). The lock is free when nobody holds it, id holds it already (a
+redelivery), or its holder is not running any more: not a live task, not claimed, or claimed by a
+worker that stopped renewing its lease (idle longer than idle ms: it died). Returns 1 when id may
+run, 0 when another running instance holds the lock. ]]
 local function unique(keys, args)
   local p = keys[1]
-  local fn, id, lease = args[1], args[2], args[3]
+  local fn, id, lease, idle = args[1], args[2], args[3], tonumber(args[4])
   local lock = p .. 'u:' .. fn
   local holder = redis.call('GET', lock)
-  if holder and holder ~= id and redis.call('HEXISTS', tasks_key(p), holder) == 1 then
-    return 0
+  if holder and holder ~= id then
+    local st = load_state(p, holder)
+    if st and st[1] == 'q' then
+      local entry = redis.call('XPENDING', stream_key(p, st[2]), GROUP, st[3], st[3], 1)[1]
+      if entry and entry[3] < idle then return 0 end
+    end
   end
   redis.call('SET', lock, id, 'PX', lease)
   return 1
