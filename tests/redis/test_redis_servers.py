@@ -181,3 +181,29 @@ async def test_paused_server_times_out_then_recovers(redis_server: ServerFactory
         finally:
             server.resume()
         assert await client.execute("PING") == b"PONG"
+
+
+async def test_pubsub_notices_a_paused_server(redis_server: ServerFactory) -> None:
+    server = redis_server()
+    async with (
+        open_client(
+            server.url, health_check_interval=0.1, socket_timeout=0.3, socket_connect_timeout=0.3
+        ) as client,
+        client.pubsub(backoff=Backoff(initial=0.05, maximum=0.2)) as pubsub,
+    ):
+        await pubsub.subscribe("chan")
+        paused = pubsub.connection
+        assert paused is not None
+        server.pause()
+        try:
+            with anyio.fail_after(5):
+                # the subscriber's state, changed by its own tasks: polled
+                while not paused.is_closed:  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+        finally:
+            server.resume()
+        with anyio.fail_after(5):
+            assert (await pubsub.get_message()).kind == b"reconnected"
+            # (the server may not have dropped the closed connection yet: 1 or 2 receivers)
+            assert await client.execute("PUBLISH", "chan", "after") >= 1
+            assert (await pubsub.get_message()).data == b"after"

@@ -24,7 +24,8 @@ Blocking commands (``XREADGROUP BLOCK``, ``BLPOP``) go to :meth:`RedisClient.ded
 connections, outside the pool, so they never starve pooled commands of slots; cancelling one closes
 its connection. Their holder passes the time the command blocks (``conn.execute(..., block=2.0)``),
 which is added to ``socket_timeout`` for that round trip, so a long ``BLOCK`` is never cut while a
-dead server is still noticed. Pub/sub gets its own connection as well (:meth:`RedisClient.pubsub`).
+dead server is still noticed. Pub/sub gets its own connection as well (:meth:`RedisClient.pubsub`),
+checked with ``PING`` when silent for ``health_check_interval``.
 
 Topologies plug in through the connector. With ``sentinel_nodes``, the connector is a
 :class:`~streaq._redis._sentinel.SentinelConnector`, which asks the sentinels for the master before
@@ -77,7 +78,12 @@ class RedisClient:
         #: Enforces ``socket_timeout`` on this client's connections while it runs.
         self.watchdog = watchdog or Watchdog(config.socket_timeout)
         self._connector = connector = self.watchdog.watching(connector)
-        self._pool = ConnectionPool(connector, config.max_connections)
+        self._pool = ConnectionPool(
+            connector,
+            config.max_connections,
+            health_check_interval=config.health_check_interval,
+            health_check_timeout=config.health_check_timeout,
+        )
         self._functions = FunctionCaller(self)
         #: The server's version, read during the first handshake.
         self.server_version: tuple[int, int, int] = (0, 0, 0)
@@ -290,7 +296,13 @@ class RedisClient:
         :param backoff: reconnect delays (default ``Backoff()``).
         :return: an async context manager yielding a :class:`~streaq._redis._pubsub.PubSub`.
         """
-        return open_pubsub(self._connector, max_buffered=max_buffered, backoff=backoff)
+        return open_pubsub(
+            self._connector,
+            max_buffered=max_buffered,
+            backoff=backoff,
+            health_check_interval=self.config.health_check_interval,
+            health_check_timeout=self.config.health_check_timeout,
+        )
 
 
 @asynccontextmanager

@@ -674,4 +674,10 @@ class ClusterClient(RedisClient):
         :param backoff: reconnect delays.
         :return: an async context manager yielding a :class:`~streaq._redis._pubsub.PubSub`.
         """
-        return open_pubsub(self._connector, max_buffered=max_buffered, backoff=backoff)
+        return open_pubsub(
+            self._connector,
+            max_buffered=max_buffered,
+            backoff=backoff,
+            health_check_interval=self.config.health_check_interval,
+            health_check_timeout=self.config.health_check_timeout,
+        )

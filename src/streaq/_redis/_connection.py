@@ -22,7 +22,8 @@ without closing the connection cannot hang its caller. The limit is enforced by 
 trip), else by ``anyio.fail_after`` (a cancel scope per round trip: measurable on the hot path).
 Either way an expired round trip closes the connection and raises ``TimeoutError``.
 :attr:`Connection.reply_started` tells the pool whether any byte of a reply arrived, which decides
-whether a failed command may be retried.
+whether a failed command may be retried; :attr:`Connection.last_used` and :meth:`Connection.check`
+serve the pool's health checks of idle connections.
 
 :func:`connect` opens the stream and runs the handshake (``HELLO 3 [AUTH] [SETNAME]`` + ``SELECT``;
 ``AUTH``/``CLIENT SETNAME``/``SELECT``/``INFO server`` on RESP2 or servers without ``HELLO``),
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 __all__ = ["Connection", "Connector", "connect", "parse_version"]
 
 _RECEIVE_SIZE = 65536
+_PING = pack_command(("PING",))
 
 # (option, config field) pairs of the keepalive timings this platform can set. macOS calls the
 # idle time TCP_KEEPALIVE; a platform without an option keeps its system default for it.
@@ -117,6 +119,7 @@ class Connection:
         "_state",
         "_stream",
         "address",
+        "last_used",
         "protocol",
         "reply_started",
         "server_version",
@@ -139,6 +142,8 @@ class Connection:
         self.server_version: tuple[int, int, int] = (0, 0, 0)
         #: Whether any reply byte arrived during the current/last round trip.
         self.reply_started = False
+        #: When the last round trip started (``time.monotonic()``), for the pool's health checks.
+        self.last_used = time.monotonic()
         #: The watchdog enforcing ``socket_timeout`` (set by :meth:`Watchdog.watch`), if any.
         self.watchdog: Watchdog | None = None
         # monotonic time by which the current round trip must end (when a watchdog enforces it)
@@ -208,6 +213,7 @@ class Connection:
             raise rex.ConnectionError(f"Connection to {self.address} is {self._state.value}")
         self._state = _State.BUSY
         self.reply_started = False
+        self.last_used = now = time.monotonic()
         limit = self.socket_timeout
         try:
             if limit is None:
@@ -215,7 +221,7 @@ class Connection:
                 result = await self._read(count)
             elif self.watchdog is not None and self.watchdog.running:
                 # the hot path: the watchdog enforces the deadline (see _watchdog)
-                self._deadline = time.monotonic() + limit + block
+                self._deadline = now + limit + block
                 await self._stream.send(data)
                 result = await self._read(count)
             else:
@@ -230,6 +236,27 @@ class Connection:
         if self._state is _State.BUSY:
             self._state = _State.IDLE
         return result
+
+    async def check(self, timeout: float | None) -> bool:
+        """``PING`` within ``timeout``: whether the connection still works.
+
+        :param timeout: the limit for the round trip (instead of ``socket_timeout``).
+        :return: ``True`` when the server answered (even with an error reply such as
+            ``LOADING``: the connection works); ``False`` when the connection failed or the
+            answer did not come in time -- the connection is closed then.
+        """
+        # A cancel scope of its own rather than the watchdog: checks are rare, and their limit is
+        # shorter than the socket_timeout that sets the watchdog's tick, so it would be coarse.
+        saved, self.socket_timeout = self.socket_timeout, None
+        try:
+            with anyio.fail_after(timeout):
+                await self.roundtrip(_PING, None)
+        except (rex.ConnectionError, TimeoutError):
+            # (the cancelled round trip closed the connection before fail_after's TimeoutError)
+            return False
+        finally:
+            self.socket_timeout = saved
+        return True
 
     def overdue(self, now: float) -> bool:
         """Whether a round trip is in flight past its deadline (asked by the watchdog).
