@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import random
 from typing import Any
 
+import anyio
 import pytest
 from redis import exceptions as rex
 
 from streaq._redis import BusyGroupError, NoGroupError, WrongTypeError, pairs
-from streaq._redis._errors import error_from_reply
+from streaq._redis._errors import error_from_reply, map_io_error
 from streaq._redis._protocol import NEED_DATA, Parser, PushNotification, pack_command, pack_commands
 
 # (wire bytes, expected replies) -- exceptions are compared by type and message.
@@ -146,3 +149,21 @@ def test_pairs_reads_both_protocols() -> None:
     assert pairs([b"a", 1, b"b", 2]) == [(b"a", 1), (b"b", 2)]
     assert pairs([[b"s", [1]]]) == [(b"s", [1])]
     assert pairs(None) == []
+
+
+def test_io_errors_name_their_cause() -> None:
+    def broken_by(code: int) -> anyio.BrokenResourceError:
+        # as anyio raises it: from the socket's OSError
+        broken = anyio.BrokenResourceError()
+        broken.__cause__ = OSError(code, os.strerror(code))
+        return broken
+
+    # keepalive probes went unanswered: the connection is lost, not merely slow
+    lost = map_io_error(broken_by(errno.ETIMEDOUT), "h:1")
+    assert isinstance(lost, rex.ConnectionError)
+    assert str(lost) == f"Error talking to h:1: {os.strerror(errno.ETIMEDOUT)}"
+    reset = map_io_error(broken_by(errno.ECONNRESET), "h:1")
+    assert str(reset) == f"Error talking to h:1: {os.strerror(errno.ECONNRESET)}"
+    expired = map_io_error(TimeoutError(), "h:1")
+    assert isinstance(expired, rex.TimeoutError)
+    assert str(expired) == "Timeout talking to h:1"

@@ -1,8 +1,13 @@
-"""Tests against throwaway servers: restarts, reconnects, authentication, TLS, unreachable ports."""
+"""Tests against throwaway servers: restarts, reconnects, authentication, TLS, unreachable ports,
+servers that stop answering."""
 
 from __future__ import annotations
 
+import socket
+import time
+
 import anyio
+import anyio.abc
 import pytest
 from redis import exceptions as rex
 from servers import ServerFactory, free_port
@@ -127,6 +132,10 @@ async def test_tls(redis_server: ServerFactory) -> None:
     tls = redis_server.tls_files()
     async with open_client(server.url, ssl_ca_certs=tls.ca_file) as client:
         assert await client.execute("PING") == b"PONG"
+        # keepalive is set on the TCP socket under the TLS layer
+        (conn,) = client.pool.idle_connections
+        sock = conn._stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
         async with client.pubsub() as pubsub:
             await pubsub.subscribe("c")
             await client.execute("PUBLISH", "c", "tls")
@@ -155,3 +164,46 @@ async def test_unix_socket(redis_server: ServerFactory) -> None:
     async with open_client(f"unix://{server.socket_path}", db=1) as client:
         assert await client.execute("PING") == b"PONG"
         assert client.address == server.socket_path
+
+
+async def test_paused_server_times_out_then_recovers(redis_server: ServerFactory) -> None:
+    server = redis_server()
+    async with open_client(server.url, socket_timeout=0.3) as client:
+        (conn,) = client.pool.idle_connections
+        server.pause()  # the process is frozen; its kernel keeps the connection open
+        try:
+            start = time.monotonic()
+            with anyio.fail_after(5), pytest.raises(rex.TimeoutError, match=str(server.port)):
+                await client.execute("PING")
+            assert 0.3 <= time.monotonic() - start < 1.5
+            assert conn.is_closed
+            assert client.pool.idle_connections == []
+        finally:
+            server.resume()
+        assert await client.execute("PING") == b"PONG"
+
+
+async def test_pubsub_notices_a_paused_server(redis_server: ServerFactory) -> None:
+    server = redis_server()
+    async with (
+        open_client(
+            server.url, health_check_interval=0.1, socket_timeout=0.3, socket_connect_timeout=0.3
+        ) as client,
+        client.pubsub(backoff=Backoff(initial=0.05, maximum=0.2)) as pubsub,
+    ):
+        await pubsub.subscribe("chan")
+        paused = pubsub.connection
+        assert paused is not None
+        server.pause()
+        try:
+            with anyio.fail_after(5):
+                # the subscriber's state, changed by its own tasks: polled
+                while not paused.is_closed:  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+        finally:
+            server.resume()
+        with anyio.fail_after(5):
+            assert (await pubsub.get_message()).kind == b"reconnected"
+            # (the server may not have dropped the closed connection yet: 1 or 2 receivers)
+            assert await client.execute("PUBLISH", "chan", "after") >= 1
+            assert (await pubsub.get_message()).data == b"after"

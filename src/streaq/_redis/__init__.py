@@ -3,8 +3,9 @@
 Nothing outside this subpackage imports hiredis or touches sockets. Layers, bottom up:
 ``_protocol`` (sans-IO RESP) → ``_connection`` (one stream, cancel-safe round trips) → ``_pool``
 (bounded, LIFO) → ``_client`` (commands, pipelines, functions, dedicated connections) and
-``_pubsub``; ``_errors`` maps failures to ``redis.exceptions`` once, ``_config`` parses URLs,
-``_backoff`` paces reconnects. Topologies: ``_sentinel`` (a connector that finds the master
+``_pubsub``; ``_watchdog`` bounds every round trip without a cancel scope per command, ``_errors``
+maps failures to ``redis.exceptions`` once, ``_config`` parses URLs, ``_backoff`` paces
+reconnects. Topologies: ``_sentinel`` (a connector that finds the master
 through the sentinels), ``_cluster`` (a client routing by hash slot), ``_routed`` (connections
 that turn "wrong server" replies into reconnects).
 """
@@ -31,6 +32,7 @@ from ._pubsub import Message as Message
 from ._pubsub import PubSub as PubSub
 from ._routed import RoutedConnection as RoutedConnection
 from ._sentinel import SentinelConnector as SentinelConnector
+from ._watchdog import Watchdog as Watchdog
 
 __all__ = [
     "RECOVERABLE",
@@ -49,6 +51,7 @@ __all__ = [
     "RedisVersionError",
     "RoutedConnection",
     "SentinelConnector",
+    "Watchdog",
     "WrongTypeError",
     "connect",
     "is_transient",

@@ -4,10 +4,14 @@ Theory of operation
 -------------------
 :func:`open_client` parses the settings once (:func:`~streaq._redis._config.parse_config`), builds
 the TLS context once, and makes a *connector* (``connect`` bound to the config) that a
-:class:`~streaq._redis._pool.ConnectionPool` calls for new connections. On enter it takes one
+:class:`~streaq._redis._pool.ConnectionPool` calls for new connections. On enter it starts the
+client's :class:`~streaq._redis._watchdog.Watchdog` (which bounds every round trip by
+``socket_timeout`` without a cancel scope per command) in its own task group, then takes one
 connection from the pool, which runs the handshake: wrong credentials or an unreachable server fail
 the ``async with`` immediately, and the server version is known from then on. On exit the pool
-closes its connections.
+closes its connections and the watchdog stops. The task group is left without the body's exception
+(an :class:`~contextlib.AsyncExitStack` closed in ``finally``), so an error raised inside the
+``async with`` reaches the caller as itself, not wrapped in an exception group.
 
 Every pooled command is one *round trip* on one connection (:meth:`RedisClient._roundtrip`). The
 single retry rule: when a command fails with ``ConnectionError`` on a connection that was reused
@@ -18,7 +22,10 @@ timeout is never retried.
 
 Blocking commands (``XREADGROUP BLOCK``, ``BLPOP``) go to :meth:`RedisClient.dedicated`
 connections, outside the pool, so they never starve pooled commands of slots; cancelling one closes
-its connection. Pub/sub gets its own connection as well (:meth:`RedisClient.pubsub`).
+its connection. Their holder passes the time the command blocks (``conn.execute(..., block=2.0)``),
+which is added to ``socket_timeout`` for that round trip, so a long ``BLOCK`` is never cut while a
+dead server is still noticed. Pub/sub gets its own connection as well (:meth:`RedisClient.pubsub`),
+checked with ``PING`` when silent for ``health_check_interval``.
 
 Topologies plug in through the connector. With ``sentinel_nodes``, the connector is a
 :class:`~streaq._redis._sentinel.SentinelConnector`, which asks the sentinels for the master before
@@ -35,9 +42,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import anyio
 from redis import exceptions as rex
 
 from ._backoff import Backoff
@@ -48,6 +56,7 @@ from ._functions import FcallSpec, FunctionCaller, FunctionLibrary
 from ._pool import ConnectionPool
 from ._protocol import Arg, pack_command, pack_commands
 from ._pubsub import PubSub, open_pubsub
+from ._watchdog import Watchdog
 
 __all__ = ["RedisClient", "open_client"]
 
@@ -57,12 +66,24 @@ class RedisClient:
 
     :param config: the settings.
     :param connector: factory of new connections (the topology seam).
+    :param watchdog: the watchdog to enforce ``socket_timeout`` with (a new one when ``None``;
+        a cluster's node clients share the cluster client's). It watches every connection the
+        connector makes; :func:`open_client` runs it.
     """
 
-    def __init__(self, config: RedisConfig, connector: Connector) -> None:
+    def __init__(
+        self, config: RedisConfig, connector: Connector, *, watchdog: Watchdog | None = None
+    ) -> None:
         self.config = config
-        self._connector = connector
-        self._pool = ConnectionPool(connector, config.max_connections)
+        #: Enforces ``socket_timeout`` on this client's connections while it runs.
+        self.watchdog = watchdog or Watchdog(config.socket_timeout)
+        self._connector = connector = self.watchdog.watching(connector)
+        self._pool = ConnectionPool(
+            connector,
+            config.max_connections,
+            health_check_interval=config.health_check_interval,
+            health_check_timeout=config.health_check_timeout,
+        )
         self._functions = FunctionCaller(self)
         #: The server's version, read during the first handshake.
         self.server_version: tuple[int, int, int] = (0, 0, 0)
@@ -249,22 +270,20 @@ class RedisClient:
         return await self._functions.fcall_pipeline(library, calls, raise_on_error=raise_on_error)
 
     @asynccontextmanager
-    async def dedicated(
-        self, *, socket_timeout: float | None = None, home_key: str | None = None
-    ) -> AsyncIterator[Connection]:
+    async def dedicated(self, *, home_key: str | None = None) -> AsyncIterator[Connection]:
         """A new connection outside the pool, for blocking commands; closed on exit.
 
-        Cancelling a command on it at any moment closes it, so a late reply is never misread.
+        Its round trips are bounded by ``socket_timeout`` like pooled ones: pass a blocking
+        command's wait as ``conn.execute(..., block=seconds)`` to extend the limit for it (or set
+        ``conn.socket_timeout``). Cancelling a command on it at any moment closes it, so a late
+        reply is never misread.
 
-        :param socket_timeout: per-command limit; ``None`` (the default) because blocking commands
-            bring their own (``BLOCK ms``).
         :param home_key: a key the commands will touch; only Cluster needs it (see
             :meth:`~streaq._redis._cluster.ClusterClient.dedicated`).
         :return: the connection (as the context value).
         :raises redis.exceptions.ConnectionError: when connecting fails.
         """
         conn = await self._connector()
-        conn.socket_timeout = socket_timeout
         try:
             yield conn
         finally:
@@ -279,7 +298,13 @@ class RedisClient:
         :param backoff: reconnect delays (default ``Backoff()``).
         :return: an async context manager yielding a :class:`~streaq._redis._pubsub.PubSub`.
         """
-        return open_pubsub(self._connector, max_buffered=max_buffered, backoff=backoff)
+        return open_pubsub(
+            self._connector,
+            max_buffered=max_buffered,
+            backoff=backoff,
+            health_check_interval=self.config.health_check_interval,
+            health_check_timeout=self.config.health_check_timeout,
+        )
 
 
 @asynccontextmanager
@@ -343,8 +368,17 @@ async def open_client(
     else:
         ssl_context = config.ssl_context() if config.ssl else None
         client = RedisClient(config, functools.partial(connect, config, ssl_context))
+    # The stack, closed in ``finally`` rather than exited with the body's exception, keeps that
+    # exception out of the task group (which would wrap it in an exception group).
+    stack = AsyncExitStack()
     try:
+        tasks = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(tasks.cancel_scope.cancel)
+        await tasks.start(client.watchdog.run)
         await client._connect_first()
         yield client
     finally:
-        await client.aclose()
+        try:
+            await client.aclose()
+        finally:
+            await stack.aclose()

@@ -331,7 +331,9 @@ class ClusterClient(RedisClient):
         if client is None:
             host, port = address
             config = dataclasses.replace(self.config, host=host, port=port)
-            client = RedisClient(config, functools.partial(self._connect_node, config))
+            client = RedisClient(
+                config, functools.partial(self._connect_node, config), watchdog=self.watchdog
+            )
             self._nodes[address] = client
         return client
 
@@ -637,16 +639,14 @@ class ClusterClient(RedisClient):
         await super().aclose()
 
     @asynccontextmanager
-    async def dedicated(
-        self, *, socket_timeout: float | None = None, home_key: str | None = None
-    ) -> AsyncIterator[Connection]:
+    async def dedicated(self, *, home_key: str | None = None) -> AsyncIterator[Connection]:
         """A new connection to the home slot's master, outside the pools; closed on exit.
 
         The slot map is refreshed first (this is how a reader finds the new owner after its
         connection reported ``MOVED``), and the connection turns redirections into
-        ``ConnectionError`` (see :mod:`streaq._redis._routed`).
+        ``ConnectionError`` (see :mod:`streaq._redis._routed`). Its round trips are bounded as
+        for :meth:`RedisClient.dedicated <streaq._redis.RedisClient.dedicated>`.
 
-        :param socket_timeout: per-command limit (``None`` for blocking commands).
         :param home_key: the key whose slot to connect to, instead of the client's home key (a
             client shared by the workers of several queues has one home key, at most).
         :return: the connection (as the context value).
@@ -654,7 +654,6 @@ class ClusterClient(RedisClient):
         """
         await self.refresh(self._generation)
         conn = await self._connect_home(home_key)
-        conn.socket_timeout = socket_timeout
         try:
             yield conn
         except rex.ConnectionError as exc:
@@ -679,4 +678,10 @@ class ClusterClient(RedisClient):
         :param backoff: reconnect delays.
         :return: an async context manager yielding a :class:`~streaq._redis._pubsub.PubSub`.
         """
-        return open_pubsub(self._connect_home, max_buffered=max_buffered, backoff=backoff)
+        return open_pubsub(
+            self._connector,
+            max_buffered=max_buffered,
+            backoff=backoff,
+            health_check_interval=self.config.health_check_interval,
+            health_check_timeout=self.config.health_check_timeout,
+        )

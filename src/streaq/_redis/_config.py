@@ -4,9 +4,21 @@ Theory of operation
 -------------------
 :func:`parse_config` reads a ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL with redis-py's
 ``parse_url`` (so user, password, db path segment and query parameters mean what they mean for
-redis-py), converts the query values it knows to their types, then applies keyword arguments on top.
-Every setting has exactly one name, the field name of :class:`RedisConfig`; an unknown keyword is a
-``TypeError`` and an unknown query parameter a ``ValueError``, so a typo never passes silently.
+redis-py) without its query string, converts every query parameter itself (:func:`_coerce`: one
+reading per field, so ``socket_timeout=none`` means "no limit" and ``socket_keepalive=maybe`` is an
+error rather than true), then applies keyword arguments on top. Every setting has exactly one name,
+the field name of :class:`RedisConfig`; an unknown keyword is a ``TypeError``, and an unknown query
+parameter or a value of the wrong type a ``ValueError``, so a typo never passes silently.
+Dead peers. The defaults bound every wait on a server that vanished without closing its connections
+(a crashed host, a dropped network path, a frozen process): ``socket_timeout`` (30 s) bounds every
+round trip -- a blocking command's own ``BLOCK`` time is added to it, see
+:meth:`~streaq._redis._connection.Connection.execute` --, TCP keepalive (probes after 10 s idle,
+every 5 s, 3 unanswered probes drop the connection: about 25 s) notices a dead peer on an idle
+connection, and ``health_check_interval`` (30 s) makes the pool ``PING`` a connection that sat idle
+that long before handing it out, and the pub/sub reader ``PING`` a silent subscription. 30 s is
+far above any command streaq sends (a slow server is not a dead one, and a command cut by the
+timeout may have run) yet well inside a worker's default 60 s ``idle_timeout``.
+
 The config is immutable and hashable: a topology connector (Sentinel, Cluster) derives per-node
 configs from it with :func:`dataclasses.replace` (``host``/``port``) instead of re-parsing.
 :meth:`RedisConfig.ssl_context` builds the ``SSLContext`` once per call site.
@@ -25,6 +37,7 @@ from ssl import (
     create_default_context,
 )
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 
@@ -32,6 +45,12 @@ __all__ = ["RedisConfig", "parse_config"]
 
 # (the ssl names are imported one by one: the ``ssl`` field would shadow the module in the class)
 _CERT_REQS = {"none": CERT_NONE, "optional": CERT_OPTIONAL, "required": CERT_REQUIRED}
+
+_KEEPALIVE_TIMINGS = (
+    "socket_keepalive_idle",
+    "socket_keepalive_interval",
+    "socket_keepalive_count",
+)
 
 # redis-py's parse_url is untyped; this is the shape it returns.
 _parse_url: Callable[[str], dict[str, Any]] = parse_url
@@ -50,8 +69,18 @@ class RedisConfig:
     :param db: database index selected after connecting.
     :param client_name: name set with ``CLIENT SETNAME``.
     :param protocol: 3 (``HELLO 3``, falling back to 2 on servers without ``HELLO``) or 2.
-    :param socket_timeout: per-command limit in seconds (``None`` = no limit).
-    :param socket_connect_timeout: limit for connecting plus the handshake, in seconds.
+    :param socket_timeout: limit in seconds for one round trip (``None`` = no limit); a blocking
+        command gets its ``BLOCK`` time on top. Expiry raises ``redis.exceptions.TimeoutError``
+        and closes the connection.
+    :param socket_connect_timeout: limit for connecting plus the handshake, in seconds
+        (``None`` = no limit).
+    :param socket_keepalive: enable TCP keepalive on TCP and TLS connections.
+    :param socket_keepalive_idle: seconds a connection is idle before the first probe.
+    :param socket_keepalive_interval: seconds between probes.
+    :param socket_keepalive_count: unanswered probes after which the kernel drops the connection.
+    :param health_check_interval: a pooled connection idle longer than this many seconds is
+        checked with ``PING`` before it is handed out (a dead one is replaced), and a pub/sub
+        connection silent this long is pinged; ``0`` disables both.
     :param max_connections: size of the connection pool.
     :param ssl_ca_certs: CA bundle file for verifying the server.
     :param ssl_certfile: client certificate file (mutual TLS).
@@ -69,8 +98,13 @@ class RedisConfig:
     db: int = 0
     client_name: str | None = None
     protocol: int = 3
-    socket_timeout: float | None = None
+    socket_timeout: float | None = 30.0
     socket_connect_timeout: float | None = 5.0
+    socket_keepalive: bool = True
+    socket_keepalive_idle: int = 10
+    socket_keepalive_interval: int = 5
+    socket_keepalive_count: int = 3
+    health_check_interval: float = 30.0
     max_connections: int = 64
     ssl_ca_certs: str | None = None
     ssl_certfile: str | None = None
@@ -85,11 +119,35 @@ class RedisConfig:
             raise ValueError(f"max_connections must be >= 1, not {self.max_connections!r}")
         if isinstance(self.ssl_cert_reqs, str) and self.ssl_cert_reqs not in _CERT_REQS:
             raise ValueError(f"ssl_cert_reqs must be one of {sorted(_CERT_REQS)}")
+        for name in ("socket_timeout", "socket_connect_timeout"):
+            value = getattr(self, name)
+            # ``not value > 0`` also refuses NaN
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds or None")
+        for name in _KEEPALIVE_TIMINGS:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, not {getattr(self, name)!r}")
+        if not self.health_check_interval >= 0:
+            raise ValueError(
+                f"health_check_interval must be >= 0 (0 disables), "
+                f"not {self.health_check_interval!r}"
+            )
 
     @property
     def address(self) -> str:
         """``host:port``, or the unix socket path: how errors name the server."""
         return self.path if self.path is not None else f"{self.host}:{self.port}"
+
+    @property
+    def health_check_timeout(self) -> float | None:
+        """How long a health check ``PING`` may take: the shorter of ``socket_timeout`` and
+        ``socket_connect_timeout`` (``None`` when neither is set).
+
+        A new connection gets ``socket_connect_timeout`` to answer its handshake; a check that
+        decides between an old connection and a new one deserves no more.
+        """
+        limits = [t for t in (self.socket_timeout, self.socket_connect_timeout) if t is not None]
+        return min(limits, default=None)
 
     def ssl_context(self) -> SSLContext:
         """Build the TLS context for this config.
@@ -110,16 +168,53 @@ class RedisConfig:
 _FIELDS = {field.name: field for field in dataclasses.fields(RedisConfig)}
 
 
+def _seconds_or_none(value: str) -> float | None:
+    return None if value.lower() == "none" else float(value)
+
+
+_FLAGS = {
+    **dict.fromkeys(("1", "true", "yes", "on"), True),
+    **dict.fromkeys(("0", "false", "no", "off"), False),
+}
+
+
+def _flag(value: str) -> bool:
+    flag = _FLAGS.get(value.lower())
+    if flag is None:
+        raise ValueError(value)
+    return flag
+
+
+# How each non-string field is read from a URL query, and what to say when it cannot be (a test
+# checks that no such field is missing). The others -- host, path, user, password, client name,
+# the ssl_* files -- stay strings, as parse_qs unquoted them.
+_READERS: dict[str, tuple[Callable[[str], Any], str]] = {
+    **dict.fromkeys(
+        ("socket_timeout", "socket_connect_timeout"), (_seconds_or_none, "seconds or none")
+    ),
+    "health_check_interval": (float, "seconds"),
+    **dict.fromkeys(
+        ("port", "db", "protocol", "max_connections", *_KEEPALIVE_TIMINGS), (int, "an integer")
+    ),
+    **dict.fromkeys(("ssl", "ssl_check_hostname", "socket_keepalive"), (_flag, "true or false")),
+}
+
+
 def _coerce(name: str, value: str) -> Any:
-    """Convert one URL query value to the type of the field it sets."""
-    if name in ("socket_timeout", "socket_connect_timeout"):
-        return None if value.lower() in ("", "none") else float(value)
-    if name in ("port", "db", "protocol", "max_connections"):
-        return int(value)
-    if name in ("ssl", "ssl_check_hostname"):
-        return value.lower() in ("1", "true", "yes", "on")
-    # host, path, user, password and the ssl_* file names stay strings (parse_url unquoted them).
-    return value
+    """Convert one URL query value to the type of the field it sets.
+
+    :raises ValueError: naming the parameter, when the value does not fit its type.
+    """
+    reader = _READERS.get(name)
+    if reader is None:
+        return value
+    convert, expected = reader
+    try:
+        return convert(value)
+    except ValueError:
+        raise ValueError(
+            f"invalid value {value!r} for {name!r} in Redis URL: expected {expected}"
+        ) from None
 
 
 def parse_config(url: str, **kwargs: Any) -> RedisConfig:
@@ -135,16 +230,20 @@ def parse_config(url: str, **kwargs: Any) -> RedisConfig:
     unknown = sorted(set(kwargs) - _FIELDS.keys())
     if unknown:
         raise TypeError(f"unexpected keyword argument(s) for a Redis client: {', '.join(unknown)}")
-    parsed = _parse_url(url)
+    # redis-py would convert the query parameters it knows with its own, laxer rules (any word but
+    # "false"-like ones is true; no way to say "no timeout"): it gets the URL without them.
+    parsed = _parse_url(url.partition("?")[0])
     connection_class = parsed.pop("connection_class", None)
     settings: dict[str, Any] = {}
     if connection_class is SSLConnection:
         settings["ssl"] = True
     elif connection_class is UnixDomainSocketConnection:
         settings["path"] = parsed.pop("path")
-    for name, value in parsed.items():
+    settings.update(parsed)
+    # the first value of a repeated parameter wins, and empty ones are ignored, as in redis-py
+    for name, values in parse_qs(urlsplit(url).query).items():
         if name not in _FIELDS:
             raise ValueError(f"unknown option {name!r} in Redis URL")
-        settings[name] = _coerce(name, value) if isinstance(value, str) else value
+        settings[name] = _coerce(name, values[0])
     settings.update(kwargs)
     return RedisConfig(**settings)

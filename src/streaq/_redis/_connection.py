@@ -15,23 +15,35 @@ answer to someone else's command. I/O errors are then mapped once to ``redis.exc
 (:func:`~streaq._redis._errors.map_io_error`). Server *error replies* are complete replies and leave
 the connection ``IDLE``.
 
-``socket_timeout`` wraps a round trip in ``anyio.fail_after`` only when it is set: entering a cancel
-scope per command costs measurable time on the hot path. :attr:`Connection.reply_started` tells the
-pool whether any byte of a reply arrived, which decides whether a failed command may be retried.
+Every round trip is bounded by ``socket_timeout`` (30 s by default) plus, for a blocking command,
+the time it asked the server to wait (``execute(..., block=seconds)``): a server that vanished
+without closing the connection cannot hang its caller. The limit is enforced by the client's
+:class:`~streaq._redis._watchdog.Watchdog` when one watches the connection (a clock read per round
+trip), else by ``anyio.fail_after`` (a cancel scope per round trip: measurable on the hot path).
+Either way an expired round trip closes the connection and raises ``TimeoutError``.
+:attr:`Connection.reply_started` tells the pool whether any byte of a reply arrived, which decides
+whether a failed command may be retried; :attr:`Connection.last_used` and :meth:`Connection.check`
+serve the pool's health checks of idle connections.
 
 :func:`connect` opens the stream and runs the handshake (``HELLO 3 [AUTH] [SETNAME]`` + ``SELECT``;
 ``AUTH``/``CLIENT SETNAME``/``SELECT``/``INFO server`` on RESP2 or servers without ``HELLO``),
-all within ``socket_connect_timeout``. It is the default *connector*: the pool only ever calls a
+all within ``socket_connect_timeout``, and switches TCP keepalive on for TCP and TLS connections
+(``socket_keepalive*`` settings), so that the kernel drops a connection whose peer stopped
+answering while it sat idle. It is the default *connector*: the pool only ever calls a
 zero-argument ``async`` factory, so a topology layer (Sentinel, Cluster) supplies its own factory
 that picks the address and then calls :func:`connect`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import math
+import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -41,9 +53,28 @@ from ._config import RedisConfig
 from ._errors import map_io_error
 from ._protocol import NEED_DATA, Arg, Parser, PushNotification, pack_command, pack_commands
 
+if TYPE_CHECKING:
+    from ._watchdog import Watchdog
+
 __all__ = ["Connection", "Connector", "connect", "parse_version"]
 
 _RECEIVE_SIZE = 65536
+_PING = pack_command(("PING",))
+
+# (option, config field) pairs of the keepalive timings this platform can set. macOS calls the
+# idle time TCP_KEEPALIVE; a platform without an option keeps its system default for it.
+_KEEPALIVE_OPTIONS = [
+    (option, field)
+    for option, field in (
+        (
+            getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None)),
+            "socket_keepalive_idle",
+        ),
+        (getattr(socket, "TCP_KEEPINTVL", None), "socket_keepalive_interval"),
+        (getattr(socket, "TCP_KEEPCNT", None), "socket_keepalive_count"),
+    )
+    if option is not None
+]
 
 #: A zero-argument factory of ready (connected, handshaken) connections.
 Connector = Callable[[], Awaitable["Connection"]]
@@ -82,14 +113,18 @@ class Connection:
     """
 
     __slots__ = (
+        "_deadline",
+        "_expired",
         "_parser",
         "_state",
         "_stream",
         "address",
+        "last_used",
         "protocol",
         "reply_started",
         "server_version",
         "socket_timeout",
+        "watchdog",
     )
 
     def __init__(
@@ -107,6 +142,14 @@ class Connection:
         self.server_version: tuple[int, int, int] = (0, 0, 0)
         #: Whether any reply byte arrived during the current/last round trip.
         self.reply_started = False
+        #: When the last round trip started (``time.monotonic()``), for the pool's health checks.
+        self.last_used = time.monotonic()
+        #: The watchdog enforcing ``socket_timeout`` (set by :meth:`Watchdog.watch`), if any.
+        self.watchdog: Watchdog | None = None
+        # monotonic time by which the current round trip must end (when a watchdog enforces it)
+        self._deadline = math.inf
+        # set when the watchdog cut a round trip: its I/O error is then reported as a timeout
+        self._expired = False
 
     def __repr__(self) -> str:
         return f"<Connection {self.address} {self._state.value} resp{self.protocol}>"
@@ -121,16 +164,19 @@ class Connection:
         """Whether the connection is closed (for good)."""
         return self._state is _State.CLOSED
 
-    async def execute(self, *args: Arg) -> Any:
+    async def execute(self, *args: Arg, block: float = 0.0) -> Any:
         """Run one command.
 
         :param args: command name and arguments.
+        :param block: for a blocking command, the seconds it asks the server to wait (its
+            ``BLOCK`` or timeout argument): the round trip may take that long *plus*
+            ``socket_timeout``. ``math.inf`` for a command that may block forever.
         :return: the reply (see :mod:`streaq._redis._protocol` for its shape).
         :raises redis.exceptions.ResponseError: (or a subclass) for an error reply.
         :raises redis.exceptions.ConnectionError: when the connection fails or is not idle.
-        :raises redis.exceptions.TimeoutError: when ``socket_timeout`` expires.
+        :raises redis.exceptions.TimeoutError: when the round trip's limit expires.
         """
-        reply = await self.roundtrip(pack_command(args), None)
+        reply = await self.roundtrip(pack_command(args), None, block)
         if isinstance(reply, Exception):
             raise reply
         return reply
@@ -151,33 +197,81 @@ class Connection:
             raise_first_error(replies)
         return replies
 
-    async def roundtrip(self, data: bytes, count: int | None) -> Any:
+    async def roundtrip(self, data: bytes, count: int | None, block: float = 0.0) -> Any:
         """Write packed commands and read their replies; the primitive under everything else.
 
         :param data: packed command(s).
         :param count: number of replies to read into a list, or ``None`` for exactly one reply
             returned as is (no list built).
+        :param block: seconds the server may hold the reply on purpose, added to the limit
+            (see :meth:`execute`).
         :return: the reply, or the list of replies. Error replies are returned, not raised.
         :raises redis.exceptions.ConnectionError: when the connection is not idle or fails.
-        :raises redis.exceptions.TimeoutError: when ``socket_timeout`` expires.
+        :raises redis.exceptions.TimeoutError: when the round trip's limit expires.
         """
         if self._state is not _State.IDLE:
             raise rex.ConnectionError(f"Connection to {self.address} is {self._state.value}")
         self._state = _State.BUSY
         self.reply_started = False
+        self.last_used = now = time.monotonic()
+        limit = self.socket_timeout
         try:
-            if self.socket_timeout is None:
+            if limit is None:
+                await self._stream.send(data)
+                result = await self._read(count)
+            elif self.watchdog is not None and self.watchdog.running:
+                # the hot path: the watchdog enforces the deadline (see _watchdog)
+                self._deadline = now + limit + block
                 await self._stream.send(data)
                 result = await self._read(count)
             else:
-                with anyio.fail_after(self.socket_timeout):
+                with anyio.fail_after(limit + block):
                     await self._stream.send(data)
                     result = await self._read(count)
         except BaseException as exc:
             await self._fail(exc)
             raise  # _fail raises the mapped error itself; this re-raises anything unmapped
-        self._state = _State.IDLE
+        # the watchdog may have expired (closed) us just as the last reply arrived: the reply is
+        # good, the connection is not
+        if self._state is _State.BUSY:
+            self._state = _State.IDLE
         return result
+
+    async def check(self, timeout: float | None) -> bool:
+        """``PING`` within ``timeout``: whether the connection still works.
+
+        :param timeout: the limit for the round trip (instead of ``socket_timeout``).
+        :return: ``True`` when the server answered (even with an error reply such as
+            ``LOADING``: the connection works); ``False`` when the connection failed or the
+            answer did not come in time -- the connection is closed then.
+        """
+        # A cancel scope of its own rather than the watchdog: checks are rare, and their limit is
+        # shorter than the socket_timeout that sets the watchdog's tick, so it would be coarse.
+        saved, self.socket_timeout = self.socket_timeout, None
+        try:
+            with anyio.fail_after(timeout):
+                await self.roundtrip(_PING, None)
+        except (rex.ConnectionError, TimeoutError):
+            # (the cancelled round trip closed the connection before fail_after's TimeoutError)
+            return False
+        finally:
+            self.socket_timeout = saved
+        return True
+
+    def overdue(self, now: float) -> bool:
+        """Whether a round trip is in flight past its deadline (asked by the watchdog).
+
+        :param now: the current ``time.monotonic()``.
+        :return: ``True`` when :meth:`expire` should cut it.
+        """
+        return self._state is _State.BUSY and self._deadline <= now
+
+    async def expire(self) -> None:
+        """Cut the round trip in flight: close the connection, so that the task waiting on it
+        wakes with an I/O error, reported as ``redis.exceptions.TimeoutError``."""
+        if self._state is _State.BUSY:
+            self._expired = True
+            await self.aclose()
 
     async def _read(self, count: int | None) -> Any:
         if count is None:
@@ -240,6 +334,9 @@ class Connection:
         await self.aclose()
         mapped = map_io_error(exc, self.address)
         if mapped is not None:
+            if self._expired:
+                # the watchdog closed the stream under us: the I/O error is its doing
+                mapped = rex.TimeoutError(f"Timeout talking to {self.address}")
             raise mapped from exc
 
     async def aclose(self) -> None:
@@ -247,6 +344,8 @@ class Connection:
         if self._state is _State.CLOSED:
             return
         self._state = _State.CLOSED
+        if self.watchdog is not None:
+            self.watchdog.forget(self)
         with anyio.CancelScope(shield=True):
             # Forcefully: a TLS close_notify exchange could block on a dead peer.
             await anyio.aclose_forcefully(self._stream)
@@ -322,6 +421,22 @@ async def _handshake(conn: Connection, config: RedisConfig) -> None:
             break
 
 
+def _enable_keepalive(sock: socket.socket, config: RedisConfig) -> None:
+    """Switch TCP keepalive on with the config's timings (those the platform supports).
+
+    With the defaults (10 s idle, 5 s apart, 3 probes) the kernel drops a connection whose peer
+    stopped answering about 25 s after it went quiet, instead of never (the system default waits
+    two hours before the first probe). It matters where no round trip is in flight to time out:
+    an idle pooled connection, a subscription, a blocking read.
+    """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, field in _KEEPALIVE_OPTIONS:
+        # a kernel older than the headers Python was built with may refuse an option it names:
+        # the connection is still good, with the system's default for that timing
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, option, getattr(config, field))
+
+
 async def connect(config: RedisConfig, ssl_context: ssl.SSLContext | None = None) -> Connection:
     """Open a connection and run the handshake, both within ``socket_connect_timeout``.
 
@@ -353,6 +468,8 @@ async def connect(config: RedisConfig, ssl_context: ssl.SSLContext | None = None
                 )
             else:
                 stream = await anyio.connect_tcp(config.host, config.port)
+            if config.path is None and config.socket_keepalive:
+                _enable_keepalive(stream.extra(anyio.abc.SocketAttribute.raw_socket), config)
             conn = Connection(stream, address, config.socket_timeout)
             await _handshake(conn, config)
     except BaseException as exc:

@@ -130,6 +130,10 @@ def _describe(exc: BaseException) -> str:
         return exc.strerror or str(exc) or type(exc).__name__
     if isinstance(exc, anyio.EndOfStream):
         return "Connection closed by server"
+    if isinstance(exc, anyio.BrokenResourceError) and isinstance(exc.__cause__, OSError):
+        # anyio raises it from the socket's error: "Connection reset by peer", or "Connection
+        # timed out" when keepalive probes went unanswered
+        return _describe(exc.__cause__)
     return str(exc) or type(exc).__name__
 
 

@@ -16,8 +16,24 @@ queue. Either way nothing leaks.
 
 On release, a connection that is still ``IDLE`` goes back on the stack; a closed one (its command
 was interrupted, or it failed) is simply dropped. The pool never hands out a connection it knows to
-be broken; a connection the *server* dropped while it was idle is discovered on use, which is why
-:meth:`ConnectionPool.acquire` reports whether the connection was reused (see
+be broken.
+
+**Health checks.** A connection that sat on the stack longer than ``health_check_interval``
+(measured from the start of its last round trip, :attr:`Connection.last_used`) is checked with a
+``PING`` bounded by ``health_check_timeout`` before it is handed out
+(:meth:`~streaq._redis._connection.Connection.check`; one clock read per acquisition when checks
+are on). That catches a peer that vanished silently -- without it the caller's command would wait
+its whole ``socket_timeout`` and fail -- and a connection the server closed. When the check fails,
+the connection is closed together with *every* idle connection: the stack is LIFO, so the others
+have sat idle even longer, and whatever killed the most recent one (a restart, a failover, a lost
+route) most likely killed them as well; checking each in turn could cost a ``health_check_timeout``
+apiece. A new connection is opened instead, and the caller never sees the failed check. The check
+runs while holding the caller's slot, so it counts against ``max_connections`` like any command,
+and being cancelled during it frees the slot (and closes the connection, like any interrupted
+round trip).
+
+A connection the server dropped while it was idle less than the interval is still discovered on
+use, which is why :meth:`ConnectionPool.acquire` reports whether the connection was reused (see
 :meth:`streaq._redis._client.RedisClient` for the single retry that allows).
 
 Connections come from a *connector*, a zero-argument async factory: the seam where Sentinel or
@@ -26,6 +42,7 @@ Cluster topologies plug in their own address resolution.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
 import anyio
@@ -49,13 +66,34 @@ class ConnectionPool:
 
     :param connector: async factory of new, ready connections.
     :param max_connections: the most connections checked out (and so open) at once.
+    :param health_check_interval: seconds a connection may sit idle before it is checked when
+        taken (``0`` = never check).
+    :param health_check_timeout: the limit for a check's ``PING`` (``None`` = no limit).
     """
 
-    __slots__ = ("_closed", "_connector", "_idle", "_in_use", "_waiters", "max_connections")
+    __slots__ = (
+        "_closed",
+        "_connector",
+        "_idle",
+        "_in_use",
+        "_waiters",
+        "health_check_interval",
+        "health_check_timeout",
+        "max_connections",
+    )
 
-    def __init__(self, connector: Connector, max_connections: int) -> None:
+    def __init__(
+        self,
+        connector: Connector,
+        max_connections: int,
+        *,
+        health_check_interval: float = 0.0,
+        health_check_timeout: float | None = None,
+    ) -> None:
         self._connector = connector
         self.max_connections = max_connections
+        self.health_check_interval = health_check_interval
+        self.health_check_timeout = health_check_timeout
         self._idle: list[Connection] = []
         self._in_use = 0
         self._waiters: deque[_Waiter] = deque()
@@ -83,6 +121,7 @@ class ConnectionPool:
         :param fresh: open a new connection even if idle ones exist.
         :return: the connection and whether it was reused from the idle stack.
         :raises redis.exceptions.ConnectionError: when the pool is closed or connecting fails.
+        :raises redis.exceptions.TimeoutError: when connecting takes too long.
         """
         if self._closed:
             raise rex.ConnectionError("The connection pool is closed")
@@ -90,18 +129,30 @@ class ConnectionPool:
             self._in_use += 1
         else:
             await self._wait_for_slot()
-        if not fresh:
-            idle = self._idle
-            while idle:
-                conn = idle.pop()
-                if conn.is_idle:
-                    return conn, True
         try:
+            if not fresh:
+                idle = self._idle
+                interval = self.health_check_interval
+                while idle:
+                    conn = idle.pop()
+                    if not conn.is_idle:
+                        continue
+                    if not interval or time.monotonic() - conn.last_used <= interval:
+                        return conn, True
+                    if await conn.check(self.health_check_timeout):
+                        return conn, True
+                    await self._close_idle()
             conn = await self._connector()
         except BaseException:
             self._free_slot()
             raise
         return conn, False
+
+    async def _close_idle(self) -> None:
+        """Close every idle connection (after a failed health check, see the module doc)."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.aclose()
 
     async def _wait_for_slot(self) -> None:
         waiter = _Waiter()
@@ -143,9 +194,7 @@ class ConnectionPool:
         """Close the idle connections and refuse new acquisitions; checked-out connections are
         dropped when released (their holders are expected to have finished by then)."""
         self._closed = True
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            await conn.aclose()
+        await self._close_idle()
         # Wake the waiters so they fail instead of hanging.
         while self._waiters:
             self._free_slot()

@@ -22,6 +22,17 @@ all of them emits ``Message(kind=b"reconnected", ...)``: messages published whil
 lost, and consumers should re-check whatever state they were waiting on. Unsubscribe calls pending
 at the time of the loss are released, since the new connection is not subscribed to those channels.
 
+**Dead connections.** The reader waits for messages without a time limit: a quiet channel is
+normal. A connection whose server vanished is noticed two ways. TCP keepalive (see
+:func:`~streaq._redis._connection.connect`) makes the kernel drop it when the peer's host stops
+answering; and a second task, :meth:`PubSub._check_health`, sends ``PING`` when nothing was heard
+for ``health_check_interval`` and closes the connection when the reader then waits
+``health_check_timeout`` without hearing anything -- which also catches a server process that is
+hung while its host still answers. Either way the reader's read fails and it reconnects as above,
+emitting ``reconnected``. The check only counts time the reader spends *waiting on the server*:
+while it is blocked handing messages to a slow consumer the socket is not read, so silence then
+proves nothing.
+
 RESP3 delivers confirmations and messages as push replies, RESP2 as plain arrays; both arrive as
 lists with the kind first, so one dispatcher handles both. Leaving the ``async with`` cancels the
 reader, which closes the connection under a shield.
@@ -29,7 +40,9 @@ reader, which closes the connection under a shield.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -62,6 +75,7 @@ class Message:
 
 
 _RECONNECTED = Message(b"reconnected", b"", b"", None)
+_PING = pack_command(("PING",))
 _CONFIRMATIONS = frozenset((b"subscribe", b"psubscribe", b"unsubscribe", b"punsubscribe"))
 
 
@@ -75,14 +89,30 @@ class PubSub:
     :param connector: factory of connections to the server.
     :param max_buffered: messages buffered before the reader stops reading the socket.
     :param backoff: reconnect delays (default ``Backoff()``).
+    :param health_check_interval: seconds of silence after which the connection is pinged
+        (``0`` = never).
+    :param health_check_timeout: seconds the reader may then wait for any reply before the
+        connection is declared dead (``None`` = the interval).
     """
 
     def __init__(
-        self, connector: Connector, *, max_buffered: int = 10_000, backoff: Backoff | None = None
+        self,
+        connector: Connector,
+        *,
+        max_buffered: int = 10_000,
+        backoff: Backoff | None = None,
+        health_check_interval: float = 0.0,
+        health_check_timeout: float | None = None,
     ) -> None:
         self._connector = connector
         self._backoff = backoff or Backoff()
+        self._health_check_interval = health_check_interval
+        self._health_check_timeout = health_check_timeout or health_check_interval
         self._conn: Connection | None = None
+        # the reader's clock: when it last received a reply, and since when it has been waiting
+        # for the next one (None while it is dispatching); read by _check_health
+        self._heard = time.monotonic()
+        self._waiting_since: float | None = None
         self._channels: set[bytes] = set()
         self._patterns: set[bytes] = set()
         self._waiters: dict[tuple[bytes, bytes], list[anyio.Event]] = {}
@@ -95,6 +125,11 @@ class PubSub:
 
     def __repr__(self) -> str:
         return f"<PubSub channels={len(self._channels)} patterns={len(self._patterns)}>"
+
+    @property
+    def connection(self) -> Connection | None:
+        """The current connection (``None`` while reconnecting), for introspection and tests."""
+        return self._conn
 
     @property
     def channels(self) -> frozenset[bytes]:
@@ -155,7 +190,7 @@ class PubSub:
                 conn = self._conn
                 if conn is not None:
                     await conn.send_raw(pack_command([kind.decode().upper(), *names]))
-        except rex.ConnectionError:
+        except (rex.ConnectionError, rex.TimeoutError):
             # No connection or a broken one: the reader reconnects and restores the
             # subscriptions, which confirms (or, for unsubscribes, releases) these waiters.
             pass
@@ -197,15 +232,52 @@ class PubSub:
             while True:
                 try:
                     while True:
-                        await self._dispatch(await conn.read_push())
-                except rex.ConnectionError:
+                        self._waiting_since = time.monotonic()
+                        reply = await conn.read_push()
+                        self._heard = time.monotonic()
+                        self._waiting_since = None
+                        await self._dispatch(reply)
+                # a TimeoutError is the kernel giving up on the peer (keepalive): a lost
+                # connection like any other
+                except (rex.ConnectionError, rex.TimeoutError):
                     self._conn = None
+                    self._waiting_since = None
                     await conn.aclose()
                     conn = self._conn = await self._reconnect()
         finally:
             if self._conn is not None:
                 await self._conn.aclose()
             self._out.close()
+
+    async def _check_health(self) -> None:
+        """Ping a silent connection; close it when the reader then hears nothing in time."""
+        interval, timeout = self._health_check_interval, self._health_check_timeout
+        while True:
+            await anyio.sleep(interval)
+            conn = self._conn
+            if conn is None or time.monotonic() - self._heard < interval:
+                continue
+            sent = time.monotonic()
+            # bounded: a send to a dead peer can block once the socket buffer is full, and an
+            # interrupted send closes the connection, which is the right outcome then. A failed
+            # send closes it too: the reader's read fails, and it reconnects.
+            with (
+                anyio.move_on_after(timeout),
+                contextlib.suppress(rex.ConnectionError, rex.TimeoutError),
+            ):
+                async with self._send_lock:
+                    await conn.send_raw(_PING)
+            while self._conn is conn and not conn.is_closed and self._heard < sent:
+                waiting_since = self._waiting_since
+                if waiting_since is not None:
+                    # silence counts from the PING, or from when the reader got back to reading
+                    silent = time.monotonic() - max(waiting_since, sent)
+                    if silent >= timeout:
+                        await conn.aclose()  # the reader's read fails: it reconnects
+                        break
+                    await anyio.sleep(timeout - silent)
+                else:
+                    await anyio.sleep(timeout)
 
     async def _reconnect(self) -> Connection:
         while True:
@@ -235,7 +307,7 @@ class PubSub:
                         commands.append(["PSUBSCRIBE", *self._patterns])
                     if commands:
                         await conn.send_raw(pack_commands(commands))
-            except rex.ConnectionError:
+            except (rex.ConnectionError, rex.TimeoutError):
                 self._conn = None
                 continue
             if not self._resync:
@@ -270,19 +342,35 @@ class PubSub:
 
 @asynccontextmanager
 async def open_pubsub(
-    connector: Connector, *, max_buffered: int = 10_000, backoff: Backoff | None = None
+    connector: Connector,
+    *,
+    max_buffered: int = 10_000,
+    backoff: Backoff | None = None,
+    health_check_interval: float = 0.0,
+    health_check_timeout: float | None = None,
 ) -> AsyncIterator[PubSub]:
     """Run a :class:`PubSub` for the duration of the ``async with``.
 
     :param connector: factory of connections to the server.
     :param max_buffered: messages buffered before the reader stops reading the socket.
     :param backoff: reconnect delays.
+    :param health_check_interval: seconds of silence after which the connection is pinged
+        (``0`` = never).
+    :param health_check_timeout: seconds to wait for the reply before reconnecting.
     :return: the subscriber (as the context value).
     :raises redis.exceptions.ConnectionError: when the first connection fails.
     """
-    pubsub = PubSub(connector, max_buffered=max_buffered, backoff=backoff)
+    pubsub = PubSub(
+        connector,
+        max_buffered=max_buffered,
+        backoff=backoff,
+        health_check_interval=health_check_interval,
+        health_check_timeout=health_check_timeout,
+    )
     async with anyio.create_task_group() as tg:
         await tg.start(pubsub._run)
+        if health_check_interval:
+            tg.start_soon(pubsub._check_health)
         try:
             yield pubsub
         finally:

@@ -58,17 +58,18 @@ class RoutedConnection(Connection):
 
     __slots__ = ()
 
-    async def execute(self, *args: Arg) -> Any:
+    async def execute(self, *args: Arg, block: float = 0.0) -> Any:
         """Run one command, as :meth:`Connection.execute <streaq._redis.Connection.execute>`.
 
         :param args: command name and arguments.
+        :param block: for a blocking command, the seconds it asks the server to wait.
         :return: the reply.
         :raises redis.exceptions.ConnectionError: when the server is no longer the right one (the
             connection is closed then) or the connection fails.
         :raises redis.exceptions.ResponseError: for any other error reply.
         """
         try:
-            return await super().execute(*args)
+            return await super().execute(*args, block=block)
         except rex.ResponseError as exc:
             if not is_wrong_server(exc):
                 raise

@@ -29,6 +29,9 @@ from ._state import Job, WorkerState, parse_fields
 logger = logging.getLogger("streaq")
 
 BLOCK_MS = 2000
+# a blocking read may take BLOCK_MS on purpose: its round trip is allowed that on top of
+# socket_timeout, which still bounds the wait on a server that vanished
+BLOCK_SECONDS = BLOCK_MS / 1000
 
 
 def _entries(reply: Any) -> list[tuple[str, list[Any]]]:
@@ -71,13 +74,22 @@ class Reader:
             if claimed or not block:
                 return claimed
             reply = await conn.execute(
-                *head, 1, "BLOCK", BLOCK_MS, "STREAMS", *self.streams, *[">"] * len(self.streams)
+                *head,
+                1,
+                "BLOCK",
+                BLOCK_MS,
+                "STREAMS",
+                *self.streams,
+                *[">"] * len(self.streams),
+                block=BLOCK_SECONDS,
             )
             return self._claim(reply)
         args: list[Any] = [*head, count]
         if block:
             args += ["BLOCK", BLOCK_MS]
-        reply = await conn.execute(*args, "STREAMS", self.streams[0], ">")
+        reply = await conn.execute(
+            *args, "STREAMS", self.streams[0], ">", block=BLOCK_SECONDS if block else 0.0
+        )
         return self._claim(reply)
 
     def _claim(self, reply: Any) -> int:
