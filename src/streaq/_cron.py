@@ -28,7 +28,7 @@ from croniter import CroniterBadDateError, CroniterError, croniter
 
 from .types import StreaqError
 
-__all__ = ["CronSchedule", "cron_firing_id"]
+__all__ = ["CronSchedule", "cron_firing_id", "firing_time_ms"]
 
 _ALIASES = {
     "@yearly": "0 0 1 1 *",
@@ -203,3 +203,16 @@ def cron_firing_id(name: str, fire_ms: int) -> str:
         digest = hashlib.blake2b(name.encode(), digest_size=6).hexdigest()
         safe = f"{safe[: _MAX_NAME - 13]}~{digest}"
     return f"cron:{safe}:{fire_ms}"
+
+
+def firing_time_ms(task_id: str, name: str) -> int | None:
+    """The scheduled time of the firing ``task_id`` of the cron job ``name``, when it is one.
+
+    :param task_id: a task's id
+    :param name: the cron job's registered name
+    :return: the firing's time (epoch ms), or ``None`` for an id not made by
+        :func:`cron_firing_id` for that job (a task enqueued by hand)
+    """
+    head = cron_firing_id(name, 0)[:-1]
+    tail = task_id[len(head) :]
+    return int(tail) if task_id.startswith(head) and tail.isdigit() else None

@@ -210,15 +210,19 @@ class QueueClient:
 
     async def abort(self, task_id: str, timeout: timedelta | int | float) -> bool:
         """Abort a task; wait up to ``timeout`` for a running one to confirm."""
-        outcome = await self.functions.abort(task_id, now_ms())
-        if outcome == 1:
-            return True
-        if outcome != 2:
-            return False
-        try:
-            res = await self.result(task_id, timeout)
-        except TimeoutError:
-            return False
+        # listening before the abort is sent: the cancelled result of a task with ttl=0 is only
+        # published, when the worker has cancelled it
+        async with self._results.watch(task_id, self._tg) as watch:
+            outcome = await self.functions.abort(task_id, now_ms())
+            if outcome == 1:
+                return True
+            if outcome != 2:
+                return False
+            try:
+                record = await watch.result(to_seconds(timeout))
+            except TimeoutError:
+                return False
+        res = build_result(task_id, record, None, self.codec)
         return not res.success and isinstance(res._result, StreaqCancelled)
 
     async def unschedule(self, task_id: str) -> bool:

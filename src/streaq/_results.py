@@ -10,6 +10,8 @@ is returned by a single GET and never touches the subscription. After the subscr
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -123,26 +125,55 @@ class ResultWaiter:
         :param tg: task group that owns the listener if it has to be started
         :raises TimeoutError: when no result arrived in time
         """
-        key = self._keys.result(task_id)
         with anyio.fail_after(timeout):
-            record: Any = await self._get(key)
+            record: Any = await self._get(self._keys.result(task_id))
         if record is not None:
             return bytes(record)
+        async with self.watch(task_id, tg) as watch:
+            return await watch.result(timeout)
+
+    @asynccontextmanager
+    async def watch(self, task_id: str, tg: anyio.abc.TaskGroup) -> AsyncIterator[Watch]:
+        """Listen for the result of ``task_id`` from now on (``async with``).
+
+        For a caller that is about to cause the result itself (an abort): a result published
+        but not stored (``ttl=0``) reaches only those listening when it is published.
+
+        :param task_id: the task to wait for
+        :param tg: task group that owns the listener if it has to be started
+        """
         waiter = _Waiter()
         self._waiters.setdefault(task_id, []).append(waiter)
         try:
-            with anyio.fail_after(timeout):
-                await self._ensure_listening(tg)
-                # the result may have been written between the first GET and the subscription
-                record = await self._get(key)
-                if record is not None:
-                    return bytes(record)
-                await waiter.event.wait()
+            await self._ensure_listening(tg)
+            yield Watch(self, task_id, waiter)
         finally:
             waiters = self._waiters.get(task_id)
             if waiters is not None and waiter in waiters:
                 waiters.remove(waiter)
                 if not waiters:
                     del self._waiters[task_id]
-        assert waiter.record is not None
-        return waiter.record
+
+
+class Watch:
+    """The result of one task, listened for since :meth:`ResultWaiter.watch` was entered."""
+
+    def __init__(self, results: ResultWaiter, task_id: str, waiter: _Waiter) -> None:
+        self._results = results
+        self._task_id = task_id
+        self._waiter = waiter
+
+    async def result(self, timeout: float | None) -> bytes:
+        """The result record, once it exists.
+
+        :raises TimeoutError: when no result arrived in time
+        """
+        with anyio.fail_after(timeout):
+            if self._waiter.record is None:
+                # stored before the subscription started: it was never announced to us
+                record = await self._results._get(self._results._keys.result(self._task_id))
+                if record is not None:
+                    return bytes(record)
+            await self._waiter.event.wait()
+        assert self._waiter.record is not None
+        return self._waiter.record

@@ -2,7 +2,8 @@
 
 Each test mirrors what streaq 7.2 does (hashable tasks, ``StreaqError`` for unlistable statuses,
 lenient serializers, ``worker.redis`` and ``worker.prefix``, ``redis_pool`` and
-``redis_kwargs={"decode_responses": True}``).
+``redis_kwargs={"decode_responses": True}``, a confirmed abort of a task with ``ttl=0``, late cron
+occurrences skipped).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import redis
 from redis import exceptions as rex
 
 from streaq import RedisPool, Worker
+from streaq._cron import cron_firing_id
 from streaq.task import Task, TaskStatus
 from streaq.types import StreaqError
+from streaq.utils import now_ms
 
 from ._support import RunWorker, Topology, WorkerFactory, delete_queue_keys
 
@@ -276,3 +279,56 @@ async def test_decode_responses_is_accepted_and_unknown_options_are_not(
     assert result.result == "decoded by streaq"
     with pytest.raises(TypeError, match="decode_respones"):
         worker_factory(redis_kwargs={"decode_respones": True})
+
+
+# abort of a running task whose result is not stored
+
+
+async def test_abort_of_a_running_task_with_ttl_0_confirms(
+    worker: Worker[Any], run_worker: RunWorker
+) -> None:
+    """7.2 returns True at once; the cancelled result (ttl=0: published, never stored) must not
+    be missed by a subscription that starts after the abort was sent."""
+    started = anyio.Event()
+
+    @worker.task(ttl=0)
+    async def forever() -> None:
+        started.set()
+        await anyio.sleep(60)
+
+    async with run_worker(worker):
+        with anyio.fail_after(10):
+            task = await forever.enqueue()
+            await started.wait()
+            before = anyio.current_time()
+            assert await task.abort(timeout=5) is True
+            assert anyio.current_time() - before < 2
+
+
+# cron occurrences starting later than max_schedule_drift
+
+
+async def test_an_occurrence_starting_too_late_is_skipped(
+    worker: Worker[Any], run_worker: RunWorker
+) -> None:
+    runs: list[int] = []
+
+    @worker.cron("0 0 1 1 *", max_schedule_drift=timedelta(seconds=2))
+    async def yearly() -> None:
+        runs.append(1)
+
+    now = now_ms()
+    # occurrences queued on time whose start comes only now (no worker ran meanwhile)
+    late: Task[[], None] = Task(
+        (), {}, yearly, worker, id=cron_firing_id(yearly.fn_name, now - 10_000)
+    )
+    fresh: Task[[], None] = Task((), {}, yearly, worker, id=cron_firing_id(yearly.fn_name, now))
+    async with worker:
+        await worker.enqueue_many([late, fresh])
+    async with run_worker(worker):
+        with anyio.fail_after(10):
+            skipped = await late.result()
+            assert isinstance(skipped.exception, StreaqError)
+            assert "max_schedule_drift" in str(skipped.exception)
+            assert (await fresh.result()).success
+    assert runs == [1]

@@ -35,7 +35,7 @@ from .._codec import (
     encode_exception,
     encode_fields,
 )
-from .._cron import CronSchedule
+from .._cron import CronSchedule, firing_time_ms
 from ..task import AnyRegisteredTask, AsyncRegisteredTask, _current_context
 from ..types import StreaqCancelled, StreaqError, StreaqRetry
 from ..utils import now_ms, to_ms, to_seconds
@@ -147,6 +147,11 @@ class Runner:
         if deadline is not None and now_ms() > int(deadline):
             self.fail(job, StreaqError(f"task {job.task_id} expired before it started"))
             return
+        late = self._too_late(job, task)
+        if late is not None:
+            logger.warning("cron job %s × %s skipped: %s", task.fn_name, job.task_id, late)
+            self.fail(job, StreaqError(f"cron job {task.fn_name} skipped: {late}"))
+            return
         if task.unique and not await self._lock(job, task):
             self.fail(
                 job,
@@ -162,6 +167,20 @@ class Runner:
             self.fail(job, e)
             return
         await self._execute(job, task, args, kwargs)
+
+    def _too_late(self, job: Job, task: AnyRegisteredTask) -> str | None:
+        """Why a cron firing starting now is past its ``max_schedule_drift``, or ``None``."""
+        drift = to_ms(task.max_schedule_drift)
+        if drift is None or not task.crontab:
+            return None
+        fire_ms = firing_time_ms(job.task_id, task.fn_name)
+        late = None if fire_ms is None else now_ms() - fire_ms
+        if late is None or late <= drift:
+            return None
+        return (
+            f"its {fire_ms} occurrence would start {late / 1000:.1f}s late, "
+            f"beyond max_schedule_drift ({drift / 1000:.1f}s)"
+        )
 
     async def _lock(self, job: Job, task: AnyRegisteredTask) -> bool:
         """Take the unique lock of ``task`` for ``job`` (held at most its timeout plus a lease)."""
