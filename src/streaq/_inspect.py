@@ -12,8 +12,10 @@ two round trips and nothing is written, so inspecting a busy production queue is
 How the numbers are derived, and why:
 
 - A message leaves its stream only in the call that records its result (``XACK`` + ``XDEL``), so
-  a stream's length is queued + running, and ``running`` is the group's pending count (claimed
-  by a worker, including prefetched messages not started yet); ``queued = XLEN - pending``.
+  a stream's length is queued + claimed, where claimed is the group's pending count:
+  ``queued = XLEN - pending``. Of the claimed messages, ``running`` are those whose function a
+  worker has called (the priority's ``run:`` set); the rest are ``prefetched``, held by a worker
+  until a runner is free.
 - ``lag`` is the age of the oldest message no worker has claimed yet, from its entry id's
   timestamp (ids are the server's clock at ``XADD``; a handed-back or promoted task is added
   anew, so its lag counts from then). ``None`` when nothing waits. Ages use the server's
@@ -60,14 +62,16 @@ class PriorityInfo:
 
     :param name: the priority's name
     :param queued: messages no worker has claimed yet
-    :param running: messages claimed by a worker (running, or prefetched and about to run)
+    :param running: messages whose function a worker is running
     :param lag_ms: age of the oldest unclaimed message in ms, ``None`` when none waits
+    :param prefetched: messages a worker holds but has not started yet
     """
 
     name: str
     queued: int
     running: int
     lag_ms: int | None
+    prefetched: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +134,13 @@ class QueueSnapshot:
 
     @property
     def running(self) -> int:
-        """Claimed messages over all priorities."""
+        """Running messages over all priorities."""
         return sum(p.running for p in self.priorities)
+
+    @property
+    def prefetched(self) -> int:
+        """Claimed messages not started yet, over all priorities."""
+        return sum(p.prefetched for p in self.priorities)
 
     @property
     def lag_ms(self) -> int | None:
@@ -150,6 +159,7 @@ class QueueSnapshot:
         data.update(
             queued=self.queued,
             running=self.running,
+            prefetched=self.prefetched,
             lag_ms=self.lag_ms,
             workers_alive=self.workers_alive,
         )
@@ -213,7 +223,11 @@ async def snapshot(
     commands.append(["HGETALL", keys.workers])
     commands.append(["XLEN", prefix + "dlq"])
     for priority in priorities:
-        commands += [["XLEN", keys.stream(priority)], ["XINFO", "GROUPS", keys.stream(priority)]]
+        commands += [
+            ["XLEN", keys.stream(priority)],
+            ["XINFO", "GROUPS", keys.stream(priority)],
+            ["SCARD", keys.running(priority)],
+        ]
     replies = await redis.pipeline(commands, raise_on_error=False)
     for reply in replies[:4]:
         if isinstance(reply, Exception):
@@ -222,25 +236,27 @@ async def snapshot(
     now = seconds * 1000 + micros // 1000
     delayed, indexed = int(replies[1]), int(replies[2])
 
-    lengths: list[tuple[str, int, int]] = []
+    lengths: list[tuple[str, int, int, int]] = []
     oldest: list[list[str]] = []
     for n, priority in enumerate(priorities):
-        length = replies[5 + 2 * n]
-        group = _group(replies[6 + 2 * n])
+        length, groups, started = replies[5 + 3 * n : 8 + 3 * n]
+        group = _group(groups)
         length = 0 if isinstance(length, Exception) else int(length)
         pending = int(group.get(b"pending", 0)) if group is not None else 0
-        lengths.append((priority, length, pending))
+        running = 0 if isinstance(started, Exception) else min(int(started), pending)
+        lengths.append((priority, length, pending, running))
         last = _text(group.get(b"last-delivered-id", b"0-0")) if group is not None else "0-0"
         # "(" makes the start exclusive: the first entry the group has not delivered
         oldest.append(["XRANGE", keys.stream(priority), f"({last}", "+", "COUNT", "1"])
     firsts = await redis.pipeline(oldest, raise_on_error=False)
 
     infos: list[PriorityInfo] = []
-    for (priority, length, pending), first in zip(lengths, firsts, strict=True):
+    for (priority, length, pending, running), first in zip(lengths, firsts, strict=True):
         lag = None
         if first and not isinstance(first, Exception):
             lag = max(0, now - _entry_ms(first[0][0]))
-        infos.append(PriorityInfo(priority, max(0, length - pending), pending, lag))
+        queued = max(0, length - pending)
+        infos.append(PriorityInfo(priority, queued, running, lag, pending - running))
 
     beats = [
         (_text(wid), int(_text(ms))) for wid, ms in _mapping(replies[3]).items() if ms is not None
@@ -249,8 +265,8 @@ async def snapshot(
         WorkerBeat(wid, ms, max(0, now - ms), now - ms < idle_timeout_ms)
         for wid, ms in sorted(beats, key=lambda b: (-b[1], b[0]))
     ]
-    in_streams = sum(length for _, length, _ in lengths)
-    # the index holds every unfinished task once: in a stream (q), delayed (d), or waiting (w, u)
+    in_streams = sum(length for _, length, _, _ in lengths)
+    # the index holds every unfinished task once: in a stream (q), delayed (d), or waiting (w)
     waiting = max(0, indexed - in_streams - delayed)
     dead = replies[4]
     dead_letters = 0 if isinstance(dead, Exception) else int(dead)
@@ -313,10 +329,14 @@ def render_snapshot(found: QueueSnapshot, tz: tzinfo) -> str:
         return datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M:%S %Z")
 
     lines = [f"queue {found.queue_name} at {when(found.now_ms)}", ""]
-    rows = [[p.name, str(p.queued), str(p.running), _age(p.lag_ms)] for p in found.priorities]
-    rows.append(["total", str(found.queued), str(found.running), _age(found.lag_ms)])
-    lines += _table(["priority", "queued", "running", "lag"], rows)
-    lines += ["", f"delayed {found.delayed}, waiting for dependencies or a lock {found.waiting}"]
+    rows = [
+        [p.name, str(p.queued), str(p.prefetched), str(p.running), _age(p.lag_ms)]
+        for p in found.priorities
+    ]
+    totals = [str(found.queued), str(found.prefetched), str(found.running), _age(found.lag_ms)]
+    rows.append(["total", *totals])
+    lines += _table(["priority", "queued", "prefetched", "running", "lag"], rows)
+    lines += ["", f"delayed {found.delayed}, waiting for dependencies {found.waiting}"]
     lines += [f"dead letters {found.dead_letters}"]
     lines += ["", f"workers alive: {found.workers_alive} of {len(found.workers)} seen"]
     if found.workers:

@@ -398,7 +398,9 @@ class _BurstProgress:
             return
         counters = self._worker.counters
         done = counters["completed"] + counters["failed"] + counters["aborted"]
-        line = render_progress(done, found.queued + found.running, counters["failed"])
+        line = render_progress(
+            done, found.queued + found.prefetched + found.running, counters["failed"]
+        )
         if self._tty:
             self._stream.write("\r" + line)
             self._stream.flush()

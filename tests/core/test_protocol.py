@@ -20,6 +20,7 @@ import redis
 
 from streaq import Worker
 from streaq._codec import encode_fields
+from streaq._inspect import inspect_worker
 from streaq._library import Arg, QueueFunctions
 from streaq.task import Task, TaskStatus
 from streaq.types import StreaqCancelled, StreaqError
@@ -470,3 +471,26 @@ async def test_a_duty_failing_on_an_error_reply_keeps_the_worker_serving(
             await _execute(worker, "DEL", delayed_set)
             later = await note.enqueue("later").start(delay=timedelta(milliseconds=100))
             assert (await later.result()).result == "later"
+
+
+async def test_info_tells_prefetched_from_running(
+    worker_factory: WorkerFactory, run_worker: RunWorker
+) -> None:
+    worker = worker_factory(concurrency=1, prefetch=1)
+    release = anyio.Event()
+
+    @worker.task
+    async def gated(n: int) -> int:
+        await release.wait()
+        return n
+
+    async with run_worker(worker):
+        with anyio.fail_after(10):
+            tasks = [await gated.enqueue(n) for n in range(3)]
+            await wait_for_status(tasks[0], TaskStatus.RUNNING)
+            await wait_until(lambda: _claimed(worker, 2))
+            found = await inspect_worker(worker)
+            assert (found.queued, found.prefetched, found.running) == (1, 1, 1)
+            release.set()
+            for task in tasks:
+                await task.result()

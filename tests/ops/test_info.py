@@ -103,7 +103,13 @@ async def test_info_of_a_busy_queue(project: Path, redis_url: str, clean_queue: 
 
     prios = {p["name"]: p for p in data["priorities"]}
     # the high-priority task is read first and runs; prefetch=0 claims nothing more
-    assert prios["high"] == {"name": "high", "queued": 0, "running": 1, "lag_ms": None}
+    assert prios["high"] == {
+        "name": "high",
+        "queued": 0,
+        "running": 1,
+        "lag_ms": None,
+        "prefetched": 0,
+    }
     assert prios["low"]["queued"] == 3
     assert prios["low"]["running"] == 0
     assert 500 <= prios["low"]["lag_ms"] < 30_000
@@ -129,8 +135,8 @@ async def test_info_of_a_busy_queue(project: Path, redis_url: str, clean_queue: 
 async def test_info_of_a_queue_never_used(project: Path) -> None:
     data = await _info(project, "--json")
     assert data["priorities"] == [
-        {"name": "low", "queued": 0, "running": 0, "lag_ms": None},
-        {"name": "high", "queued": 0, "running": 0, "lag_ms": None},
+        {"name": "low", "queued": 0, "running": 0, "lag_ms": None, "prefetched": 0},
+        {"name": "high", "queued": 0, "running": 0, "lag_ms": None, "prefetched": 0},
     ]
     assert (data["delayed"], data["waiting"], data["workers"], data["lag_ms"]) == (0, 0, [], None)
     assert data["dead_letters"] == 0

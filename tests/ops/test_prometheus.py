@@ -105,7 +105,7 @@ async def test_task_and_queue_metrics(redis_url: str, clean_queue: str) -> None:
     assert f'streaq_queue_delayed{{queue="{clean_queue}"}} 1.0' in text
     assert f'streaq_workers_alive{{queue="{clean_queue}"}} 1.0' in text
     for prio in ("low", "high"):
-        for state in ("queued", "running"):
+        for state in ("queued", "prefetched", "running"):
             line = (
                 f'streaq_queue_depth{{priority="{prio}",queue="{clean_queue}",state="{state}"}} 0.0'
             )

@@ -21,7 +21,8 @@ Two kinds of metrics, labelled by ``queue``:
   arguments, out of tries after a crash) never reach a middleware; the worker's own counters,
   exported as ``streaq_worker_tasks_total{outcome=...}``, include them.
 - **queue metrics**, read from Redis when Prometheus scrapes (one connection, two round trips
-  per queue; see ``streaq._inspect``): ``streaq_queue_depth{priority,state=queued|running}``,
+  per queue; see ``streaq._inspect``):
+  ``streaq_queue_depth{priority,state=queued|prefetched|running}``,
   ``streaq_queue_lag_seconds{priority}`` (age of the oldest unclaimed task, 0 when none waits),
   ``streaq_queue_delayed``, ``streaq_queue_waiting``, ``streaq_workers_alive``. They describe
   the whole queue, so every worker process of a queue reports the same values: aggregate them
@@ -225,7 +226,7 @@ class _QueueCollector(Collector):
         )
         delayed = GaugeMetricFamily(f"{ns}_queue_delayed", "Delayed tasks", labels=["queue"])
         waiting = GaugeMetricFamily(
-            f"{ns}_queue_waiting", "Tasks waiting for dependencies or a lock", labels=["queue"]
+            f"{ns}_queue_waiting", "Tasks waiting for dependencies", labels=["queue"]
         )
         alive = GaugeMetricFamily(
             f"{ns}_workers_alive", "Workers with a recent heartbeat", labels=["queue"]
@@ -249,6 +250,7 @@ class _QueueCollector(Collector):
             queue = found.queue_name
             for prio in found.priorities:
                 depth.add_metric([queue, prio.name, "queued"], prio.queued)
+                depth.add_metric([queue, prio.name, "prefetched"], prio.prefetched)
                 depth.add_metric([queue, prio.name, "running"], prio.running)
                 lag.add_metric([queue, prio.name], (prio.lag_ms or 0) / 1000)
             delayed.add_metric([queue], found.delayed)
