@@ -32,6 +32,7 @@ from .types import RemoteTaskError, StreaqCancelled, StreaqError, StreaqRetry
 Serializer = Callable[[Any], Any]
 Deserializer = Callable[[Any], Any]
 
+#: the kinds of a result record (the Lua library's ``KIND``)
 KIND_VALUE = 0
 KIND_TUPLE = 1
 KIND_ERROR = 2
@@ -401,3 +402,13 @@ class CallSpec:
     def first_param_type(self) -> Any:
         """Type of the first positional parameter (what a `then` link feeds)."""
         return self._positional[0][1] if self._positional else Any
+
+
+def index_state(entry: bytes) -> str:
+    """The state letter (``_schema.QUEUED`` ...) of a task index entry, without decoding it all.
+
+    The server writes each entry as a msgpack array whose first element is the one-letter state
+    (a fixarray header, then a one-byte fixstr header, then the letter); a waiting or delayed
+    entry also holds the task's fields, which listing thousands of ids need not decode.
+    """
+    return chr(entry[2]) if len(entry) > 2 else ""

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from ._schema import F_FN, F_ID
+
 if TYPE_CHECKING:
     from ._queue import QueueClient
 
@@ -95,8 +97,8 @@ def parse_dead_letter(entry_id: Any, flat: list[Any]) -> DeadLetter:
 
     return DeadLetter(
         entry_id=bytes(entry_id).decode(),
-        task_id=text("i"),
-        fn_name=text("f"),
+        task_id=text(F_ID),
+        fn_name=text(F_FN),
         reason=text("reason"),
         time=datetime.fromtimestamp(int(text("time", "0")) / 1000, UTC),
         tries=int(text("tries", "0")),
@@ -108,8 +110,7 @@ def parse_dead_letter(entry_id: Any, flat: list[Any]) -> DeadLetter:
 
 async def list_dead_letters(client: QueueClient, limit: int | None) -> list[DeadLetter]:
     """The oldest ``limit`` dead letters of the client's queue (all when ``None``)."""
-    key = client.keys.prefix + "dlq"
-    args: list[Any] = ["XRANGE", key, "-", "+"]
+    args: list[Any] = ["XRANGE", client.keys.dead_letters, "-", "+"]
     if limit is not None:
         args += ["COUNT", limit]
     reply = await client.redis.execute(*args)

@@ -218,10 +218,9 @@ async def snapshot(
     :return: the snapshot, without cron jobs (they live in the worker's registry, not in Redis)
     :raises redis.exceptions.RedisError: when Redis cannot be read
     """
-    prefix = keys.prefix
-    commands: list[list[str]] = [["TIME"], ["ZCARD", prefix + "z"], ["HLEN", prefix + "t"]]
+    commands: list[list[str]] = [["TIME"], ["ZCARD", keys.delayed], ["HLEN", keys.tasks]]
     commands.append(["HGETALL", keys.workers])
-    commands.append(["XLEN", prefix + "dlq"])
+    commands.append(["XLEN", keys.dead_letters])
     for priority in priorities:
         commands += [
             ["XLEN", keys.stream(priority)],

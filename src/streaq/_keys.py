@@ -1,15 +1,37 @@
 """Every Redis key and channel of a queue.
 
 All of them carry the hash tag ``{<queue>}`` so that a queue lives in one cluster slot and the
-server-side functions, which touch many of its keys at once, stay atomic under Cluster. The layout
-itself is described at the top of ``lua/streaq.lua``; Python names only the keys it reads directly.
+server-side functions, which touch many of its keys at once, stay atomic under Cluster. What each
+key holds is described at the top of ``lua/streaq.lua``, whose ``KEY`` table names the same
+suffixes as :data:`SUFFIXES` (``tests/test_schema.py`` checks that they agree).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
-GROUP = "g"
+#: the consumer group of every stream
+GROUP: Final = "g"
+
+#: what follows the queue's prefix in each key (a trailing ``:`` takes an id, priority or name)
+SUFFIXES: Final = {
+    "stream": "s:",
+    "tasks": "t",
+    "running": "run:",
+    "result": "r:",
+    "delayed": "z",
+    "dependencies": "dp:",
+    "dependents": "dn:",
+    "has_dependents": "hd",
+    "abort": "ab",
+    "lock": "u:",
+    "workers": "workers",
+    "dead_letters": "dlq",
+    "done_channel": "done",
+    "abort_channel": "abort",
+    "wake_channel": "wake",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,39 +48,66 @@ class QueueKeys:
         """The prefix every key starts with; passed to server functions as ``KEYS[1]``."""
         return f"streaq:{{{self.queue_name}}}:"
 
+    def _key(self, name: str, tail: str = "") -> str:
+        return f"{self.prefix}{SUFFIXES[name]}{tail}"
+
     def stream(self, priority: str) -> str:
         """The stream holding queued tasks of ``priority``."""
-        return f"{self.prefix}s:{priority}"
+        return self._key("stream", priority)
+
+    @property
+    def tasks(self) -> str:
+        """The index of unfinished tasks: id -> state."""
+        return self._key("tasks")
 
     def running(self, priority: str) -> str:
         """The set of ids of ``priority``'s claimed messages whose function was called."""
-        return f"{self.prefix}run:{priority}"
+        return self._key("running", priority)
+
+    def result(self, task_id: str) -> str:
+        """The stored result record of a task."""
+        return self._key("result", task_id)
+
+    @property
+    def result_pattern(self) -> str:
+        """A ``SCAN MATCH`` pattern of every stored result of the queue."""
+        return self._key("result", "*")
+
+    @property
+    def delayed(self) -> str:
+        """The delayed tasks: a sorted set of ids by due time."""
+        return self._key("delayed")
 
     @property
     def abort_set(self) -> str:
         """The set of ids of claimed tasks asked to abort."""
-        return f"{self.prefix}ab"
+        return self._key("abort")
 
-    def result(self, task_id: str) -> str:
-        """The stored result record of a task."""
-        return f"{self.prefix}r:{task_id}"
-
-    @property
-    def done_channel(self) -> str:
-        """Channel on which workers announce results."""
-        return f"{self.prefix}done"
-
-    @property
-    def abort_channel(self) -> str:
-        """Channel on which abort requests for running tasks are announced."""
-        return f"{self.prefix}abort"
-
-    @property
-    def wake_channel(self) -> str:
-        """Channel announcing a delayed task that became the earliest one due."""
-        return f"{self.prefix}wake"
+    def lock(self, fn_name: str) -> str:
+        """The unique lock of a function."""
+        return self._key("lock", fn_name)
 
     @property
     def workers(self) -> str:
         """Hash of live workers: id -> last heartbeat (ms)."""
-        return f"{self.prefix}workers"
+        return self._key("workers")
+
+    @property
+    def dead_letters(self) -> str:
+        """The stream of dead letters."""
+        return self._key("dead_letters")
+
+    @property
+    def done_channel(self) -> str:
+        """Channel on which workers announce results."""
+        return self._key("done_channel")
+
+    @property
+    def abort_channel(self) -> str:
+        """Channel on which abort requests for running tasks are announced."""
+        return self._key("abort_channel")
+
+    @property
+    def wake_channel(self) -> str:
+        """Channel announcing a delayed task that became the earliest one due."""
+        return self._key("wake_channel")

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._codec import index_state
 from ._library import _PREFIX, LIBRARY
 from ._queue import QueueClient, build_result
+from ._schema import DELAYED, QUEUED, WAITING
 from .task import TaskInfo, TaskResult, TaskStatus
 from .types import StreaqError
 
 _PAGE = 500
-# the index value is a msgpack array whose first element is the one-letter state
-_STATE_OFFSET = 2
+# the index states a status may be found in (the info function tells running from queued)
 _STATES = {
-    TaskStatus.SCHEDULED: {ord("d"), ord("w")},
-    TaskStatus.QUEUED: {ord("q"), ord("u")},
-    TaskStatus.RUNNING: {ord("q")},
+    TaskStatus.SCHEDULED: {DELAYED, WAITING},
+    TaskStatus.QUEUED: {QUEUED},
+    TaskStatus.RUNNING: {QUEUED},
 }
 
 
@@ -30,11 +31,11 @@ async def _unfinished(
     wanted = _STATES[status]
     found: list[TaskInfo] = []
     cursor: Any = 0
-    index = client.keys.prefix + "t"
+    index = client.keys.tasks
     while len(found) < limit:
         cursor, flat = await client.redis.execute("HSCAN", index, cursor, "COUNT", _PAGE)
         pairs = flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2], strict=True)
-        ids = [bytes(k).decode() for k, v in pairs if bytes(v)[_STATE_OFFSET] in wanted]
+        ids = [bytes(k).decode() for k, v in pairs if index_state(bytes(v)) in wanted]
         if ids:
             calls = [(_PREFIX + "info", [client.keys.prefix], [task_id]) for task_id in ids]
             replies = await client.redis.fcall_pipeline(LIBRARY, calls, raise_on_error=False)
@@ -54,16 +55,18 @@ async def _unfinished(
 async def _finished(client: QueueClient, limit: int) -> list[TaskResult[Any]]:
     found: list[TaskResult[Any]] = []
     cursor: Any = 0
-    prefix = client.keys.prefix
+    queue_keys = client.keys
+    # a result key is the key of its task id with this many characters before the id
+    skip = len(queue_keys.result(""))
     while len(found) < limit:
         cursor, keys = await client.redis.execute(
-            "SCAN", cursor, "MATCH", prefix + "r:*", "COUNT", _PAGE
+            "SCAN", cursor, "MATCH", queue_keys.result_pattern, "COUNT", _PAGE
         )
         if keys:
             records = await client.redis.execute("MGET", *keys)
             for key, record in zip(keys, records, strict=True):
                 if record is not None and len(found) < limit:
-                    task_id = bytes(key).decode()[len(prefix) + 2 :]
+                    task_id = bytes(key).decode()[skip:]
                     found.append(build_result(task_id, record, None, client.codec))
         if int(cursor) == 0:
             break

@@ -31,6 +31,21 @@ from ._keys import QueueKeys
 from ._library import QueueFunctions
 from ._redis import RedisClient
 from ._results import ResultWaiter
+from ._schema import (
+    DEFAULT_TTL_MS,
+    F_CREATED,
+    F_CRONTAB,
+    F_EXPIRE,
+    F_FN,
+    F_ID,
+    F_LINK,
+    F_PAYLOAD,
+    F_TRACE,
+    F_TRIES,
+    F_TTL,
+    LINK_OTHERWISE,
+    LINK_THEN,
+)
 from .task import RegisteredTask, Task, TaskInfo, TaskResult, TaskStatus
 from .types import StreaqCancelled, StreaqError
 from .utils import now_ms, to_ms, to_seconds
@@ -39,7 +54,6 @@ if TYPE_CHECKING:
     from .task import AnyRegisteredTask
 
 ENQUEUE_CHUNK = 500
-DEFAULT_TTL_MS = 5 * 60 * 1000
 
 
 def ttl_ms(ttl: timedelta | int | None) -> int:
@@ -132,18 +146,20 @@ class QueueClient:
         elif isinstance(task.schedule, str):
             crontab = task.schedule
             run_at = CronSchedule(crontab, tz).next_fire_ms(now)
-        fields: list[Any] = ["i", task.id, "f", fn_name, "d", lua_bytes(payload), "c", now]
-        fields += ["l", ttl_ms(parent.ttl) if parent.ttl is not None or spec else DEFAULT_TTL_MS]
+        fields: list[Any] = [F_ID, task.id, F_FN, fn_name, F_PAYLOAD, lua_bytes(payload)]
+        fields += [F_CREATED, now]
+        ttl = ttl_ms(parent.ttl) if parent.ttl is not None or spec else DEFAULT_TTL_MS
+        fields += [F_TTL, ttl]
         if parent.expire is not None:
-            fields += ["x", max(run_at, now) + (to_ms(parent.expire) or 0)]
+            fields += [F_EXPIRE, max(run_at, now) + (to_ms(parent.expire) or 0)]
         deps = list(task.after)
         if task._after is not None:
             deps.append(task._after.id)
-            fields += ["k", "o" if task._fails_over else "t"]
+            fields += [F_LINK, LINK_OTHERWISE if task._fails_over else LINK_THEN]
         if crontab:
-            fields += ["cr", crontab]
+            fields += [F_CRONTAB, crontab]
         if trace:
-            fields += ["tc", lua_bytes(trace)]
+            fields += [F_TRACE, lua_bytes(trace)]
         priority = task.priority or self.priorities[0]
         dedupe = 1 if task.id.startswith("cron:") else 0
         # every other leaf is a str or an int: one msgspec call encodes the whole blob
@@ -246,18 +262,18 @@ class QueueClient:
         args: tuple[Any, ...] = ()
         kwargs: dict[str, Any] = {}
         try:
-            decoded_args, kwargs = self.codec.decode_call(task_id, bytes(fields["d"]))
+            decoded_args, kwargs = self.codec.decode_call(task_id, bytes(fields[F_PAYLOAD]))
             args = tuple(decoded_args)
         except StreaqError:
             pass
         due = int(run_at)
         return TaskInfo(
             task_id=task_id,
-            fn_name=bytes(fields["f"]).decode(),
-            created_time=int(fields["c"]),
+            fn_name=bytes(fields[F_FN]).decode(),
+            created_time=int(fields[F_CREATED]),
             args=args,
             kwargs=kwargs,
-            tries=int(fields.get("r", 0)) + int(deliveries),
+            tries=int(fields.get(F_TRIES, 0)) + int(deliveries),
             scheduled=datetime.fromtimestamp(due / 1000, tz=UTC) if due > 0 else None,
             dependencies={bytes(d).decode() for d in deps},
             dependents={bytes(d).decode() for d in dependents},

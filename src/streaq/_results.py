@@ -20,7 +20,7 @@ import msgspec
 from redis import exceptions as rex
 
 from ._keys import QueueKeys
-from ._redis import Backoff, RedisClient, is_transient
+from ._redis import RedisClient, is_transient, retry_transient
 
 logger = logging.getLogger("streaq")
 
@@ -83,19 +83,15 @@ class ResultWaiter:
         if not task_ids:
             return
         keys = [self._keys.result(t) for t in task_ids]
-        backoff = Backoff()
-        while True:
-            try:
-                records = await self._client.execute("MGET", *keys)
-                break
-            except Exception as e:
-                if not is_transient(e):
-                    raise
-                # e.g. LOADING right after a restart: a failure here must not end the listener,
-                # or every later wait would miss its wake-up
-                delay = backoff.next()
-                logger.warning("cannot fetch finished results (%s); retrying in %.1fs", e, delay)
-                await anyio.sleep(delay)
+
+        def retrying(error: Exception, delay: float) -> None:
+            logger.warning("cannot fetch finished results (%s); retrying in %.1fs", error, delay)
+
+        # e.g. LOADING right after a restart: a failure here must not end the listener, or every
+        # later wait would miss its wake-up
+        records = await retry_transient(
+            lambda: self._client.execute("MGET", *keys), on_retry=retrying
+        )
         for task_id, record in zip(task_ids, records, strict=True):
             if record is not None:
                 self._deliver(task_id, record)
@@ -103,14 +99,9 @@ class ResultWaiter:
     async def _get(self, key: str) -> Any:
         """GET, waiting out a server that refuses commands for now (BUSY, LOADING, OOM...):
         waiting for a result is waiting, and the caller's timeout bounds it."""
-        backoff = Backoff()
-        while True:
-            try:
-                return await self._client.execute("GET", key)
-            except rex.ResponseError as e:
-                if not is_transient(e):
-                    raise
-            await backoff.sleep()
+        return await retry_transient(
+            lambda: self._client.execute("GET", key), transient=_refused_for_now
+        )
 
     def _deliver(self, task_id: str, record: bytes) -> None:
         for waiter in self._waiters.pop(task_id, ()):
@@ -177,3 +168,8 @@ class Watch:
             await self._waiter.event.wait()
         assert self._waiter.record is not None
         return self._waiter.record
+
+
+def _refused_for_now(error: Exception) -> bool:
+    # an unreachable server is the caller's to know about; one that answers "not now" is not
+    return isinstance(error, rex.ResponseError) and is_transient(error)

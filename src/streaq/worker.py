@@ -24,6 +24,7 @@ from ._keys import QueueKeys
 from ._queue import QueueClient
 from ._redis import RedisClient
 from ._redis_handle import RedisCommands, RedisPool
+from ._schema import DEFAULT_TTL
 from .task import (
     AnyRegisteredTask,
     AsyncRegisteredTask,
@@ -205,7 +206,7 @@ class Worker(Generic[C]):
         retry_timeouts: bool = False,
         silent: bool = False,
         timeout: timedelta | int | None = None,
-        ttl: timedelta | int | None = timedelta(minutes=5),
+        ttl: timedelta | int | None = DEFAULT_TTL,
         unique: bool = False,
     ) -> _TaskDecorator: ...
     def task(
@@ -218,7 +219,7 @@ class Worker(Generic[C]):
         retry_timeouts: bool = False,
         silent: bool = False,
         timeout: timedelta | int | None = None,
-        ttl: timedelta | int | None = timedelta(minutes=5),
+        ttl: timedelta | int | None = DEFAULT_TTL,
         unique: bool = False,
     ) -> Any:
         """Register a task; usable bare (``@worker.task``) or with options.
@@ -263,7 +264,7 @@ class Worker(Generic[C]):
         retry_timeouts: bool = False,
         silent: bool = False,
         timeout: timedelta | int | None = timedelta(hours=1),
-        ttl: timedelta | int | None = timedelta(minutes=5),
+        ttl: timedelta | int | None = DEFAULT_TTL,
         unique: bool = True,
     ) -> _TaskDecorator:
         """Register a function without parameters, fired on the crontab ``tab``.
@@ -413,7 +414,7 @@ class Worker(Generic[C]):
                 max_tries=3,
                 silent=False,
                 timeout=None,
-                ttl=timedelta(minutes=5),
+                ttl=DEFAULT_TTL,
                 unique=False,
                 crontab=None,
             )

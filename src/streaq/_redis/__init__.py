@@ -11,6 +11,7 @@ that turn "wrong server" replies into reconnects).
 """
 
 from ._backoff import Backoff as Backoff
+from ._backoff import retry_transient as retry_transient
 from ._client import RedisClient as RedisClient
 from ._client import open_client as open_client
 from ._cluster import ClusterClient as ClusterClient
@@ -58,4 +59,5 @@ __all__ = [
     "open_client",
     "pairs",
     "parse_config",
+    "retry_transient",
 ]

@@ -12,10 +12,16 @@ all arrive in the same instant.
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import anyio
 
-__all__ = ["Backoff"]
+from ._errors import is_transient
+
+__all__ = ["Backoff", "retry_transient"]
+
+T = TypeVar("T")
 
 
 class Backoff:
@@ -68,3 +74,32 @@ class Backoff:
     async def sleep(self) -> None:
         """Sleep for :meth:`next` seconds."""
         await anyio.sleep(self.next())
+
+
+async def retry_transient(
+    call: Callable[[], Awaitable[T]],
+    *,
+    on_retry: Callable[[Exception, float], None] | None = None,
+    backoff: Backoff | None = None,
+    transient: Callable[[Exception], bool] = is_transient,
+) -> T:
+    """Run ``call`` until it succeeds, waiting out transient failures.
+
+    :param call: the command(s), repeated unchanged (a transient failure ran nothing)
+    :param on_retry: told of each failure and the delay before the next attempt
+    :param backoff: the delays (default :class:`Backoff()`)
+    :param transient: which failures to wait out (default :func:`is_transient`)
+    :return: what ``call`` returned
+    :raises Exception: the first failure that is not transient
+    """
+    backoff = backoff or Backoff()
+    while True:
+        try:
+            return await call()
+        except Exception as e:
+            if not transient(e):
+                raise
+            delay = backoff.next()
+            if on_retry is not None:
+                on_retry(e, delay)
+            await anyio.sleep(delay)

@@ -21,6 +21,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .._dlq import REASON_UNRECORDABLE
+from .._schema import RETRY
 from ..types import StreaqError
 from ..utils import now_ms
 from ._crashpoints import ARMED, crashpoint
@@ -93,7 +94,7 @@ async def _finish(state: WorkerState, started: list[str], todo: list[Job]) -> No
     )
     if ARMED:
         crashpoint("during_release", released > 0)
-        crashpoint("during_retry", any(j.outcome[0] == "y" for j in todo if j.outcome))
+        crashpoint("during_retry", any(j.outcome[0] == RETRY for j in todo if j.outcome))
         crashpoint("during_finish")
     if skipped:
         logger.warning(

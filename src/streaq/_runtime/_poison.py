@@ -18,6 +18,7 @@ from .._dlq import (
     REASON_UNDECODABLE,
     REASON_UNKNOWN_FUNCTION,
 )
+from .._schema import F_LAST_ERROR
 from ..types import StreaqError
 from ..utils import now_ms
 from ._retry import retrying
@@ -52,7 +53,7 @@ def find_poison(job: Job, task: AnyRegisteredTask | None, worker_id: str) -> Poi
             ),
         )
     if task.max_tries and job.tries > task.max_tries:
-        last = job.fields.get("le")
+        last = job.fields.get(F_LAST_ERROR)
         error = (
             decode_exception(bytes(last))
             if last

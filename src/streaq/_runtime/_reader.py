@@ -22,6 +22,7 @@ from redis import exceptions as rex
 
 from .._keys import GROUP
 from .._redis import Backoff, Connection, is_transient
+from .._schema import F_ID, F_TRIES
 from ..utils import now_ms
 from ._crashpoints import ARMED, crashpoint
 from ._state import Job, WorkerState, parse_fields
@@ -100,9 +101,9 @@ class Reader:
                 if flat is None:
                     continue
                 fields = parse_fields(flat)
-                tries = int(fields.get("r", b"0")) + 1
+                tries = int(fields.get(F_TRIES, b"0")) + 1
                 self.accept(
-                    Job(fields["i"].decode(), bytes(msgid).decode(), priority, fields, tries)
+                    Job(fields[F_ID].decode(), bytes(msgid).decode(), priority, fields, tries)
                 )
                 claimed += 1
         if ARMED:

@@ -26,6 +26,7 @@ from typing import Any
 import anyio
 from redis import exceptions as rex
 
+from .._schema import F_ID, F_TRIES
 from ..utils import now_ms
 from ._crashpoints import ARMED, crashpoint
 from ._retry import retrying
@@ -132,9 +133,9 @@ class Reclaimer:
 def _job(entry: list[Any]) -> Job:
     priority, msgid, flat, deliveries, aborted = entry
     fields = parse_fields(flat)
-    tries = int(fields.get("r", b"0")) + int(deliveries)
+    tries = int(fields.get(F_TRIES, b"0")) + int(deliveries)
     return Job(
-        fields["i"].decode(),
+        fields[F_ID].decode(),
         bytes(msgid).decode(),
         bytes(priority).decode(),
         fields,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
-from .._redis import Backoff, is_transient
+from .._redis import Backoff, is_transient, retry_transient
 
 if TYPE_CHECKING:
     from ._state import WorkerState
@@ -40,19 +40,11 @@ async def retrying(state: WorkerState, what: str, call: Callable[[], Awaitable[T
     :param call: the Redis call(s), retried unchanged
     :raises Exception: whatever non-transient error ``call`` raises
     """
-    backoff = Backoff()
-    while True:
-        try:
-            result = await call()
-        except Exception as e:
-            if not is_transient(e):
-                raise
-            delay = backoff.next()
-            state.outage.failed(e, what, delay)
-            await anyio.sleep(delay)
-        else:
-            state.outage.ok()
-            return result
+    result = await retry_transient(
+        call, on_retry=lambda error, delay: state.outage.failed(error, what, delay)
+    )
+    state.outage.ok()
+    return result
 
 
 async def keep_serving(state: WorkerState, name: str, duty: Callable[[], Awaitable[None]]) -> None:

@@ -36,6 +36,21 @@ from .._codec import (
     encode_fields,
 )
 from .._cron import CronSchedule, firing_time_ms
+from .._schema import (
+    F_CRONTAB,
+    F_EXPIRE,
+    F_LAST_ERROR,
+    F_PARENT_ID,
+    F_PARENT_KIND,
+    F_PARENT_VALUE,
+    F_PAYLOAD,
+    F_TRACE,
+    F_TRIES,
+    HAND_BACK,
+    REPEAT,
+    RESULT,
+    RETRY,
+)
 from ..task import AnyRegisteredTask, AsyncRegisteredTask, _current_context
 from ..types import StreaqCancelled, StreaqError, StreaqRetry
 from ..utils import now_ms, to_ms, to_seconds
@@ -84,14 +99,14 @@ class Runner:
         """Decide a failed result for ``job``."""
         record = job.record(KIND_ERROR, encode_exception(exc), start, self.worker.id)
         unique = self._unique(self.worker.registry.get(job.fn_name))
-        job.outcome = ("r", record, job.ttl_ms, unique)
+        job.outcome = (RESULT, record, job.ttl_ms, unique)
         counter = "aborted" if isinstance(exc, StreaqCancelled) else "failed"
         self.worker.counters[counter] += 1
 
     def hand_back(self, job: Job) -> None:
         """Decide that ``job`` goes back to the stream for another worker."""
         unique = self._unique(self.worker.registry.get(job.fn_name))
-        job.outcome = ("h", encode_fields(job.flat_fields()), 0, unique)
+        job.outcome = (HAND_BACK, encode_fields(job.flat_fields()), 0, unique)
         self.worker.counters["relinquished"] += 1
 
     async def run(self, job: Job) -> None:
@@ -105,23 +120,23 @@ class Runner:
         The task keeps its id; its tries and last error start afresh. An aborted task, or one whose
         function this worker does not know, is not repeated.
         """
-        tab = job.fields.get("cr")
+        tab = job.fields.get(F_CRONTAB)
         outcome = job.outcome
-        if not tab or outcome is None or outcome[0] != "r" or job.aborted:
+        if not tab or outcome is None or outcome[0] != RESULT or job.aborted:
             return
         task = self.worker.registry.get(job.fn_name)
         if task is None:
             return
         now = now_ms()
         run_at = CronSchedule(tab.decode(), self.worker.tz).next_fire_ms(now)
-        fields = {k: v for k, v in job.fields.items() if k not in ("r", "le")}
+        fields = {k: v for k, v in job.fields.items() if k not in (F_TRIES, F_LAST_ERROR)}
         if task.expire is not None:
-            fields["x"] = str(run_at + (to_ms(task.expire) or 0)).encode()
+            fields[F_EXPIRE] = str(run_at + (to_ms(task.expire) or 0)).encode()
         flat: list[Any] = []
         for key, val in fields.items():
             flat += [key, val]
         _, record, ttl, unique = outcome
-        job.outcome = ("c", record, encode_fields([ttl, run_at, flat]), unique)
+        job.outcome = (REPEAT, record, encode_fields([ttl, run_at, flat]), unique)
 
     async def _run(self, job: Job) -> None:
         state = self.state
@@ -139,11 +154,13 @@ class Runner:
                 await dead_letter(state, job, task, poison)
             return
         try:
-            args, kwargs = self.codec.decode_call(job.task_id, bytes(job.fields.get("d", b"")))
+            args, kwargs = self.codec.decode_call(
+                job.task_id, bytes(job.fields.get(F_PAYLOAD, b""))
+            )
         except (ArgumentError, SignatureError) as e:
             await dead_letter(state, job, task, undecodable(e))
             return
-        deadline = job.fields.get("x")
+        deadline = job.fields.get(F_EXPIRE)
         if deadline is not None and now_ms() > int(deadline):
             self.fail(job, StreaqError(f"task {job.task_id} expired before it started"))
             return
@@ -196,10 +213,10 @@ class Runner:
         self, job: Job, task: AnyRegisteredTask, args: list[Any], kwargs: dict[str, Any]
     ) -> None:
         """Put a `then` link's input first and convert everything to the parameters' types."""
-        kind = job.fields.get("pk")
+        kind = job.fields.get(F_PARENT_KIND)
         if kind is not None:
-            parent = job.fields.get("pi", b"").decode()
-            value = self.codec.decode_value(parent, bytes(job.fields["pv"]))
+            parent = job.fields.get(F_PARENT_ID, b"").decode()
+            value = self.codec.decode_value(parent, bytes(job.fields[F_PARENT_VALUE]))
             args[:0] = (
                 value if int(kind) == KIND_TUPLE and isinstance(value, list | tuple) else [value]
             )
@@ -211,7 +228,7 @@ class Runner:
         call = self._call_for(task)
         if not task.silent:
             logger.info("task %s □ %s → worker %s", task.fn_name, job.task_id, self.worker.id)
-        trace = job.fields.get("tc")
+        trace = job.fields.get(F_TRACE)
         context = task.build_context(
             job.task_id,
             job.tries,
@@ -257,7 +274,7 @@ class Runner:
             return
         kind = KIND_TUPLE if isinstance(value, tuple) else KIND_VALUE
         record = job.record(kind, payload, start, self.worker.id)
-        job.outcome = ("r", record, job.ttl_ms, self._unique(task))
+        job.outcome = (RESULT, record, job.ttl_ms, self._unique(task))
         self.worker.counters["completed"] += 1
         if not task.silent:
             logger.info("task %s ■ %s ← %s", task.fn_name, job.task_id, _short(value))
@@ -269,12 +286,12 @@ class Runner:
         if retry and (not task.max_tries or job.tries < task.max_tries):
             run_at = self._retry_at(job, error)
             fields = dict(job.fields)
-            fields["r"] = str(job.tries).encode()
-            fields["le"] = encode_exception(error)
+            fields[F_TRIES] = str(job.tries).encode()
+            fields[F_LAST_ERROR] = encode_exception(error)
             flat: list[bytes | str] = []
             for key, val in fields.items():
                 flat += [key, val]
-            job.outcome = ("y", encode_fields(flat), run_at, self._unique(task))
+            job.outcome = (RETRY, encode_fields(flat), run_at, self._unique(task))
             self.worker.counters["retried"] += 1
             if not task.silent:
                 logger.info(

@@ -23,7 +23,8 @@ import msgspec
 from anyio.streams.memory import MemoryObjectSendStream
 
 from .._codec import ResultRecord, encode
-from .._queue import DEFAULT_TTL_MS, QueueClient
+from .._queue import QueueClient
+from .._schema import DEFAULT_TTL_MS, F_CREATED, F_FN, F_TTL
 from ..utils import now_ms
 from ._outage import Outage
 
@@ -51,12 +52,12 @@ class Job:
     @property
     def fn_name(self) -> str:
         """The registered name of the task's function."""
-        return self.fields.get("f", b"").decode()
+        return self.fields.get(F_FN, b"").decode()
 
     @property
     def ttl_ms(self) -> int:
         """How long the task's result is kept: -1 forever, 0 only published."""
-        return int(self.fields.get("l", DEFAULT_TTL_MS))
+        return int(self.fields.get(F_TTL, DEFAULT_TTL_MS))
 
     def record(self, kind: int, payload: bytes, start: int, worker_id: str) -> bytes:
         """The encoded result record of this job, finishing now.
@@ -66,7 +67,7 @@ class Job:
         :param start: when the function was called (ms; 0 when it never was)
         :param worker_id: the worker writing it
         """
-        created = int(self.fields.get("c", b"0"))
+        created = int(self.fields.get(F_CREATED, b"0"))
         enqueued = int(self.msgid.split("-", 1)[0])
         return encode(
             ResultRecord(

@@ -36,10 +36,29 @@ Lua builds records only for failures it decides itself (abort, failed dependency
 the header and a ready payload; it never repacks a payload it did not make.
 ]]
 
+-- The vocabulary shared with Python (streaq/_schema.py and streaq/_keys.py; tests/test_schema.py
+-- checks that both sides agree): code below uses these names, never the letters.
+local KEY = {
+  stream = 's:', tasks = 't', running = 'run:', result = 'r:', delayed = 'z',
+  dependencies = 'dp:', dependents = 'dn:', has_dependents = 'hd', abort = 'ab', lock = 'u:',
+  workers = 'workers', dead_letters = 'dlq', done_channel = 'done', abort_channel = 'abort',
+  wake_channel = 'wake',
+}
+local STATE = {queued = 'q', delayed = 'd', waiting = 'w'}
+local OUTCOME = {result = 'r', ['repeat'] = 'c', retry = 'y', hand_back = 'h', cancelled = 'x'}
+local FIELD = {
+  id = 'i', fn = 'f', payload = 'd', created = 'c', ttl = 'l', tries = 'r', last_error = 'le',
+  expire = 'x', link = 'k', parent_kind = 'pk', parent_value = 'pv', parent_id = 'pi',
+  crontab = 'cr', trace = 'tc',
+}
+local LINK = {['then'] = 't', otherwise = 'o'}
+-- the kinds of a result record
+local KIND = {value = 0, tuple = 1, error = 2}
+
 local GROUP = 'g'
 
-local function tasks_key(p) return p .. 't' end
-local function stream_key(p, prio) return p .. 's:' .. prio end
+local function tasks_key(p) return p .. KEY.tasks end
+local function stream_key(p, prio) return p .. KEY.stream .. prio end
 
 -- the byte length of the msgpack scalar at pos (strings, ints, bools, nil, floats only)
 local function scalar_len(s, pos)
@@ -97,9 +116,9 @@ local function load_state(p, id)
   local ok, st = pcall(cmsgpack.unpack, raw)
   if not ok or type(st) ~= 'table' or type(st[2]) ~= 'string' then return nil end
   local state = st[1]
-  if state == 'q' then
+  if state == STATE.queued then
     if type(st[3]) ~= 'string' then return nil end
-  elseif state == 'd' or state == 'w' then
+  elseif state == STATE.delayed or state == STATE.waiting then
     if type(st[3]) ~= 'table' then return nil end
   else
     return nil
@@ -112,14 +131,14 @@ local function owns(skey, msgid, worker)
   return redis.call('XPENDING', skey, GROUP, msgid, msgid, 1, worker)[1] ~= nil
 end
 
-local function running_key(p, prio) return p .. 'run:' .. prio end
+local function running_key(p, prio) return p .. KEY.running .. prio end
 
 local function store_result(p, id, rec, ttl, published)
   ttl = tonumber(ttl)
   if ttl == nil or ttl < 0 then
-    redis.call('SET', p .. 'r:' .. id, rec)
+    redis.call('SET', p .. KEY.result .. id, rec)
   elseif ttl > 0 then
-    redis.call('SET', p .. 'r:' .. id, rec, 'PX', ttl)
+    redis.call('SET', p .. KEY.result .. id, rec, 'PX', ttl)
   end
   -- a result that is not stored travels in the notification itself
   if ttl == 0 then
@@ -136,7 +155,7 @@ local function publish(p, published)
   if n < 16 then head = string.char(0x90 + n)
   elseif n < 65536 then head = '\220' .. struct.pack('>I2', n)
   else head = '\221' .. struct.pack('>I4', n) end
-  redis.call('PUBLISH', p .. 'done', head .. table.concat(published))
+  redis.call('PUBLISH', p .. KEY.done_channel, head .. table.concat(published))
 end
 
 local function failure_payload(type_name, message)
@@ -146,13 +165,13 @@ end
 -- put a task whose fields are known into its stream (or the delayed set) and index it
 local function place(p, id, prio, fields, run_at, now)
   if run_at > now then
-    redis.call('ZADD', p .. 'z', run_at, id)
-    redis.call('HSET', tasks_key(p), id, cmsgpack.pack({'d', prio, fields, run_at}))
-    local first = redis.call('ZRANGE', p .. 'z', 0, 0)
-    if first[1] == id then redis.call('PUBLISH', p .. 'wake', run_at) end
+    redis.call('ZADD', p .. KEY.delayed, run_at, id)
+    redis.call('HSET', tasks_key(p), id, cmsgpack.pack({STATE.delayed, prio, fields, run_at}))
+    local first = redis.call('ZRANGE', p .. KEY.delayed, 0, 0)
+    if first[1] == id then redis.call('PUBLISH', p .. KEY.wake_channel, run_at) end
   else
     local msgid = redis.call('XADD', stream_key(p, prio), '*', unpack(fields))
-    redis.call('HSET', tasks_key(p), id, cmsgpack.pack({'q', prio, msgid}))
+    redis.call('HSET', tasks_key(p), id, cmsgpack.pack({STATE.queued, prio, msgid}))
   end
 end
 
@@ -162,15 +181,16 @@ local function pass_to_fallbacks(p, id, kind, payload, parent)
   local stack = {id}
   while #stack > 0 do
     local cur = table.remove(stack)
-    for _, fb in ipairs(redis.call('SMEMBERS', p .. 'dn:' .. cur)) do
+    for _, fb in ipairs(redis.call('SMEMBERS', p .. KEY.dependents .. cur)) do
       local st = load_state(p, fb)
       if st then
         local fields = st[3]
-        if st[1] == 'w' and field(fields, 'k') == 'o' then
-          set_field(fields, 'pk', kind)
-          set_field(fields, 'pv', payload)
-          set_field(fields, 'pi', parent)
-          redis.call('HSET', tasks_key(p), fb, cmsgpack.pack({'w', st[2], fields, st[4] or 0}))
+        if st[1] == STATE.waiting and field(fields, FIELD.link) == LINK.otherwise then
+          set_field(fields, FIELD.parent_kind, kind)
+          set_field(fields, FIELD.parent_value, payload)
+          set_field(fields, FIELD.parent_id, parent)
+          redis.call('HSET', tasks_key(p), fb,
+            cmsgpack.pack({STATE.waiting, st[2], fields, st[4] or 0}))
           stack[#stack + 1] = fb
         end
       end
@@ -180,7 +200,7 @@ end
 
 -- the fields of an unfinished task (from its stream entry when queued)
 local function task_fields(p, st)
-  if st[1] == 'q' then
+  if st[1] == STATE.queued then
     local entries = redis.call('XRANGE', stream_key(p, st[2]), st[3], st[3])
     if entries[1] then return entries[1][2] end
     return {}
@@ -190,7 +210,7 @@ end
 
 -- release the unique lock of fn if id holds it
 local function release_unique(p, fn, id)
-  local lock = p .. 'u:' .. fn
+  local lock = p .. KEY.lock .. fn
   if redis.call('GET', lock) == id then redis.call('DEL', lock) end
 end
 
@@ -198,11 +218,12 @@ local resolve_dependents
 
 -- write a failed result decided here (abort, failed dependency) and cascade to dependents
 local function fail_task(p, id, fields, payload, now, published, worklist)
-  local rec = '\153' .. cmsgpack.pack(field(fields, 'f'), tonumber(field(fields, 'c')), now, 2,
-    0, now, tonumber(field(fields, 'r') or '0'), '') .. payload
-  store_result(p, id, rec, field(fields, 'l'), published)
+  local rec = '\153' .. cmsgpack.pack(field(fields, FIELD.fn),
+    tonumber(field(fields, FIELD.created)), now, KIND.error, 0, now,
+    tonumber(field(fields, FIELD.tries) or '0'), '') .. payload
+  store_result(p, id, rec, field(fields, FIELD.ttl), published)
   redis.call('HDEL', tasks_key(p), id)
-  redis.call('DEL', p .. 'dp:' .. id)
+  redis.call('DEL', p .. KEY.dependencies .. id)
   worklist[#worklist + 1] = {id, 2, payload}
 end
 
@@ -212,42 +233,44 @@ resolve_dependents = function(p, now, worklist, published)
   while idx <= #worklist do
     local parent, kind, payload = worklist[idx][1], worklist[idx][2], worklist[idx][3]
     idx = idx + 1
-    local dn = p .. 'dn:' .. parent
+    local dn = p .. KEY.dependents .. parent
     local children = redis.call('SMEMBERS', dn)
     redis.call('DEL', dn)
-    redis.call('SREM', p .. 'hd', parent)
+    redis.call('SREM', p .. KEY.has_dependents, parent)
     for _, child in ipairs(children) do
       local st = load_state(p, child)
       -- only a task still waiting for its dependencies is released or failed here
-      if st and st[1] == 'w' then
+      if st and st[1] == STATE.waiting then
         local fields = st[3]
-        local link = field(fields, 'k')
-        if kind == 2 and link ~= 'o' then
+        local link = field(fields, FIELD.link)
+        if kind == KIND.error and link ~= LINK.otherwise then
           fail_task(p, child, fields, failure_payload('StreaqError',
             'dependency ' .. parent .. ' failed'), now, published, worklist)
-        elseif kind ~= 2 and link == 'o' then
+        elseif kind ~= KIND.error and link == LINK.otherwise then
           -- the fallback is not needed: it ends with its parent's result
-          local rec = '\153' .. cmsgpack.pack(field(fields, 'f'), tonumber(field(fields, 'c')),
+          local rec = '\153' .. cmsgpack.pack(field(fields, FIELD.fn),
+            tonumber(field(fields, FIELD.created)),
             now, kind, now, now, 0, '') .. payload
-          store_result(p, child, rec, field(fields, 'l'), published)
+          store_result(p, child, rec, field(fields, FIELD.ttl), published)
           redis.call('HDEL', tasks_key(p), child)
-          redis.call('DEL', p .. 'dp:' .. child)
+          redis.call('DEL', p .. KEY.dependencies .. child)
           worklist[#worklist + 1] = {child, kind, payload}
         else
-          if link == 't' then
-            set_field(fields, 'pk', kind)
-            set_field(fields, 'pv', payload)
-            set_field(fields, 'pi', parent)
+          if link == LINK['then'] then
+            set_field(fields, FIELD.parent_kind, kind)
+            set_field(fields, FIELD.parent_value, payload)
+            set_field(fields, FIELD.parent_id, parent)
             pass_to_fallbacks(p, child, kind, payload, parent)
           end
-          local dp = p .. 'dp:' .. child
+          local dp = p .. KEY.dependencies .. child
           redis.call('SREM', dp, parent)
           if redis.call('SCARD', dp) == 0 then
             redis.call('DEL', dp)
-            set_field(fields, 'k', '')
+            set_field(fields, FIELD.link, '')
             place(p, child, st[2], fields, st[4] or 0, now)
           else
-            redis.call('HSET', tasks_key(p), child, cmsgpack.pack({'w', st[2], fields, st[4] or 0}))
+            redis.call('HSET', tasks_key(p), child,
+              cmsgpack.pack({STATE.waiting, st[2], fields, st[4] or 0}))
           end
         end
       end
@@ -280,7 +303,7 @@ local function enqueue(keys, args)
     end
     for _, dep in ipairs(t[4]) do
       if not batch_ids[dep] and redis.call('HEXISTS', tasks_key(p), dep) == 0
-          and redis.call('EXISTS', p .. 'r:' .. dep) == 0 then
+          and redis.call('EXISTS', p .. KEY.result .. dep) == 0 then
         return redis.error_reply('STREAQ unknown dependency ' .. dep .. ' of task ' .. t[1])
       end
     end
@@ -294,9 +317,9 @@ local function enqueue(keys, args)
     local skip = false
     if dedupe == 1 then
       skip = redis.call('HEXISTS', tasks_key(p), id) == 1
-        or redis.call('EXISTS', p .. 'r:' .. id) == 1
+        or redis.call('EXISTS', p .. KEY.result .. id) == 1
     else
-      redis.call('DEL', p .. 'r:' .. id)
+      redis.call('DEL', p .. KEY.result .. id)
     end
     if skip then
       out[n] = 0
@@ -307,7 +330,7 @@ local function enqueue(keys, args)
       else
         local msgid = redis.call('XADD', stream_key(p, prio), '*', unpack(fields))
         pending_ids[#pending_ids + 1] = id
-        pending_vals[#pending_vals + 1] = cmsgpack.pack({'q', prio, msgid})
+        pending_vals[#pending_vals + 1] = cmsgpack.pack({STATE.queued, prio, msgid})
       end
     else
       out[n] = 1
@@ -320,31 +343,33 @@ local function enqueue(keys, args)
       end
       local waiting = 0
       local failed_dep = nil
-      local link = field(fields, 'k')
+      local link = field(fields, FIELD.link)
       for _, dep in ipairs(deps) do
         local dep_st = load_state(p, dep)
         if dep_st then
           waiting = waiting + 1
-          if link == 'o' then
+          if link == LINK.otherwise then
             -- a fallback runs with its task's arguments, parent value included
             local dep_fields = task_fields(p, dep_st)
-            local pk = field(dep_fields, 'pk')
+            local pk = field(dep_fields, FIELD.parent_kind)
             if pk then
-              set_field(fields, 'pk', pk); set_field(fields, 'pv', field(dep_fields, 'pv'))
-              set_field(fields, 'pi', field(dep_fields, 'pi'))
+              set_field(fields, FIELD.parent_kind, pk)
+              set_field(fields, FIELD.parent_value, field(dep_fields, FIELD.parent_value))
+              set_field(fields, FIELD.parent_id, field(dep_fields, FIELD.parent_id))
             end
           end
-          redis.call('SADD', p .. 'dp:' .. id, dep)
-          redis.call('SADD', p .. 'dn:' .. dep, id)
-          redis.call('SADD', p .. 'hd', dep)
+          redis.call('SADD', p .. KEY.dependencies .. id, dep)
+          redis.call('SADD', p .. KEY.dependents .. dep, id)
+          redis.call('SADD', p .. KEY.has_dependents, dep)
         else
-          local rec = redis.call('GET', p .. 'r:' .. dep)
+          local rec = redis.call('GET', p .. KEY.result .. dep)
           if rec then
             local kind, payload = split_record(rec)
-            if kind == 2 and link ~= 'o' then failed_dep = dep
-            elseif link == 't' then
-              set_field(fields, 'pk', kind); set_field(fields, 'pv', payload)
-              set_field(fields, 'pi', dep)
+            if kind == KIND.error and link ~= LINK.otherwise then failed_dep = dep
+            elseif link == LINK['then'] then
+              set_field(fields, FIELD.parent_kind, kind)
+              set_field(fields, FIELD.parent_value, payload)
+              set_field(fields, FIELD.parent_id, dep)
             end
           end
         end
@@ -354,9 +379,9 @@ local function enqueue(keys, args)
         fail_task(p, id, fields, failure_payload('StreaqError',
           'dependency ' .. failed_dep .. ' failed'), now, published, {})
       elseif waiting > 0 then
-        redis.call('HSET', tasks_key(p), id, cmsgpack.pack({'w', prio, fields, run_at}))
+        redis.call('HSET', tasks_key(p), id, cmsgpack.pack({STATE.waiting, prio, fields, run_at}))
       else
-        set_field(fields, 'k', '')
+        set_field(fields, FIELD.link, '')
         place(p, id, prio, fields, run_at, now)
       end
     end
@@ -407,30 +432,30 @@ local function finish(keys, args)
       acks[prio] = acks[prio] or {ids = {}, tasks = {}}
       table.insert(acks[prio].ids, msgid)
       table.insert(acks[prio].tasks, id)
-      if outcome ~= 'r' and redis.call('SISMEMBER', p .. 'ab', id) == 1 then
-        if outcome == 'c' then
+      if outcome ~= OUTCOME.result and redis.call('SISMEMBER', p .. KEY.abort, id) == 1 then
+        if outcome == OUTCOME['repeat'] then
           b = cmsgpack.unpack(b)[1]
-          outcome = 'r'
+          outcome = OUTCOME.result
         else
           cancelled[#cancelled + 1] = {id, cmsgpack.unpack(a)}
-          outcome = 'x'
+          outcome = OUTCOME.cancelled
         end
       end
-      if outcome == 'r' then
+      if outcome == OUTCOME.result then
         store_result(p, id, a, b, published)
         done_ids[#done_ids + 1] = id
         done_records[id] = a
         written = written + 1
-      elseif outcome == 'c' then
+      elseif outcome == OUTCOME['repeat'] then
         local spec = cmsgpack.unpack(b)
         store_result(p, id, a, spec[1], published)
         done_ids[#done_ids + 1] = id
         done_records[id] = a
         repeats[#repeats + 1] = {id, prio, spec[3], tonumber(spec[2])}
         written = written + 1
-      elseif outcome == 'y' then
+      elseif outcome == OUTCOME.retry then
         place(p, id, prio, cmsgpack.unpack(a), tonumber(b), now)
-      elseif outcome == 'h' then
+      elseif outcome == OUTCOME.hand_back then
         place(p, id, prio, cmsgpack.unpack(a), 0, now)
       end
       if c ~= '' then release_unique(p, c, id) end
@@ -444,8 +469,8 @@ local function finish(keys, args)
   end
   if #done_ids > 0 then
     redis.call('HDEL', tasks_key(p), unpack(done_ids))
-    redis.call('SREM', p .. 'ab', unpack(done_ids))
-    local parents = redis.call('SMISMEMBER', p .. 'hd', unpack(done_ids))
+    redis.call('SREM', p .. KEY.abort, unpack(done_ids))
+    local parents = redis.call('SMISMEMBER', p .. KEY.has_dependents, unpack(done_ids))
     for m, flag in ipairs(parents) do
       if flag == 1 then
         released = released + 1
@@ -456,8 +481,8 @@ local function finish(keys, args)
     end
   end
   for _, item in ipairs(cancelled) do
-    released = released + redis.call('SISMEMBER', p .. 'hd', item[1])
-    redis.call('SREM', p .. 'ab', item[1])
+    released = released + redis.call('SISMEMBER', p .. KEY.has_dependents, item[1])
+    redis.call('SREM', p .. KEY.abort, item[1])
     fail_task(p, item[1], item[2], failure_payload('StreaqCancelled', 'task aborted'), now,
       published, worklist)
     written = written + 1
@@ -479,11 +504,11 @@ run, 0 when another running instance holds the lock. ]]
 local function unique(keys, args)
   local p = keys[1]
   local fn, id, lease, idle = args[1], args[2], args[3], tonumber(args[4])
-  local lock = p .. 'u:' .. fn
+  local lock = p .. KEY.lock .. fn
   local holder = redis.call('GET', lock)
   if holder and holder ~= id then
     local st = load_state(p, holder)
-    if st and st[1] == 'q' then
+    if st and st[1] == STATE.queued then
       local entry = redis.call('XPENDING', stream_key(p, st[2]), GROUP, st[3], st[3], 1)[1]
       if entry and entry[3] < idle then return 0 end
     end
@@ -495,17 +520,19 @@ end
 -- remove a task that is not running from wherever it waits; returns its fields or nil
 local function unlink(p, id, st)
   local state, prio = st[1], st[2]
-  if state == 'q' then
+  if state == STATE.queued then
     local entries = redis.call('XRANGE', stream_key(p, prio), st[3], st[3])
     redis.call('XDEL', stream_key(p, prio), st[3])
     if entries[1] then return entries[1][2] end
     return nil
-  elseif state == 'd' then
-    redis.call('ZREM', p .. 'z', id)
-  elseif state == 'w' then
-    for _, dep in ipairs(redis.call('SMEMBERS', p .. 'dp:' .. id)) do
-      redis.call('SREM', p .. 'dn:' .. dep, id)
-      if redis.call('EXISTS', p .. 'dn:' .. dep) == 0 then redis.call('SREM', p .. 'hd', dep) end
+  elseif state == STATE.delayed then
+    redis.call('ZREM', p .. KEY.delayed, id)
+  elseif state == STATE.waiting then
+    for _, dep in ipairs(redis.call('SMEMBERS', p .. KEY.dependencies .. id)) do
+      redis.call('SREM', p .. KEY.dependents .. dep, id)
+      if redis.call('EXISTS', p .. KEY.dependents .. dep) == 0 then
+        redis.call('SREM', p .. KEY.has_dependents, dep)
+      end
     end
   end
   return st[3]
@@ -519,11 +546,11 @@ end
 -- abort the unfinished task id (index entry st): 1 aborted here (result written), 2 running
 -- (abort requested), -1 gone
 local function abort_task(p, id, st, now)
-  if st[1] == 'q' and is_pending(p, st[2], st[3]) then
-    redis.call('SADD', p .. 'ab', id)
+  if st[1] == STATE.queued and is_pending(p, st[2], st[3]) then
+    redis.call('SADD', p .. KEY.abort, id)
     -- a repeating task's previous result must not answer those waiting for this run's end
-    redis.call('DEL', p .. 'r:' .. id)
-    redis.call('PUBLISH', p .. 'abort', id)
+    redis.call('DEL', p .. KEY.result .. id)
+    redis.call('PUBLISH', p .. KEY.abort_channel, id)
     return 2
   end
   local fields = unlink(p, id, st)
@@ -546,7 +573,7 @@ local function abort(keys, args)
   if not st then
     -- an index entry this library cannot read would hold the id forever: drop it
     redis.call('HDEL', tasks_key(p), id)
-    if redis.call('EXISTS', p .. 'r:' .. id) == 1 then return 0 end
+    if redis.call('EXISTS', p .. KEY.result .. id) == 1 then return 0 end
     return -1
   end
   return abort_task(p, id, st, now)
@@ -560,7 +587,10 @@ local function unschedule(keys, args)
   local id, now = args[1], tonumber(args[2])
   local st = load_state(p, id)
   if not st then return 0 end
-  if st[1] ~= 'd' and st[1] ~= 'w' and not field(task_fields(p, st), 'cr') then return 0 end
+  if st[1] ~= STATE.delayed and st[1] ~= STATE.waiting
+      and not field(task_fields(p, st), FIELD.crontab) then
+    return 0
+  end
   if abort_task(p, id, st, now) > 0 then return 1 end
   return 0
 end
@@ -571,10 +601,10 @@ local function status(keys, args)
   local id = args[1]
   local st = load_state(p, id)
   if not st then
-    if redis.call('EXISTS', p .. 'r:' .. id) == 1 then return 'done' end
+    if redis.call('EXISTS', p .. KEY.result .. id) == 1 then return 'done' end
     return 'missing'
   end
-  if st[1] == 'q' then
+  if st[1] == STATE.queued then
     -- started, not merely claimed: a prefetched message is still queued
     if redis.call('SISMEMBER', running_key(p, st[2]), id) == 1 then return 'running' end
     return 'queued'
@@ -592,15 +622,16 @@ local function info(keys, args)
   local fields = st[3]
   local deliveries = 0
   local state = status(keys, args)
-  if st[1] == 'q' then
+  if st[1] == STATE.queued then
     local entries = redis.call('XRANGE', stream_key(p, st[2]), st[3], st[3])
     if not entries[1] then return nil end
     fields = entries[1][2]
     local pending = redis.call('XPENDING', stream_key(p, st[2]), GROUP, st[3], st[3], 1)
     if pending[1] then deliveries = pending[1][4] end
   end
-  return {state, st[2], fields, tostring(st[4] or 0), redis.call('SMEMBERS', p .. 'dp:' .. id),
-    redis.call('SMEMBERS', p .. 'dn:' .. id), deliveries}
+  return {state, st[2], fields, tostring(st[4] or 0),
+    redis.call('SMEMBERS', p .. KEY.dependencies .. id),
+    redis.call('SMEMBERS', p .. KEY.dependents .. id), deliveries}
 end
 
 --[[ promote(KEYS[1]=prefix; ARGV: now, limit) -> [moved, next due time or -1]
@@ -609,13 +640,13 @@ Moves due delayed tasks into their streams. An id in the delayed set whose index
 local function promote(keys, args)
   local p = keys[1]
   local now, limit = tonumber(args[1]), tonumber(args[2])
-  local due = redis.call('ZRANGEBYSCORE', p .. 'z', '-inf', now, 'LIMIT', 0, limit)
-  if #due > 0 then redis.call('ZREM', p .. 'z', unpack(due)) end
+  local due = redis.call('ZRANGEBYSCORE', p .. KEY.delayed, '-inf', now, 'LIMIT', 0, limit)
+  if #due > 0 then redis.call('ZREM', p .. KEY.delayed, unpack(due)) end
   for _, id in ipairs(due) do
     local st = load_state(p, id)
-    if st and st[1] == 'd' then place(p, id, st[2], st[3], 0, now) end
+    if st and st[1] == STATE.delayed then place(p, id, st[2], st[3], 0, now) end
   end
-  local first = redis.call('ZRANGE', p .. 'z', 0, 0, 'WITHSCORES')
+  local first = redis.call('ZRANGE', p .. KEY.delayed, 0, 0, 'WITHSCORES')
   local nxt = -1
   if first[2] then nxt = tonumber(first[2]) end
   return {#due, nxt}
@@ -673,10 +704,10 @@ local function reclaim(keys, args)
           local msgid, fields = claimed[1], claimed[2]
           -- an entry deleted from the stream leaves the pending list without a reply
           if type(fields) == 'table' then
-            local id = field(fields, 'i') or ''
+            local id = field(fields, FIELD.id) or ''
             redis.call('SREM', running, id)
             taken[#taken + 1] = {prio, msgid, fields, deliveries[msgid],
-              redis.call('SISMEMBER', p .. 'ab', id)}
+              redis.call('SISMEMBER', p .. KEY.abort, id)}
             count = count - 1
           end
         end
@@ -687,10 +718,10 @@ local function reclaim(keys, args)
           local entries = redis.call('XRANGE', skey, msgid, msgid)
           if entries[1] then
             local fields = entries[1][2]
-            local id = field(fields, 'i') or ''
+            local id = field(fields, FIELD.id) or ''
             local pending_entry = redis.call('XPENDING', skey, GROUP, msgid, msgid, 1)[1]
             own[#own + 1] = {prio, msgid, fields, pending_entry[4],
-              redis.call('SISMEMBER', p .. 'ab', id)}
+              redis.call('SISMEMBER', p .. KEY.abort, id)}
           else
             redis.call('XACK', skey, GROUP, msgid)
           end
@@ -746,13 +777,13 @@ local function retire(keys, args)
           redis.call('XDEL', skey, msgid)
           if entries[1] then
             local fields = entries[1][2]
-            local id = field(fields, 'i') or ''
+            local id = field(fields, FIELD.id) or ''
             local st = load_state(p, id)
-            if st and st[1] == 'q' and st[3] == msgid then
+            if st and st[1] == STATE.queued and st[3] == msgid then
               redis.call('SREM', running_key(p, prio), id)
-              if redis.call('SISMEMBER', p .. 'ab', id) == 1 then
+              if redis.call('SISMEMBER', p .. KEY.abort, id) == 1 then
                 -- asked to abort while this worker held it: it ends here, as in finish
-                redis.call('SREM', p .. 'ab', id)
+                redis.call('SREM', p .. KEY.abort, id)
                 local published, worklist = {}, {}
                 fail_task(p, id, fields, failure_payload('StreaqCancelled', 'task aborted'), now,
                   published, worklist)
@@ -769,7 +800,7 @@ local function retire(keys, args)
       end
     end
   end
-  redis.call('HDEL', p .. 'workers', worker)
+  redis.call('HDEL', p .. KEY.workers, worker)
   return handed
 end
 
@@ -789,7 +820,7 @@ local function prune(keys, args)
   local p = keys[1]
   local now, dead_after, forget_after = tonumber(args[1]), tonumber(args[2]), tonumber(args[3])
   local beats = {}
-  local flat = redis.call('HGETALL', p .. 'workers')
+  local flat = redis.call('HGETALL', p .. KEY.workers)
   for n = 1, #flat, 2 do beats[flat[n]] = tonumber(flat[n + 1]) or 0 end
   local deleted, forgotten = 0, 0
   for n = 4, #args do
@@ -812,7 +843,7 @@ local function prune(keys, args)
   end
   for name, beat in pairs(beats) do
     if now - beat > forget_after then
-      redis.call('HDEL', p .. 'workers', name)
+      redis.call('HDEL', p .. KEY.workers, name)
       forgotten = forgotten + 1
     end
   end
@@ -837,7 +868,7 @@ local function counts(keys, args)
   local p = keys[1]
   local out = {}
   for _, prio in ipairs(args) do out[#out + 1] = redis.call('XLEN', stream_key(p, prio)) end
-  out[#out + 1] = redis.call('ZCARD', p .. 'z')
+  out[#out + 1] = redis.call('ZCARD', p .. KEY.delayed)
   out[#out + 1] = redis.call('HLEN', tasks_key(p))
   return out
 end
@@ -874,16 +905,16 @@ local function dead_letter(keys, args)
     'worker', worker}) do
     dead[#dead + 1] = v
   end
-  redis.call('XADD', p .. 'dlq', 'MAXLEN', '~', DLQ_MAXLEN, '*', unpack(dead))
+  redis.call('XADD', p .. KEY.dead_letters, 'MAXLEN', '~', DLQ_MAXLEN, '*', unpack(dead))
   redis.call('XACK', skey, GROUP, msgid)
   redis.call('XDEL', skey, msgid)
   local published, worklist = {}, {}
   store_result(p, id, rec, ttl, published)
   redis.call('HDEL', tasks_key(p), id)
-  redis.call('SREM', p .. 'ab', id)
+  redis.call('SREM', p .. KEY.abort, id)
   redis.call('SREM', running_key(p, prio), id)
   if unique_fn ~= '' then release_unique(p, unique_fn, id) end
-  if redis.call('SISMEMBER', p .. 'hd', id) == 1 then
+  if redis.call('SISMEMBER', p .. KEY.has_dependents, id) == 1 then
     local kind, payload = split_record(rec)
     worklist[1] = {id, kind, payload}
   end
@@ -895,8 +926,8 @@ end
 -- the dead-letter entries naming one of ids (a set), or all of them when ids is nil
 local function dead_entries(p, ids)
   local out = {}
-  for _, entry in ipairs(redis.call('XRANGE', p .. 'dlq', '-', '+')) do
-    if ids == nil or ids[field(entry[2], 'i')] then out[#out + 1] = entry end
+  for _, entry in ipairs(redis.call('XRANGE', p .. KEY.dead_letters, '-', '+')) do
+    if ids == nil or ids[field(entry[2], FIELD.id)] then out[#out + 1] = entry end
   end
   return out
 end
@@ -919,22 +950,23 @@ local function replay_dead_letters(keys, args)
   local replayed, seen = {}, {}
   for _, entry in ipairs(dead_entries(p, id_set(args, 2))) do
     local old = entry[2]
-    local id = field(old, 'i')
+    local id = field(old, FIELD.id)
     if not seen[id] and redis.call('HEXISTS', tasks_key(p), id) == 0 then
       seen[id] = true
       local fields = {}
       for n = 1, #old, 2 do
         local name = old[n]
-        if not DEAD_FIELDS[name] and name ~= 'r' and name ~= 'le' and name ~= 'x' then
+        if not DEAD_FIELDS[name] and name ~= FIELD.tries and name ~= FIELD.last_error
+            and name ~= FIELD.expire then
           fields[#fields + 1] = name
           fields[#fields + 1] = old[n + 1]
         end
       end
-      redis.call('DEL', p .. 'r:' .. id)
+      redis.call('DEL', p .. KEY.result .. id)
       place(p, id, field(old, 'priority'), fields, 0, now)
       replayed[#replayed + 1] = id
     end
-    redis.call('XDEL', p .. 'dlq', entry[1])
+    redis.call('XDEL', p .. KEY.dead_letters, entry[1])
   end
   return replayed
 end
@@ -944,13 +976,13 @@ local function purge_dead_letters(keys, args)
   local p = keys[1]
   local ids = id_set(args, 1)
   if ids == nil then
-    local n = redis.call('XLEN', p .. 'dlq')
-    redis.call('DEL', p .. 'dlq')
+    local n = redis.call('XLEN', p .. KEY.dead_letters)
+    redis.call('DEL', p .. KEY.dead_letters)
     return n
   end
   local gone = 0
   for _, entry in ipairs(dead_entries(p, ids)) do
-    gone = gone + redis.call('XDEL', p .. 'dlq', entry[1])
+    gone = gone + redis.call('XDEL', p .. KEY.dead_letters, entry[1])
   end
   return gone
 end
