@@ -79,6 +79,33 @@ async def test_acl_user_restricted_to_the_queue(
             await app.worker._client.redis.execute("GET", "elsewhere")
 
 
+#: a producer's rule: the worker's, without the FUNCTION command (no FUNCTION LOAD)
+PRODUCER_ACL = MINIMAL_ACL.replace("+@write", "+@write -function") + " +fcall_ro"
+
+
+async def test_producer_without_function_load_rights(
+    redis_server: ServerFactory, backend_name: str, queue_name: str
+) -> None:
+    """A producer's user may not load functions: it only calls those a worker loaded."""
+    worker_rule = MINIMAL_ACL.replace("<queue>", queue_name)
+    producer_rule = PRODUCER_ACL.replace("<queue>", queue_name)
+    server = redis_server(
+        acl_users=[f"worker on >pw {worker_rule}", f"producer on >pw {producer_rule}"],
+        password="admin",
+    )
+    app = build(server.url.replace("redis://", "redis://worker:pw@"), queue_name, record=False)
+    producer = build(
+        server.url.replace("redis://", "redis://producer:pw@"), queue_name, record=False
+    )
+    async with app.worker, running(app), producer.worker:
+        with anyio.fail_after(30):
+            task = await producer.plain.enqueue(7, 0)
+            assert (await task.result()).result == 7
+            assert await producer.worker.queue_size() == 0
+        with pytest.raises(rex.NoPermissionError):
+            await producer.worker._client.redis.execute("FUNCTION", "LOAD", "#!lua name=x\n")
+
+
 async def test_wrong_password(redis_server: ServerFactory, queue_name: str) -> None:
     server = redis_server(password="right")
     app = build(server.url.replace("redis://", "redis://:wrong@"), queue_name, record=False)

@@ -5,11 +5,12 @@ Theory of operation
 -------------------
 A :class:`FunctionLibrary` is the immutable source of one Redis function library (``#!lua
 name=...``). :class:`FunctionCaller` (one per client) remembers which libraries it has loaded on the
-server, each with a *generation* number bumped on every load. Before the first ``FCALL`` of a
-library it loads the code with ``FUNCTION LOAD REPLACE`` (so this client's version is the one on the
-server, even if an older build of the same name was there). When an ``FCALL`` fails with *Function
-not found* — the server restarted without persistence, or someone ran ``FUNCTION FLUSH`` — it
-reloads and retries that call once. A call that failed this way did not run, so retrying is safe.
+server, each with a *generation* number bumped on every load. It calls first and loads only when a
+call fails with *Function not found* -- the library was never loaded there, the server restarted
+without persistence, or someone ran ``FUNCTION FLUSH`` or deleted an old version -- with
+``FUNCTION LOAD REPLACE``, then retries that call once. A call that failed this way did not run, so
+retrying is safe. Calling first means that a client whose ACL user may not load functions (a
+producer given only ``FCALL``) works as soon as a worker has loaded the library.
 A server that does not know ``FUNCTION`` or ``FCALL`` at all (renamed away, or a Redis-compatible
 server without functions that passed the version check) raises
 :class:`~streaq._redis._errors.RedisVersionError` saying so, instead of an error reply that
@@ -118,7 +119,8 @@ class FunctionCaller:
         self._lock = anyio.Lock()
 
     async def _load(self, library: FunctionLibrary, failed_generation: int | None) -> int:
-        """Load ``library`` unless it is loaded at a generation other than ``failed_generation``."""
+        """Load ``library`` unless it is loaded at a generation other than ``failed_generation``
+        (``None``: this caller never loaded it)."""
         async with self._lock:
             current = self._loaded.get(library.name)
             if current is not None and current != failed_generation:
@@ -133,10 +135,6 @@ class FunctionCaller:
             self._generation += 1
             self._loaded[library.name] = self._generation
             return self._generation
-
-    async def _ensure(self, library: FunctionLibrary) -> int:
-        generation = self._loaded.get(library.name)
-        return generation if generation is not None else await self._load(library, None)
 
     async def fcall(
         self,
@@ -159,7 +157,7 @@ class FunctionCaller:
         :raises redis.exceptions.ResponseError: for an error raised by the function.
         """
         command = _fcall_command("FCALL_RO" if read_only else "FCALL", function, keys, args)
-        generation = await self._ensure(library)
+        generation = self._loaded.get(library.name)
         try:
             return await self._commands.execute(*command)
         except rex.ResponseError as exc:
@@ -184,7 +182,7 @@ class FunctionCaller:
         :raises redis.exceptions.ResponseError: the first error, with ``raise_on_error``.
         """
         commands = [_fcall_command("FCALL", fn, keys, args) for fn, keys, args in calls]
-        generation = await self._ensure(library)
+        generation = self._loaded.get(library.name)
         replies = await self._commands.pipeline(commands, raise_on_error=False)
         unsupported = _unsupported(replies[0], self._commands.address) if replies else None
         if unsupported is not None:
