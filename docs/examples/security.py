@@ -86,7 +86,7 @@ async def main() -> None:
         forger: Worker[None] = Worker(redis_url=REDIS_URL, queue_name=QUEUE, signing_secret="x")
         async with forger:
             forged = await forger.enqueue_unsafe("transfer", 1_000_000, "mallory")
-            outcome = await forged.result(timeout=10)
+        outcome = await worker.result_by_id(forged.id, timeout=10)
         assert not outcome.success  # the worker refused it and kept running
         assert "invalid signature" in str(outcome.exception)
         # --8<-- [end:forged]

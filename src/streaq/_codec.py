@@ -1,32 +1,34 @@
-"""Serialization: the task payload, result records, exception records and signing.
+"""Serialization: the task payload, result records and exception records.
 
 Theory of operation. A task travels as stream entry fields (see ``lua/streaq.lua``); its arguments
 are one payload ``d``: msgpack ``[args, kwargs]`` (or the user's serializer applied to
-``(args, kwargs)``), preceded by a 32-byte HMAC-SHA256 of task id + payload when a signing secret is
-set. Arguments are decoded untyped, then each one is converted into its parameter's annotated type
-by msgspec, so a dataclass or Struct parameter arrives as itself and a wrong type is reported with
-the parameter's name.
+``(args, kwargs)``). With a signing secret the task's fields are signed and result payloads sealed
+(:mod:`streaq._signing`). Every payload decoded is bounded in size (``MAX_PAYLOAD``) and depth
+(msgspec's recursion limit); a payload past either is an error, never a crash. Arguments are
+decoded untyped, then each one is converted into its parameter's annotated type by msgspec, so a
+dataclass or Struct parameter arrives as itself and a wrong type is reported with the parameter's
+name.
 
 A result record is a msgpack array ``[fn, created, enqueued, kind, start, finish, tries, worker,
 payload]`` (kind 0 value, 1 tuple, 2 exception). The payload is decoded only when asked for, with
 the task's return type (``msgspec.Raw`` defers it). Exceptions travel as
-:class:`ExceptionRecord`; only builtin and streaq exception types are rebuilt as themselves, every
-other type arrives as :class:`~streaq.types.RemoteTaskError`: queue data never names code to run.
+:class:`ExceptionRecord`; only builtin and streaq exception types deriving from ``Exception`` are
+rebuilt as themselves (never ``SystemExit``, ``KeyboardInterrupt``, ``GeneratorExit``), every other
+type arrives as :class:`~streaq.types.RemoteTaskError`: queue data never names code to run.
 """
 
 from __future__ import annotations
 
 import builtins
-import hashlib
-import hmac
 import inspect
 import traceback
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
 
+from ._signing import SIGNATURE_LEN, SignatureError, Signer
 from .types import RemoteTaskError, StreaqCancelled, StreaqError, StreaqRetry
 
 Serializer = Callable[[Any], Any]
@@ -37,7 +39,6 @@ KIND_VALUE = 0
 KIND_TUPLE = 1
 KIND_ERROR = 2
 
-_SIG_LEN = 32
 _STREAQ_ERRORS: dict[str, type[BaseException]] = {}
 _SIMPLE = (str, int, float, bool, type(None))
 #: types whose values need no conversion when they already have exactly that type
@@ -46,10 +47,6 @@ _SCALARS = frozenset((str, int, float, bool, bytes))
 
 class ArgumentError(StreaqError, TypeError):
     """A task's arguments do not fit its signature or its parameter types."""
-
-
-class SignatureError(StreaqError):
-    """A payload's signature is missing or wrong: it was not written by this queue's producers."""
 
 
 _STREAQ_ERRORS.update(
@@ -116,7 +113,9 @@ def record_to_exception(rec: ExceptionRecord) -> BaseException:
         cls = getattr(builtins, rec.type, None)
     elif rec.module.startswith("streaq."):
         cls = _STREAQ_ERRORS.get(rec.type)
-    if isinstance(cls, type) and issubclass(cls, BaseException) and rec.type != "RemoteTaskError":
+    # only Exception subclasses: never SystemExit, KeyboardInterrupt or GeneratorExit, which
+    # would stop whoever looks at the result
+    if isinstance(cls, type) and issubclass(cls, Exception) and rec.type != "RemoteTaskError":
         try:
             exc = cls(*rec.args) if rec.args else cls(rec.message)
         except Exception:
@@ -202,51 +201,43 @@ class Codec:
 
     Either side may be given alone: a missing serializer or deserializer is msgpack's, so a
     ``serializer`` alone must produce msgpack (e.g. ``msgspec.msgpack.Encoder(enc_hook=...)``).
+    With a signing secret, tasks are signed and results sealed (see :mod:`streaq._signing`).
 
     :param serializer: user serializer replacing msgpack for arguments and results
     :param deserializer: user deserializer replacing msgpack's decoder
-    :param signing_secret: HMAC key; when set every payload is signed together with its task id
+    :param signing_secret: the HMAC secret, or several (the first signs, any verifies)
     """
 
-    __slots__ = ("_deserializer", "_key", "_serializer")
+    __slots__ = ("_deserializer", "_serializer", "_signer")
 
     def __init__(
         self,
         serializer: Serializer | None = None,
         deserializer: Deserializer | None = None,
-        signing_secret: str | bytes | None = None,
+        signing_secret: str | bytes | Sequence[str | bytes] | None = None,
     ) -> None:
         self._serializer = serializer
         self._deserializer = deserializer
-        key = signing_secret.encode() if isinstance(signing_secret, str) else signing_secret
-        self._key = key or None
+        self._signer = Signer(signing_secret) if signing_secret else None
 
-    def _sign(self, task_id: str, data: bytes) -> bytes:
-        assert self._key is not None
-        return hmac.new(self._key, task_id.encode() + data, hashlib.sha256).digest()
-
-    def _seal(self, task_id: str, data: bytes) -> bytes:
-        return self._sign(task_id, data) + data if self._key else data
-
-    def _open(self, task_id: str, data: bytes) -> bytes:
-        if not self._key:
-            return data
-        sig, body = data[:_SIG_LEN], data[_SIG_LEN:]
-        if len(data) < _SIG_LEN or not hmac.compare_digest(sig, self._sign(task_id, body)):
-            raise SignatureError(f"payload of task {task_id} has an invalid signature")
-        return body
+    @property
+    def signs(self) -> bool:
+        """Whether tasks are signed and results sealed."""
+        return self._signer is not None
 
     def _user_serialize(self, value: Any) -> Any:
         assert self._serializer is not None
         data = self._serializer(value)
-        if self._key is not None and not isinstance(data, bytes):
+        if self._signer is not None and not isinstance(data, bytes):
             # as in 7.2: the signature covers exact bytes, which a str does not have
             raise StreaqError(
                 f"with signing_secret the serializer must return bytes, not {type(data).__name__}"
             )
         return data
 
-    def encode_call(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    # tasks
+
+    def encode_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         """The payload of a task's arguments.
 
         :raises Exception: whatever the serializer raises (``TypeError`` for msgpack)
@@ -254,53 +245,133 @@ class Codec:
         """
         if self._serializer is not None:
             data = self._user_serialize((args, kwargs))
-            if not isinstance(data, bytes):
-                data = str(data).encode()
-        else:
-            data = _encode((args, kwargs))
-        return self._seal(task_id, data)
+            return data if isinstance(data, bytes) else str(data).encode()
+        return _encode((args, kwargs))
 
     def decode_call(self, task_id: str, payload: bytes) -> tuple[list[Any], dict[str, Any]]:
         """Arguments from a payload, untyped.
 
-        :raises SignatureError: when signing is on and the signature does not match
-        :raises ArgumentError: when the payload cannot be decoded
+        :raises ArgumentError: when the payload is too large or cannot be decoded
         """
-        body = self._open(task_id, payload)
+        _check_size(task_id, payload, "arguments")
         try:
             if self._deserializer is not None:
-                args, kwargs = self._deserializer(body)
+                args, kwargs = self._deserializer(payload)
             else:
-                args, kwargs = _decode_any(body)
+                args, kwargs = _decode_any(payload)
         except Exception as e:
+            # RecursionError included: msgspec bounds the depth of what it decodes
             raise ArgumentError(f"cannot decode the arguments of task {task_id}: {e}") from None
         if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
             raise ArgumentError(f"malformed arguments of task {task_id}")
         return list(args), kwargs
 
-    def encode_value(self, task_id: str, value: Any) -> bytes:
-        """The payload of a successful result (raw msgpack, or a bin wrapping user bytes).
+    def sign_task(self, fields: Mapping[str, Any]) -> bytes | None:
+        """The signature of a task's fields, or ``None`` without a signing secret."""
+        return None if self._signer is None else self._signer.sign_task(fields)
 
-        :raises TypeError: when the value cannot be serialized
+    def verify_task(self, task_id: str, fields: Mapping[str, Any]) -> None:
+        """Check a task's signature (nothing to check without a signing secret).
+
+        :raises SignatureError: when it is missing or wrong
         """
-        if self._serializer is None and self._key is None:
-            return _encode(value)
-        data = self._user_serialize(value) if self._serializer is not None else _encode(value)
-        return _encode(self._seal(task_id, data))
+        if self._signer is not None:
+            self._signer.verify_task(task_id, fields)
 
-    def decode_value(self, task_id: str, payload: bytes, tp: Any = Any) -> Any:
-        """A successful result from its payload, converted to ``tp`` when given."""
-        if self._serializer is None and self._key is None:
+    # results
+
+    def encode_value(self, value: Any) -> tuple[int, bytes]:
+        """The kind (``KIND_TUPLE`` for a tuple, else ``KIND_VALUE``) and payload of a result.
+
+        :raises Exception: when the value cannot be serialized
+        """
+        kind = KIND_TUPLE if isinstance(value, tuple) else KIND_VALUE
+        if self._serializer is None and self._signer is None:
+            return kind, _encode(value)
+        data = self._user_serialize(value) if self._serializer is not None else _encode(value)
+        if self._signer is not None:
+            data = self._signer.seal(kind, data)
+        return kind, _encode(data)
+
+    def decode_value(self, task_id: str, kind: int, payload: bytes, tp: Any = Any) -> Any:
+        """A successful result from its payload, converted to ``tp`` when given.
+
+        :raises SignatureError: when signing is on and the seal is missing or wrong
+        :raises StreaqError: when the payload is too large or cannot be decoded
+        """
+        _check_size(task_id, payload, "result")
+        try:
+            if self._serializer is None and self._signer is None:
+                if self._deserializer is not None:
+                    return self._deserializer(payload)
+                if tp is Any:
+                    return _decode_any(payload)
+                return msgspec.msgpack.decode(payload, type=tp)
+            data = _decode_any(payload)
+            if not isinstance(data, bytes):
+                raise SignatureError(f"the result of task {task_id} is not sealed")
+            if self._signer is not None:
+                data = self._signer.unseal(kind, data, task_id)
             if self._deserializer is not None:
-                return self._deserializer(payload)
-            if tp is Any:
-                return _decode_any(payload)
-            return msgspec.msgpack.decode(payload, type=tp)
-        data = self._open(task_id, _decode_any(payload))
-        if self._deserializer is not None:
-            return self._deserializer(data)
-        value = _decode_any(data)
-        return value if tp is Any else msgspec.convert(value, tp)
+                return self._deserializer(data)
+            value = _decode_any(data)
+            return value if tp is Any else msgspec.convert(value, tp)
+        except (SignatureError, msgspec.ValidationError):
+            raise
+        except Exception as e:
+            raise StreaqError(f"cannot decode the result of task {task_id}: {e}") from None
+
+    def encode_error(self, exc: BaseException) -> bytes:
+        """The payload of a failed result: the exception record, sealed when signing."""
+        record = encode_exception(exc)
+        if self._signer is None:
+            return record
+        return _encode(self._signer.seal(KIND_ERROR, record))
+
+    def decode_error(self, task_id: str, payload: bytes) -> BaseException:
+        """The exception of a failed result.
+
+        With a signing secret, the record must be sealed -- or be one the server decides itself
+        (an abort, a failed dependency), which holds no value.
+
+        :raises SignatureError: when signing is on and the record is neither
+        """
+        _check_size(task_id, payload, "exception record")
+        try:
+            data = _decode_any(payload)
+        except Exception as e:
+            raise StreaqError(f"cannot decode the failure of task {task_id}: {e}") from None
+        if isinstance(data, bytes):
+            if self._signer is not None:
+                data = self._signer.unseal(KIND_ERROR, data, task_id)
+            else:
+                data = data[SIGNATURE_LEN:]
+            return decode_exception(data)
+        record = _exception_record(task_id, payload)
+        if self._signer is not None and (record.module, record.type) not in _SERVER_FAILURES:
+            raise SignatureError(f"the failure of task {task_id} is not sealed")
+        return record_to_exception(record)
+
+
+#: the failures the server writes itself (``failure_payload`` in the library)
+_SERVER_FAILURES = frozenset(("streaq.types", name) for name in ("StreaqCancelled", "StreaqError"))
+
+#: the largest payload decoded (arguments, results, exception records), in bytes
+MAX_PAYLOAD = 64 * 1024 * 1024
+
+
+def _check_size(task_id: str, payload: bytes, what: str) -> None:
+    if len(payload) > MAX_PAYLOAD:
+        raise ArgumentError(
+            f"the {what} of task {task_id} take {len(payload)} bytes, more than {MAX_PAYLOAD}"
+        )
+
+
+def _exception_record(task_id: str, payload: bytes) -> ExceptionRecord:
+    try:
+        return _exception_decoder.decode(payload)
+    except Exception as e:
+        raise StreaqError(f"cannot decode the failure of task {task_id}: {e}") from None
 
 
 class CallSpec:

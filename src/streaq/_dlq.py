@@ -29,11 +29,15 @@ the message itself is sound).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ._schema import F_FN, F_ID
+from ._codec import encode_fields
+from ._schema import F_EXPIRE, F_FN, F_ID, F_LAST_ERROR, F_TRIES
+from ._signing import F_SIGNATURE
+from .utils import now_ms
 
 if TYPE_CHECKING:
     from ._queue import QueueClient
@@ -46,6 +50,8 @@ REASON_UNKNOWN_FUNCTION = "unknown function"
 REASON_UNRECORDABLE = "outcome cannot be recorded"
 
 _EXTRA_FIELDS = ("reason", "time", "priority", "tries", "worker")
+#: the fields a replayed task starts without
+_NOT_REPLAYED = (F_TRIES, F_LAST_ERROR, F_EXPIRE, F_SIGNATURE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,3 +121,29 @@ async def list_dead_letters(client: QueueClient, limit: int | None) -> list[Dead
         args += ["COUNT", limit]
     reply = await client.redis.execute(*args)
     return [parse_dead_letter(entry_id, flat) for entry_id, flat in reply or []]
+
+
+async def replay_dead_letters(client: QueueClient, task_ids: Iterable[str] | None) -> list[str]:
+    """Queue the dead letters of ``task_ids`` (all when ``None``) again as fresh tasks.
+
+    A fresh task has no tries so far, no last error and no expiry deadline; with a signing secret
+    its fields are signed afresh, as a producer would.
+
+    :return: the ids queued again
+    """
+    wanted = None if task_ids is None else set(task_ids)
+    groups: list[Any] = []
+    for letter in await list_dead_letters(client, None):
+        if wanted is not None and letter.task_id not in wanted:
+            continue
+        fields: dict[str, bytes] = {
+            k: v for k, v in letter.fields.items() if k not in _NOT_REPLAYED
+        }
+        signature = client.codec.sign_task(fields)
+        if signature is not None:
+            fields[F_SIGNATURE] = signature
+        flat: list[Any] = [item for pair in fields.items() for item in pair]
+        groups += [letter.entry_id, letter.task_id, letter.priority, encode_fields(flat)]
+    if not groups:
+        return []
+    return await client.functions.replay_dead_letters(now_ms(), groups)

@@ -211,9 +211,10 @@ class QueueFunctions:
         args: list[Arg] = [worker_id, now, task_id, priority, msgid, record, ttl_ms]
         return bool(await self.call("dead_letter", [*args, unique_fn, reason, tries]))
 
-    async def replay_dead_letters(self, now: int, task_ids: Sequence[str]) -> list[str]:
-        """Queue dead-lettered tasks afresh (all when ``task_ids`` is empty); the ids replayed."""
-        result: list[bytes] = await self.call("replay_dead_letters", [now, *task_ids])
+    async def replay_dead_letters(self, now: int, groups: Sequence[Arg]) -> list[str]:
+        """Queue dead-lettered tasks afresh: groups of entry id, task id, priority and the packed
+        fields to queue; returns the ids replayed."""
+        result: list[bytes] = await self.call("replay_dead_letters", [now, *groups])
         return [bytes(r).decode() for r in result]
 
     async def purge_dead_letters(self, task_ids: Sequence[str]) -> int:

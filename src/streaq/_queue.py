@@ -21,7 +21,6 @@ from ._codec import (
     KIND_ERROR,
     KIND_TUPLE,
     Codec,
-    decode_exception,
     decode_record,
     encode,
     lua_bytes,
@@ -46,6 +45,7 @@ from ._schema import (
     LINK_OTHERWISE,
     LINK_THEN,
 )
+from ._signing import F_SIGNATURE
 from .task import RegisteredTask, Task, TaskInfo, TaskResult, TaskStatus
 from .types import StreaqCancelled, StreaqError
 from .utils import now_ms, to_ms, to_seconds
@@ -68,15 +68,15 @@ def build_result(task_id: str, record: bytes, task: RegisteredTask | None, codec
     payload = bytes(rec.payload)
     value: Any
     if rec.kind == KIND_ERROR:
-        value = decode_exception(payload)
+        value = codec.decode_error(task_id, payload)
     else:
         spec = getattr(task, "spec", None)
         tp = spec.return_type if spec is not None else Any
         try:
-            value = codec.decode_value(task_id, payload, tp)
-        except Exception:
+            value = codec.decode_value(task_id, rec.kind, payload, tp)
+        except msgspec.ValidationError:
             # a return annotation that does not describe the value still yields the value
-            value = codec.decode_value(task_id, payload)
+            value = codec.decode_value(task_id, rec.kind, payload)
         if rec.kind == KIND_TUPLE and isinstance(value, list):
             value = tuple(value)
     return TaskResult(
@@ -133,7 +133,7 @@ class QueueClient:
         if spec is not None and task._after is None:
             spec.check(task.args, task.kwargs)
         try:
-            payload = self.codec.encode_call(task.id, task.args, task.kwargs)
+            payload = self.codec.encode_call(task.args, task.kwargs)
         except Exception as e:  # the user's serializer may raise anything
             raise StreaqError(f"cannot serialize the arguments of task {fn_name}: {e}") from e
         run_at = 0
@@ -160,6 +160,10 @@ class QueueClient:
             fields += [F_CRONTAB, crontab]
         if trace:
             fields += [F_TRACE, lua_bytes(trace)]
+        if self.codec.signs:
+            signed = dict(zip(fields[::2], fields[1::2], strict=True))
+            signed.update({F_PAYLOAD: payload, F_TRACE: trace or None})
+            fields += [F_SIGNATURE, lua_bytes(self.codec.sign_task(signed) or b"")]
         priority = task.priority or self.priorities[0]
         dedupe = 1 if task.id.startswith("cron:") else 0
         # every other leaf is a str or an int: one msgspec call encodes the whole blob

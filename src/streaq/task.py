@@ -390,4 +390,4 @@ class Task(ChainMixin[P, R], Generic[P, R]):
         :param enqueue_time: the time at which the task was enqueued (ms)
         :return: serialized task data
         """
-        return self.worker._client.codec.encode_call(self.id, self.args, self.kwargs)
+        return self.worker._client.codec.encode_call(self.args, self.kwargs)

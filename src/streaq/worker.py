@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import UTC, timedelta, tzinfo
 from typing import Any, Generic, overload
@@ -36,7 +36,6 @@ from .task import (
     TaskStatus,
 )
 from .types import AsyncTask, C, P, R, ReturnCoroutine, StreaqError, SyncTask
-from .utils import now_ms as _now_ms
 
 __all__ = ["RedisCommands", "RedisPool", "Worker"]
 
@@ -68,7 +67,8 @@ class Worker(Generic[C]):
     :param deserializer: its inverse (e.g. ``pickle.loads``)
     :param tz: time zone for cron and log timestamps
     :param handle_signals: stop gracefully on SIGINT/SIGTERM while running
-    :param signing_secret: HMAC key signing every payload together with its task id
+    :param signing_secret: HMAC secret signing every task and sealing every result (see
+        :doc:`/security`); a list rotates secrets: the first signs, any verifies
     :param idle_timeout: a running task's lease; another worker takes over a task idle this long
     :param grace_period: time running tasks get to finish after SIGINT/SIGTERM
     :param anyio_backend: ``"asyncio"`` or ``"trio"``, used by :meth:`run_sync`
@@ -101,7 +101,7 @@ class Worker(Generic[C]):
         deserializer: Deserializer | None = None,
         tz: tzinfo = UTC,
         handle_signals: bool = True,
-        signing_secret: str | None = None,
+        signing_secret: str | bytes | Sequence[str | bytes] | None = None,
         idle_timeout: timedelta | int = 60,
         grace_period: timedelta | int = 0,
         anyio_backend: str = "asyncio",
@@ -482,10 +482,9 @@ class Worker(Generic[C]):
         :param task_ids: the tasks to replay; every dead letter when ``None``
         :return: the ids of the tasks queued again (their old failed results are deleted)
         """
-        ids = [] if task_ids is None else list(task_ids)
-        if task_ids is not None and not ids:
-            return []
-        return await self._client.functions.replay_dead_letters(_now_ms(), ids)
+        from ._dlq import replay_dead_letters
+
+        return await replay_dead_letters(self._client, task_ids)
 
     async def purge_dead_letters(self, task_ids: Iterable[str] | None = None) -> int:
         """Delete dead letters of ``task_ids`` (every one when ``None``); the number deleted."""

@@ -84,26 +84,23 @@ async def test_wrong_arity_rejected_at_enqueue(worker: Worker[Any]) -> None:
             await add.enqueue(1)  # type: ignore[call-arg]
 
 
-async def _inject(worker: Worker[Any], fn_name: str, payload: bytes) -> str:
+async def _inject(
+    worker: Worker[Any], fn_name: str, payload: bytes, task_id: str | None = None, **extra: Any
+) -> str:
     """XADD a raw message as the server library would, and index it in the ``t`` hash."""
     client = worker._client.redis
-    task_id = uuid.uuid4().hex
+    task_id = task_id or uuid.uuid4().hex
     priority = worker.priorities[0]
-    msgid = await client.execute(
-        "XADD",
-        worker.keys.stream(priority),
-        "*",
-        "i",
-        task_id,
-        "f",
-        fn_name,
-        "d",
-        payload,
-        "c",
-        1_700_000_000_000,
-        "l",
-        300_000,
-    )
+    fields: dict[str, Any] = {
+        "i": task_id,
+        "f": fn_name,
+        "d": payload,
+        "c": 1_700_000_000_000,
+        "l": 300_000,
+        **extra,
+    }
+    flat = [item for pair in fields.items() for item in pair]
+    msgid = await client.execute("XADD", worker.keys.stream(priority), "*", *flat)
     record = pack_for_lua(["q", priority, bytes(msgid).decode()])
     await client.execute("HSET", f"{worker.keys.prefix}t", task_id, record)
     return task_id
@@ -153,7 +150,7 @@ async def test_tampered_signature(worker_factory: WorkerFactory, run_worker: Run
 
 
 async def test_swapped_signed_payload(worker_factory: WorkerFactory, run_worker: RunWorker) -> None:
-    """A signature covers the task id: a payload copied to another task id is rejected."""
+    """A signature covers the task id: a task's signed fields copied to another id are rejected."""
     worker = worker_factory(signing_secret="secret")
 
     @worker.task
@@ -162,8 +159,11 @@ async def test_swapped_signed_payload(worker_factory: WorkerFactory, run_worker:
 
     async with run_worker(worker):
         with anyio.fail_after(10):
-            payload = worker._client.codec.encode_call("other-id", (1, 2), {})
-            task_id = await _inject(worker, add.fn_name, payload)
+            codec = worker._client.codec
+            payload = codec.encode_call((1, 2), {})
+            signed = {"i": "other-id", "f": add.fn_name, "d": payload, "c": 1, "l": 300_000}
+            signature = codec.sign_task(signed)
+            task_id = await _inject(worker, add.fn_name, payload, s=signature)
             res = await worker.result_by_id(task_id)
             assert not res.success
             assert "signature" in str(res.exception)

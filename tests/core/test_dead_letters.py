@@ -85,7 +85,8 @@ async def test_bad_signature_is_dead_lettered(
 
     async with run_worker(worker):
         with anyio.fail_after(10):
-            payload = worker._client.codec.encode_call("other-id", (1, 2), {})
+            # a payload without the signature of its task
+            payload = worker._client.codec.encode_call((1, 2), {})
             task_id = await _inject(worker, add.fn_name, payload)
             res = await worker.result_by_id(task_id)
             assert "signature" in str(res.exception)

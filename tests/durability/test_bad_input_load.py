@@ -47,7 +47,7 @@ async def _inject(app: App, fn_name: str, payload: bytes) -> str:
 
 async def test_bad_payloads_among_good_tasks(app: App) -> None:
     async with app.worker, running(app):
-        good_payload = app.worker._client.codec.encode_call("x", (1, 0.0), {})
+        good_payload = app.worker._client.codec.encode_call((1, 0.0), {})
         await _serve_bad_input(app, good_payload)
 
 

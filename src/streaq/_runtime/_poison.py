@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .._codec import KIND_ERROR, ArgumentError, SignatureError, decode_exception, encode_exception
+from .._codec import KIND_ERROR, ArgumentError, decode_exception
 from .._dlq import (
     REASON_BAD_SIGNATURE,
     REASON_MAX_TRIES,
@@ -19,6 +19,7 @@ from .._dlq import (
     REASON_UNKNOWN_FUNCTION,
 )
 from .._schema import F_LAST_ERROR
+from .._signing import SignatureError
 from ..types import StreaqError
 from ..utils import now_ms
 from ._retry import retrying
@@ -90,7 +91,7 @@ async def dead_letter(
     if task is not None and task.max_tries and job.tries > task.max_tries:
         # the result reports the tries the task was allowed, as a retry-exhausted task does
         job.tries = task.max_tries
-    record = job.record(KIND_ERROR, encode_exception(poison.error), 0, worker.id)
+    record = job.record(KIND_ERROR, state.client.codec.encode_error(poison.error), 0, worker.id)
     unique = task.fn_name if task is not None and task.unique else ""
     functions = state.client.functions
     written = await retrying(

@@ -29,9 +29,7 @@ import msgspec
 from .._codec import (
     KIND_ERROR,
     KIND_TUPLE,
-    KIND_VALUE,
     ArgumentError,
-    SignatureError,
     encode_exception,
     encode_fields,
 )
@@ -51,6 +49,7 @@ from .._schema import (
     RESULT,
     RETRY,
 )
+from .._signing import F_SIGNATURE, SignatureError
 from ..task import AnyRegisteredTask, AsyncRegisteredTask, _current_context
 from ..types import StreaqCancelled, StreaqError, StreaqRetry
 from ..utils import now_ms, to_ms, to_seconds
@@ -97,7 +96,7 @@ class Runner:
 
     def fail(self, job: Job, exc: BaseException, start: int = 0) -> None:
         """Decide a failed result for ``job``."""
-        record = job.record(KIND_ERROR, encode_exception(exc), start, self.worker.id)
+        record = job.record(KIND_ERROR, self.codec.encode_error(exc), start, self.worker.id)
         unique = self._unique(self.worker.registry.get(job.fn_name))
         job.outcome = (RESULT, record, job.ttl_ms, unique)
         counter = "aborted" if isinstance(exc, StreaqCancelled) else "failed"
@@ -132,9 +131,7 @@ class Runner:
         fields = {k: v for k, v in job.fields.items() if k not in (F_TRIES, F_LAST_ERROR)}
         if task.expire is not None:
             fields[F_EXPIRE] = str(run_at + (to_ms(task.expire) or 0)).encode()
-        flat: list[Any] = []
-        for key, val in fields.items():
-            flat += [key, val]
+        flat = self._signed(fields)
         _, record, ttl, unique = outcome
         job.outcome = (REPEAT, record, encode_fields([ttl, run_at, flat]), unique)
 
@@ -146,6 +143,11 @@ class Runner:
         task = self.worker.registry.get(job.fn_name)
         if job.aborted:
             self.fail(job, StreaqCancelled("task aborted"))
+            return
+        try:
+            self.codec.verify_task(job.task_id, job.fields)
+        except SignatureError as e:
+            await dead_letter(state, job, task, undecodable(e))
             return
         # poison (unknown function, too many deliveries, undecodable payload): a dead letter
         poison = find_poison(job, task, self.worker.id)
@@ -216,7 +218,7 @@ class Runner:
         kind = job.fields.get(F_PARENT_KIND)
         if kind is not None:
             parent = job.fields.get(F_PARENT_ID, b"").decode()
-            value = self.codec.decode_value(parent, bytes(job.fields[F_PARENT_VALUE]))
+            value = self.codec.decode_value(parent, int(kind), bytes(job.fields[F_PARENT_VALUE]))
             args[:0] = (
                 value if int(kind) == KIND_TUPLE and isinstance(value, list | tuple) else [value]
             )
@@ -265,14 +267,13 @@ class Runner:
             self._failed(job, task, error, start)
             return
         try:
-            payload = self.codec.encode_value(job.task_id, value)
+            kind, payload = self.codec.encode_value(value)
         except Exception as e:
             error = StreaqError(
                 f"the return value of task {task.fn_name} cannot be serialized: {e}"
             )
             self._failed(job, task, error, start)
             return
-        kind = KIND_TUPLE if isinstance(value, tuple) else KIND_VALUE
         record = job.record(kind, payload, start, self.worker.id)
         job.outcome = (RESULT, record, job.ttl_ms, self._unique(task))
         self.worker.counters["completed"] += 1
@@ -288,10 +289,7 @@ class Runner:
             fields = dict(job.fields)
             fields[F_TRIES] = str(job.tries).encode()
             fields[F_LAST_ERROR] = encode_exception(error)
-            flat: list[bytes | str] = []
-            for key, val in fields.items():
-                flat += [key, val]
-            job.outcome = (RETRY, encode_fields(flat), run_at, self._unique(task))
+            job.outcome = (RETRY, encode_fields(self._signed(fields)), run_at, self._unique(task))
             self.worker.counters["retried"] += 1
             if not task.silent:
                 logger.info(
@@ -311,6 +309,17 @@ class Runner:
                 exc_info=error if not isinstance(error, StreaqError) else None,
             )
         self.fail(job, error, start)
+
+    def _signed(self, fields: dict[str, bytes]) -> list[bytes | str]:
+        """The fields, signed afresh when signing is on (a retry or repeat changed them), as
+        the flat list XADD takes."""
+        signature = self.codec.sign_task(fields)
+        if signature is not None:
+            fields[F_SIGNATURE] = signature
+        flat: list[bytes | str] = []
+        for key, val in fields.items():
+            flat += [key, val]
+        return flat
 
     def _retry_at(self, job: Job, error: BaseException) -> int:
         if isinstance(error, StreaqRetry):

@@ -266,7 +266,6 @@ resolve_dependents = function(p, now, worklist, published)
           redis.call('SREM', dp, parent)
           if redis.call('SCARD', dp) == 0 then
             redis.call('DEL', dp)
-            set_field(fields, FIELD.link, '')
             place(p, child, st[2], fields, st[4] or 0, now)
           else
             redis.call('HSET', tasks_key(p), child,
@@ -381,7 +380,6 @@ local function enqueue(keys, args)
       elseif waiting > 0 then
         redis.call('HSET', tasks_key(p), id, cmsgpack.pack({STATE.waiting, prio, fields, run_at}))
       else
-        set_field(fields, FIELD.link, '')
         place(p, id, prio, fields, run_at, now)
       end
     end
@@ -880,7 +878,6 @@ its worker keeps dying, an undecodable payload, an unknown function -- moves to 
 result, so nothing vanishes and waiters still wake. ]]
 
 local DLQ_MAXLEN = 10000
-local DEAD_FIELDS = {reason = true, time = true, priority = true, tries = true, worker = true}
 
 --[[ dead_letter(KEYS[1]=prefix; ARGV: worker, now, id, priority, msgid, record, ttl ms,
   unique fn or '', reason, tries)
@@ -939,34 +936,26 @@ local function id_set(args, from)
   return ids
 end
 
---[[ replay_dead_letters(KEYS[1]=prefix; ARGV: now, then task ids (none: all))
-Puts dead-lettered tasks back in their streams as fresh tasks (no tries so far, no last error,
-no expiry deadline) under their own ids; their failed result is deleted so that waiters wait for
-the new run. A task that exists again already (queued, delayed ...) is not placed twice.
-Dependents failed when the task was dead-lettered stay failed. Returns the ids replayed. ]]
+--[[ replay_dead_letters(KEYS[1]=prefix; ARGV: now, then groups of 4: dead-letter entry id,
+  task id, priority, msgpack fields)
+Puts dead-lettered tasks back in their streams as fresh tasks under their own ids, with the fields
+the caller made of the dead letters (no tries so far, no last error, no expiry deadline; signed
+afresh when signing is on); their failed result is deleted so that waiters wait for the new run.
+An entry gone meanwhile (replayed or purged by someone else) is skipped, and a task that exists
+again already (queued, delayed ...) is not placed twice; the entries are deleted. Dependents failed
+when the task was dead-lettered stay failed. Returns the ids replayed. ]]
 local function replay_dead_letters(keys, args)
   local p = keys[1]
   local now = tonumber(args[1])
-  local replayed, seen = {}, {}
-  for _, entry in ipairs(dead_entries(p, id_set(args, 2))) do
-    local old = entry[2]
-    local id = field(old, FIELD.id)
-    if not seen[id] and redis.call('HEXISTS', tasks_key(p), id) == 0 then
-      seen[id] = true
-      local fields = {}
-      for n = 1, #old, 2 do
-        local name = old[n]
-        if not DEAD_FIELDS[name] and name ~= FIELD.tries and name ~= FIELD.last_error
-            and name ~= FIELD.expire then
-          fields[#fields + 1] = name
-          fields[#fields + 1] = old[n + 1]
-        end
-      end
+  local replayed = {}
+  for n = 2, #args, 4 do
+    local entry, id, prio = args[n], args[n + 1], args[n + 2]
+    if redis.call('XDEL', p .. KEY.dead_letters, entry) == 1
+        and redis.call('HEXISTS', tasks_key(p), id) == 0 then
       redis.call('DEL', p .. KEY.result .. id)
-      place(p, id, field(old, 'priority'), fields, 0, now)
+      place(p, id, prio, cmsgpack.unpack(args[n + 3]), 0, now)
       replayed[#replayed + 1] = id
     end
-    redis.call('XDEL', p .. KEY.dead_letters, entry[1])
   end
   return replayed
 end
