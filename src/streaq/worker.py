@@ -24,6 +24,7 @@ from ._keys import QueueKeys
 from ._queue import QueueClient
 from ._redis import RedisClient
 from ._redis_handle import RedisCommands, RedisPool
+from ._runtime import RunHandle, run_worker
 from .task import (
     AnyRegisteredTask,
     AsyncRegisteredTask,
@@ -179,8 +180,7 @@ class Worker(Generic[C]):
         self._client_or_none: QueueClient | None = None
         self._stack: AsyncExitStack | None = None
         self._entered = 0
-        self._context: Any = _UNSET
-        self._runner: Any = None
+        self._run = RunHandle()
 
     def __str__(self) -> str:
         counters = " ".join(f"{k}={v}" for k, v in self.counters.items() if v)
@@ -501,13 +501,14 @@ class Worker(Generic[C]):
 
         :raises StreaqError: when the worker is not running
         """
-        if self._context is _UNSET:
+        if self._run.context is None:
             raise StreaqError("worker context is only available while the worker runs")
-        return self._context  # type: ignore[no-any-return]
+        return self._run.context[0]  # type: ignore[no-any-return]
 
     def running(self) -> int:
         """Number of tasks running in this worker now."""
-        return 0 if self._runner is None else int(self._runner.running())
+        state = self._run.state
+        return 0 if state is None else state.running()
 
     async def run_async(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -516,9 +517,7 @@ class Worker(Generic[C]):
 
         Embeddable: ``await tg.start(worker.run_async)`` returns once the worker runs.
         """
-        from ._runtime import run_worker
-
-        await run_worker(self, task_status=task_status)
+        await run_worker(self, self._run, task_status=task_status)
 
     def run_sync(self) -> None:
         """Run the worker on the backend given by ``anyio_backend`` until it stops."""
@@ -533,13 +532,6 @@ class _TaskDecorator:
     @overload
     def __call__(self, fn: SyncTask[P, R], /) -> SyncRegisteredTask[P, R]: ...
     def __call__(self, fn: Callable[..., Any], /) -> Any: ...
-
-
-class _Unset:
-    pass
-
-
-_UNSET: Any = _Unset()
 
 
 def _unknown(*args: Any, **kwargs: Any) -> Any:
