@@ -20,6 +20,7 @@ import anyio.abc
 from ._codec import Codec, Deserializer, Serializer
 from ._cron import CronSchedule
 from ._dlq import DeadLetter
+from ._inspect import CronInfo, PriorityInfo, QueueSnapshot, WorkerBeat, inspect_worker
 from ._keys import QueueKeys
 from ._queue import QueueClient
 from ._redis import RedisClient
@@ -38,7 +39,15 @@ from .task import (
 from .types import AsyncTask, C, P, R, ReturnCoroutine, StreaqError, SyncTask
 from .utils import now_ms as _now_ms
 
-__all__ = ["RedisCommands", "RedisPool", "Worker"]
+__all__ = [
+    "CronInfo",
+    "PriorityInfo",
+    "QueueSnapshot",
+    "RedisCommands",
+    "RedisPool",
+    "Worker",
+    "WorkerBeat",
+]
 
 logger = logging.getLogger("streaq")
 
@@ -441,6 +450,19 @@ class Worker(Generic[C]):
         """Abort ``task_id``; ``True`` when it was stopped."""
         return await self._client.abort(task_id, timeout)
 
+    async def abort_requested(self, task_id: str) -> bool:
+        """Whether the claimed task ``task_id`` has been asked to abort and not settled since.
+
+        A middleware whose task was cancelled can tell an abort from a hand-back (shutdown, or a
+        takeover by another worker) with it; a timeout is neither.
+
+        :param task_id: the task's id
+        :return: ``True`` while an abort of the task is pending
+        :raises StreaqError: when the worker is not entered (``async with worker:``) or running
+        """
+        client = self._client
+        return bool(await client.redis.execute("SISMEMBER", self.keys.abort_set, task_id))
+
     async def info_by_id(self, task_id: str) -> TaskInfo | None:
         """Facts about the unfinished task ``task_id``, or ``None``."""
         return await self._client.info(task_id)
@@ -457,6 +479,33 @@ class Worker(Generic[C]):
         from ._listing import tasks_by_status
 
         return await tasks_by_status(self._client, status, priority, limit)
+
+    async def finish_times(self) -> list[tuple[int, bool]]:
+        """When each stored result finished, and whether it succeeded.
+
+        Every result key of the queue is read (``SCAN`` and ``MGET``, hundreds per round trip),
+        so every worker's finishes count; only the header of each record is decoded, never the
+        result itself. Results stored with ``ttl=0``, or already expired, are not seen.
+
+        :return: ``(finish_ms, success)`` per stored result (finish time in ms since the epoch),
+            in no particular order
+        :raises StreaqError: when the worker is not entered (``async with worker:``) or running
+        """
+        from ._listing import finish_times
+
+        return await finish_times(self._client)
+
+    async def inspect(self) -> QueueSnapshot:
+        """A snapshot of the queue's state: what ``streaq info`` shows.
+
+        Read on a connection of its own in two round trips, writing nothing, so the worker need
+        not be entered (entering prepares the queue, a write) and may run in another process.
+
+        :return: counts per priority and state, lag, delayed and waiting tasks, dead letters,
+            worker heartbeats and the registered cron jobs with their next firing
+        :raises redis.exceptions.RedisError: when Redis cannot be read
+        """
+        return await inspect_worker(self)
 
     async def unschedule_by_id(self, task_id: str) -> bool:
         """Stop the repeating task ``task_id``; ``True`` when it was scheduled."""
