@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any
 
-from ._cron import CronSchedule
+from ._cron import CronSchedule, cron_firing_id
 from ._keys import GROUP, QueueKeys
 from .utils import to_ms
 
@@ -102,6 +102,11 @@ class CronInfo:
     name: str
     crontab: str
     next_fire_ms: int
+
+    @property
+    def next_task_id(self) -> str:
+        """The id of the task of the next firing (the same in every worker)."""
+        return cron_firing_id(self.name, self.next_fire_ms)
 
 
 @dataclass(frozen=True, slots=True)

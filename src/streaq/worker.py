@@ -20,10 +20,12 @@ import anyio.abc
 from ._codec import Codec, Deserializer, Serializer
 from ._cron import CronSchedule
 from ._dlq import DeadLetter
+from ._inspect import CronInfo, PriorityInfo, QueueSnapshot, WorkerBeat, inspect_worker
 from ._keys import QueueKeys
 from ._queue import QueueClient
 from ._redis import RedisClient
 from ._redis_handle import RedisCommands, RedisPool
+from ._runtime import RunHandle, run_worker
 from ._schema import DEFAULT_TTL
 from .task import (
     AnyRegisteredTask,
@@ -37,7 +39,15 @@ from .task import (
 )
 from .types import AsyncTask, C, P, R, ReturnCoroutine, StreaqError, SyncTask
 
-__all__ = ["RedisCommands", "RedisPool", "Worker"]
+__all__ = [
+    "CronInfo",
+    "PriorityInfo",
+    "QueueSnapshot",
+    "RedisCommands",
+    "RedisPool",
+    "Worker",
+    "WorkerBeat",
+]
 
 logger = logging.getLogger("streaq")
 
@@ -180,8 +190,7 @@ class Worker(Generic[C]):
         self._client_or_none: QueueClient | None = None
         self._stack: AsyncExitStack | None = None
         self._entered = 0
-        self._context: Any = _UNSET
-        self._runner: Any = None
+        self._run = RunHandle()
 
     def __str__(self) -> str:
         counters = " ".join(f"{k}={v}" for k, v in self.counters.items() if v)
@@ -442,6 +451,19 @@ class Worker(Generic[C]):
         """Abort ``task_id``; ``True`` when it was stopped."""
         return await self._client.abort(task_id, timeout)
 
+    async def abort_requested(self, task_id: str) -> bool:
+        """Whether the claimed task ``task_id`` has been asked to abort and not settled since.
+
+        A middleware whose task was cancelled can tell an abort from a hand-back (shutdown, or a
+        takeover by another worker) with it; a timeout is neither.
+
+        :param task_id: the task's id
+        :return: ``True`` while an abort of the task is pending
+        :raises StreaqError: when the worker is not entered (``async with worker:``) or running
+        """
+        client = self._client
+        return bool(await client.redis.execute("SISMEMBER", self.keys.abort_set, task_id))
+
     async def info_by_id(self, task_id: str) -> TaskInfo | None:
         """Facts about the unfinished task ``task_id``, or ``None``."""
         return await self._client.info(task_id)
@@ -458,6 +480,33 @@ class Worker(Generic[C]):
         from ._listing import tasks_by_status
 
         return await tasks_by_status(self._client, status, priority, limit)
+
+    async def finish_times(self) -> list[tuple[int, bool]]:
+        """When each stored result finished, and whether it succeeded.
+
+        Every result key of the queue is read (``SCAN`` and ``MGET``, hundreds per round trip),
+        so every worker's finishes count; only the header of each record is decoded, never the
+        result itself. Results stored with ``ttl=0``, or already expired, are not seen.
+
+        :return: ``(finish_ms, success)`` per stored result (finish time in ms since the epoch),
+            in no particular order
+        :raises StreaqError: when the worker is not entered (``async with worker:``) or running
+        """
+        from ._listing import finish_times
+
+        return await finish_times(self._client)
+
+    async def inspect(self) -> QueueSnapshot:
+        """A snapshot of the queue's state: what ``streaq info`` shows.
+
+        Read on a connection of its own in two round trips, writing nothing, so the worker need
+        not be entered (entering prepares the queue, a write) and may run in another process.
+
+        :return: counts per priority and state, lag, delayed and waiting tasks, dead letters,
+            worker heartbeats and the registered cron jobs with their next firing
+        :raises redis.exceptions.RedisError: when Redis cannot be read
+        """
+        return await inspect_worker(self)
 
     async def unschedule_by_id(self, task_id: str) -> bool:
         """Stop the repeating task ``task_id``; ``True`` when it was scheduled."""
@@ -501,13 +550,14 @@ class Worker(Generic[C]):
 
         :raises StreaqError: when the worker is not running
         """
-        if self._context is _UNSET:
+        if self._run.context is None:
             raise StreaqError("worker context is only available while the worker runs")
-        return self._context  # type: ignore[no-any-return]
+        return self._run.context[0]  # type: ignore[no-any-return]
 
     def running(self) -> int:
         """Number of tasks running in this worker now."""
-        return 0 if self._runner is None else int(self._runner.running())
+        state = self._run.state
+        return 0 if state is None else state.running()
 
     async def run_async(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -516,9 +566,7 @@ class Worker(Generic[C]):
 
         Embeddable: ``await tg.start(worker.run_async)`` returns once the worker runs.
         """
-        from ._runtime import run_worker
-
-        await run_worker(self, task_status=task_status)
+        await run_worker(self, self._run, task_status=task_status)
 
     def run_sync(self) -> None:
         """Run the worker on the backend given by ``anyio_backend`` until it stops."""
@@ -533,13 +581,6 @@ class _TaskDecorator:
     @overload
     def __call__(self, fn: SyncTask[P, R], /) -> SyncRegisteredTask[P, R]: ...
     def __call__(self, fn: Callable[..., Any], /) -> Any: ...
-
-
-class _Unset:
-    pass
-
-
-_UNSET: Any = _Unset()
 
 
 def _unknown(*args: Any, **kwargs: Any) -> Any:

@@ -27,7 +27,7 @@ import redis
 from servers import ClusterTopology, SentinelTopology
 
 from streaq import Worker
-from streaq._redis._cluster import key_slot
+from streaq._redis._slots import key_slot
 from streaq.task import Task, TaskStatus
 
 RunWorker = Callable[[Worker[Any]], AbstractAsyncContextManager[Worker[Any]]]

@@ -44,3 +44,53 @@ async def test_snapshot_of_a_busy_queue(
             for task in [running, *queued]:
                 assert (await task.result()).success
             assert await delayed.abort() is True
+
+
+async def test_public_snapshot_finish_times_and_abort_requested(
+    worker_factory: WorkerFactory, run_worker: RunWorker
+) -> None:
+    """``Worker.inspect``, ``Worker.finish_times`` and ``Worker.abort_requested``: what the web UI
+    and the Prometheus exporter use instead of reaching inside the worker."""
+    worker = worker_factory(concurrency=2)
+    started = anyio.Event()
+    release = anyio.Event()
+
+    @worker.task
+    async def ok() -> int:
+        return 1
+
+    @worker.task
+    async def boom() -> None:
+        raise ValueError("boom")
+
+    @worker.task
+    async def stubborn() -> None:
+        started.set()
+        with anyio.CancelScope(shield=True):  # an abort cannot stop it: it stays requested
+            await release.wait()
+
+    @worker.cron("0 0 * * *", name="nightly")
+    async def nightly() -> None:
+        pass
+
+    async with run_worker(worker):
+        with anyio.fail_after(15):
+            await (await ok.enqueue()).result()
+            await (await boom.enqueue()).result()
+            times = await worker.finish_times()
+            assert sorted(success for _, success in times) == [False, True]
+            assert all(finish > 0 for finish, _ in times)
+
+            found = await worker.inspect()
+            assert found.queue_name == worker.queue_name
+            (job,) = found.crons
+            assert job.next_task_id == f"cron:nightly:{job.next_fire_ms}"
+
+            held = await stubborn.enqueue()
+            await started.wait()
+            assert await worker.abort_requested(held.id) is False
+            assert await worker.abort_by_id(held.id, timeout=0.2) is False
+            assert await worker.abort_requested(held.id) is True
+            release.set()
+            await held.result()
+            assert await worker.abort_requested(held.id) is False

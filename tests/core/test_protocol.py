@@ -263,7 +263,8 @@ async def test_a_lost_lease_frees_its_slot(
             await _execute(worker, "XCLAIM", stream, "g", "thief", 0, *msgids, "JUSTID")
 
             async def dropped() -> bool:
-                return worker.running() == 0 and not worker._runner.jobs
+                state = worker._run.state
+                return worker.running() == 0 and state is not None and not state.jobs
 
             await wait_until(dropped)
             after = await blocker.enqueue("after")

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from streaq import Worker
-from streaq.cli import render_progress
+from streaq._cli._progress import render_progress
 
 from ._support import child_env
 

@@ -1,4 +1,4 @@
-"""Redis Cluster: slot hashing, routing, queues on several shards, a slot migrated mid-workload."""
+"""Redis Cluster: routing, queues on several shards, a slot migrated mid-workload."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from servers import ClusterTopology
 from streaq import Worker
 from streaq._keys import QueueKeys
 from streaq._redis import open_client
-from streaq._redis._cluster import SLOTS, ClusterClient, command_keys, key_slot
+from streaq._redis._cluster import ClusterClient
+from streaq._redis._slots import SLOTS, key_slot
 
 from ._support import counted_work
 
@@ -40,32 +41,6 @@ def _cluster_client(worker: Worker[Any]) -> ClusterClient:
     client = worker._client.redis
     assert isinstance(client, ClusterClient)
     return client
-
-
-def test_key_slot_matches_redis() -> None:
-    # reference values from the Redis Cluster specification / CLUSTER KEYSLOT
-    assert key_slot("foo") == 12182
-    assert key_slot("123456789") == 12739  # CRC16-XModem check value 0x31C3 mod 16384
-    assert key_slot("{user1000}.following") == key_slot("{user1000}.followers")
-    assert key_slot("foo{}{bar}") == key_slot("foo{}{bar}")  # empty tag: the whole key hashes
-    assert key_slot("foo{}{bar}") != key_slot("bar")
-    keys = QueueKeys("q")
-    assert key_slot(keys.stream("normal")) == key_slot(keys.prefix) == key_slot("q")
-
-
-def test_command_keys() -> None:
-    assert command_keys(["FCALL", "f", 1, "k", "arg"]) == ["k"]
-    assert command_keys(["XREADGROUP", "GROUP", "g", "c", "STREAMS", "a", "b", ">", ">"]) == [
-        "a",
-        "b",
-    ]
-    assert command_keys(["MGET", "a", "b"]) == ["a", "b"]
-    assert command_keys(["SCAN", 0, "MATCH", "streaq:{q}:r:*"]) == ("streaq:{q}:r:*",)
-    assert command_keys(["PING"]) == ()
-    # container commands: the key follows the subcommand
-    assert command_keys(["XINFO", "STREAM", "k"]) == ["k"]
-    assert command_keys(["XGROUP", "CREATE", "k", "g", "$"]) == ["k"]
-    assert not command_keys(["XINFO", "HELP"])
 
 
 async def test_key_slots_agree_with_the_server(cluster_topology: ClusterTopology) -> None:

@@ -18,7 +18,6 @@ from fastapi import FastAPI, HTTPException, Request
 
 from streaq import TaskStatus, Worker
 from streaq.ui import create_app, router
-from streaq.ui._data import dead_letters_supported
 from streaq.ui.deps import get_exception_formatter, get_result_formatter, get_worker
 
 pytestmark = pytest.mark.anyio
@@ -155,8 +154,6 @@ async def test_every_page_renders_real_data(redis_url: str, clean_queue: str) ->
             assert "1 alive of 1 seen" in workers.text
             letters = await client.get("/dead-letters")
             assert letters.status_code == 200
-            if not dead_letters_supported(worker):
-                assert "not available" in letters.text
             css = await client.get("/style.css")
             assert css.headers["content-type"].startswith("text/css")
 
@@ -279,8 +276,6 @@ async def test_unschedule_a_repeating_task(redis_url: str, clean_queue: str) -> 
 
 async def test_dead_letter_replay(redis_url: str, clean_queue: str) -> None:
     worker = make_worker(redis_url, clean_queue)
-    if not dead_letters_supported(worker):
-        pytest.skip("this streaq has no dead letters (Worker.dead_letters)")
     with anyio.fail_after(30):
         async with serving(worker) as client:
             # a function no worker registered: its message is dead-lettered at once

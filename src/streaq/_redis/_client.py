@@ -2,16 +2,10 @@
 
 Theory of operation
 -------------------
-:func:`open_client` parses the settings once (:func:`~streaq._redis._config.parse_config`), builds
-the TLS context once, and makes a *connector* (``connect`` bound to the config) that a
-:class:`~streaq._redis._pool.ConnectionPool` calls for new connections. On enter it starts the
-client's :class:`~streaq._redis._watchdog.Watchdog` (which bounds every round trip by
-``socket_timeout`` without a cancel scope per command) in its own task group, then takes one
-connection from the pool, which runs the handshake: wrong credentials or an unreachable server fail
-the ``async with`` immediately, and the server version is known from then on. On exit the pool
-closes its connections and the watchdog stops. The task group is left without the body's exception
-(an :class:`~contextlib.AsyncExitStack` closed in ``finally``), so an error raised inside the
-``async with`` reaches the caller as itself, not wrapped in an exception group.
+A :class:`RedisClient` is made and run by :func:`~streaq._redis._open.open_client`; it holds the
+settings, a :class:`~streaq._redis._pool.ConnectionPool` fed by a *connector* (the topology seam:
+a factory of new connections), and a :class:`~streaq._redis._watchdog.Watchdog` that bounds every
+round trip by ``socket_timeout`` without a cancel scope per command.
 
 Every pooled command is one *round trip* on one connection (:meth:`RedisClient._roundtrip`). The
 single retry rule: when a command fails with ``ConnectionError`` on a connection that was reused
@@ -27,30 +21,24 @@ which is added to ``socket_timeout`` for that round trip, so a long ``BLOCK`` is
 dead server is still noticed. Pub/sub gets its own connection as well (:meth:`RedisClient.pubsub`),
 checked with ``PING`` when silent for ``health_check_interval``.
 
-Topologies plug in through the connector. With ``sentinel_nodes``, the connector is a
-:class:`~streaq._redis._sentinel.SentinelConnector`, which asks the sentinels for the master before
-every new connection. A connection whose reply was ``READONLY`` (its server was demoted to a
-replica) is closed instead of returned to the pool, and the command -- which did not run -- is sent
-once more on a new connection, i.e. to the master the sentinels name now. A ``READONLY`` error is
-reworded to name the replica and what to do; with a plain URL pointing at a replica, the second
-attempt gets it too and raises it (no endless retry). With ``cluster_nodes``
-the client is a :class:`~streaq._redis._cluster.ClusterClient`, which routes every command to the
-master of its slot, each master with its own pool.
+A connection whose reply was ``READONLY`` (its server was demoted to a replica, e.g. by a Sentinel
+failover) is closed instead of returned to the pool, and the command -- which did not run -- is
+sent once more on a new connection, i.e. to the master the connector finds now. A ``READONLY``
+error is reworded to name the replica and what to do (:attr:`RedisClient.replica_hint`); with a
+plain URL pointing at a replica, the second attempt gets it too and raises it (no endless retry).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-import anyio
 from redis import exceptions as rex
 
 from ._backoff import Backoff
-from ._config import RedisConfig, parse_config
-from ._connection import Connection, Connector, connect
+from ._config import RedisConfig
+from ._connection import Connection, Connector
 from ._errors import RedisVersionError
 from ._functions import FcallSpec, FunctionCaller, FunctionLibrary
 from ._pool import ConnectionPool
@@ -58,17 +46,18 @@ from ._protocol import Arg, pack_command, pack_commands
 from ._pubsub import PubSub, open_pubsub
 from ._watchdog import Watchdog
 
-__all__ = ["RedisClient", "open_client"]
+__all__ = ["RedisClient"]
 
 
 class RedisClient:
-    """A pooled client for one Redis server. Create with :func:`open_client`.
+    """A pooled client for one Redis server. Create with
+    :func:`~streaq._redis._open.open_client`.
 
     :param config: the settings.
     :param connector: factory of new connections (the topology seam).
     :param watchdog: the watchdog to enforce ``socket_timeout`` with (a new one when ``None``;
         a cluster's node clients share the cluster client's). It watches every connection the
-        connector makes; :func:`open_client` runs it.
+        connector makes; :func:`~streaq._redis._open.open_client` runs it.
     """
 
     def __init__(
@@ -305,80 +294,3 @@ class RedisClient:
             health_check_interval=self.config.health_check_interval,
             health_check_timeout=self.config.health_check_timeout,
         )
-
-
-@asynccontextmanager
-async def open_client(
-    url: str = "redis://localhost:6379",
-    *,
-    max_connections: int | None = None,
-    sentinel_nodes: Sequence[tuple[str, int]] | None = None,
-    sentinel_master: str = "mymaster",
-    sentinel_kwargs: dict[str, Any] | None = None,
-    cluster_nodes: Sequence[tuple[str, int]] | None = None,
-    cluster_home_key: str | None = None,
-    **kwargs: Any,
-) -> AsyncIterator[RedisClient]:
-    """Connect to Redis for the duration of the ``async with``.
-
-    One server by default; the master of a Sentinel group with ``sentinel_nodes``; a Redis
-    Cluster with ``cluster_nodes`` (then the client is a
-    :class:`~streaq._redis._cluster.ClusterClient`).
-
-    :param url: ``redis://``, ``rediss://`` or ``unix://`` URL (see
-        :func:`~streaq._redis._config.parse_config`). With Sentinel or Cluster its host and port
-        are not used, its other settings (password, TLS, db ...) apply to every data node.
-    :param max_connections: pool size (default 64, or the URL's ``max_connections``); per node
-        under Cluster.
-    :param sentinel_nodes: ``(host, port)`` of the sentinels, to use Redis Sentinel.
-    :param sentinel_master: the name of the master the sentinels monitor.
-    :param sentinel_kwargs: :class:`~streaq._redis._config.RedisConfig` fields for the sentinel
-        connections, e.g. ``{"password": "..."}``.
-    :param cluster_nodes: ``(host, port)`` of some cluster nodes, to use Redis Cluster.
-    :param cluster_home_key: under Cluster, a key whose slot's master serves the dedicated
-        (blocking read) and pub/sub connections; a worker passes its queue's key prefix.
-    :param kwargs: any other :class:`~streaq._redis._config.RedisConfig` field, e.g.
-        ``socket_timeout``, ``password``, ``protocol``, ``ssl_ca_certs``.
-    :return: the connected client (as the context value).
-    :raises TypeError: for an unknown keyword argument.
-    :raises ValueError: when both ``sentinel_nodes`` and ``cluster_nodes`` are given.
-    :raises redis.exceptions.ConnectionError: when the server cannot be reached (for Sentinel,
-        ``redis.sentinel.MasterNotFoundError`` when no sentinel names a master).
-    :raises redis.exceptions.AuthenticationError: for wrong credentials.
-    """
-    if max_connections is not None:
-        kwargs["max_connections"] = max_connections
-    if sentinel_nodes and cluster_nodes:
-        raise ValueError("use either sentinel_nodes or cluster_nodes, not both")
-    config = parse_config(url, **kwargs)
-    client: RedisClient
-    if cluster_nodes:
-        # Imported here: _cluster builds on this module.
-        from ._cluster import ClusterClient
-
-        client = ClusterClient(config, cluster_nodes, home_key=cluster_home_key)
-    elif sentinel_nodes:
-        from ._sentinel import SentinelConnector
-
-        client = RedisClient(
-            config, SentinelConnector(config, sentinel_nodes, sentinel_master, sentinel_kwargs)
-        )
-        # the connector checked ROLE: a replica now is a master demoted since (a failover)
-        client.replica_hint = "a Sentinel failover is in progress: retry in a moment"
-    else:
-        ssl_context = config.ssl_context() if config.ssl else None
-        client = RedisClient(config, functools.partial(connect, config, ssl_context))
-    # The stack, closed in ``finally`` rather than exited with the body's exception, keeps that
-    # exception out of the task group (which would wrap it in an exception group).
-    stack = AsyncExitStack()
-    try:
-        tasks = await stack.enter_async_context(anyio.create_task_group())
-        stack.callback(tasks.cancel_scope.cancel)
-        await tasks.start(client.watchdog.run)
-        await client._connect_first()
-        yield client
-    finally:
-        try:
-            await client.aclose()
-        finally:
-            await stack.aclose()

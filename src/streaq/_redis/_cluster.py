@@ -2,13 +2,9 @@
 
 Theory of operation
 -------------------
-**Slots.** A key belongs to slot ``CRC16(tag) mod 16384``, where the tag is the part between the
-first ``{`` and the next ``}`` when that is non-empty, else the whole key (:func:`key_slot`). Every
-key of a streaq queue carries ``{<queue>}``, so a queue lives in one slot and its server functions,
-which touch many keys of the queue at once, run atomically on one node. :func:`command_keys` knows
-where the keys of the commands streaq sends are (``FCALL``'s ``numkeys``, ``XREADGROUP``'s
-``STREAMS``, every argument of ``MGET``/``DEL``, ``SCAN``'s ``MATCH`` pattern); a command whose
-keys hash to different slots fails before it is sent, with ``ClusterCrossSlotError``.
+**Slots.** Which slot a command belongs to is sans-IO arithmetic (:mod:`._slots`): a command whose
+keys hash to different slots fails before it is sent, with ``ClusterCrossSlotError``; a command
+without keys goes to any master.
 
 **Slot map.** :class:`ClusterClient` reads ``CLUSTER SLOTS`` from the first node that answers
 (known masters first, then the startup nodes; nodes that could not be reached lately last, since a
@@ -83,11 +79,10 @@ from ._functions import FcallSpec, FunctionLibrary
 from ._protocol import Arg
 from ._pubsub import PubSub, open_pubsub
 from ._routed import as_routed
+from ._slots import SLOTS, commands_slot, key_slot
 
-__all__ = ["SLOTS", "ClusterClient", "ClusterStats", "command_keys", "crc16", "key_slot"]
+__all__ = ["ClusterClient", "ClusterStats"]
 
-#: The number of hash slots of a Redis Cluster.
-SLOTS = 16384
 #: Redirections followed for one command before giving up.
 _MAX_REDIRECTS = 16
 #: Seconds a command waits for a slot migration to finish (ASK/TRYAGAIN), for the cluster to
@@ -103,130 +98,6 @@ class NodeUnreachableError(rex.ConnectionError):
     """Connecting to a cluster node failed. Unlike a connection lost mid-command, this means the
     command was not sent, so routing may send it again once the slot map names a reachable
     master. Callers see it as the ``ConnectionError`` it is."""
-
-
-def _crc16_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-        table.append(crc & 0xFFFF)
-    return table
-
-
-_TABLE = _crc16_table()
-
-
-def crc16(data: bytes) -> int:
-    """CRC16-CCITT (XModem), the checksum Redis Cluster hashes keys with.
-
-    :param data: the bytes to hash.
-    :return: the 16-bit checksum.
-    """
-    crc = 0
-    for byte in data:
-        crc = ((crc << 8) & 0xFF00) ^ _TABLE[((crc >> 8) ^ byte) & 0xFF]
-    return crc
-
-
-@functools.lru_cache(maxsize=4096)
-def _tag_slot(tag: bytes) -> int:
-    # Keys of a queue share their tag, so caching by tag makes routing a dict lookup.
-    return crc16(tag) % SLOTS
-
-
-def key_slot(key: Arg) -> int:
-    """The hash slot of a key, honouring ``{hash tags}``.
-
-    :param key: the key (``str`` is UTF-8 encoded, numbers as Redis sees them).
-    :return: the slot, ``0 <= slot < 16384``.
-    """
-    data = key.encode() if isinstance(key, str) else key if isinstance(key, bytes) else b"%r" % key
-    start = data.find(b"{")
-    if start >= 0:
-        end = data.find(b"}", start + 1)
-        if end > start + 1:
-            return _tag_slot(data[start + 1 : end])
-    return _tag_slot(data)
-
-
-def _upper(arg: Arg) -> str:
-    return (arg.decode() if isinstance(arg, bytes) else str(arg)).upper()
-
-
-_SCRIPT_CALLS = frozenset(("FCALL", "FCALL_RO", "EVAL", "EVAL_RO", "EVALSHA", "EVALSHA_RO"))
-_ALL_KEYS = frozenset(("MGET", "DEL", "UNLINK", "EXISTS", "TOUCH", "WATCH"))
-# A subcommand comes first, then the key: ``XINFO STREAM <key>``, ``XGROUP CREATE <key> ...``,
-# ``OBJECT ENCODING <key>``, ``MEMORY USAGE <key>`` (none for ``... HELP``, ``MEMORY STATS``).
-_SUBCOMMAND_KEYED = frozenset(("XINFO", "XGROUP", "OBJECT", "MEMORY"))
-_KEYLESS = frozenset(
-    (
-        "ASKING", "AUTH", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "DBSIZE", "DEBUG", "ECHO",
-        "FLUSHALL", "FLUSHDB", "FUNCTION", "HELLO", "INFO", "MULTI", "EXEC", "DISCARD", "PING",
-        "ROLE", "SCRIPT", "SELECT", "TIME", "WAIT",
-    )
-)  # fmt: skip
-
-
-def command_keys(args: Sequence[Arg]) -> Sequence[Arg]:
-    """The arguments of a command that decide its slot.
-
-    :param args: the command name and arguments.
-    :return: its keys (the channel for ``PUBLISH``, the ``MATCH`` pattern for ``SCAN`` when it has
-        a hash tag); empty for commands any node can serve.
-    """
-    name = _upper(args[0])
-    if name in _SCRIPT_CALLS:
-        numkeys = int(args[2])
-        return args[3 : 3 + numkeys]
-    if name in ("XREAD", "XREADGROUP"):
-        for index, arg in enumerate(args):
-            if _upper(arg) == "STREAMS":
-                rest = args[index + 1 :]
-                return rest[: len(rest) // 2]
-        return ()
-    if name in _ALL_KEYS:
-        return args[1:]
-    if name in _SUBCOMMAND_KEYED:
-        return args[2:3]
-    if name in ("MSET", "MSETNX"):
-        return args[1::2]
-    if name == "SCAN":
-        # A cluster SCAN walks one node; with a tagged pattern that is the node holding the tag.
-        for index, arg in enumerate(args[:-1]):
-            if _upper(arg) == "MATCH":
-                pattern = args[index + 1]
-                text = pattern if isinstance(pattern, bytes) else str(pattern).encode()
-                start = text.find(b"{")
-                if start >= 0 and text.find(b"}", start + 2) > start:
-                    return (pattern,)
-        return ()
-    if name in _KEYLESS or len(args) < 2:
-        return ()
-    return args[1:2]
-
-
-def commands_slot(commands: Sequence[Sequence[Arg]]) -> int | None:
-    """The one slot all keys of ``commands`` hash to.
-
-    :param commands: commands (one for a single command).
-    :return: the slot, or ``None`` when no command has a key.
-    :raises redis.exceptions.ClusterCrossSlotError: when keys hash to different slots.
-    """
-    slot: int | None = None
-    first: Arg = b""
-    for command in commands:
-        for key in command_keys(command):
-            this = key_slot(key)
-            if slot is None:
-                slot, first = this, key
-            elif this != slot:
-                raise rex.ClusterCrossSlotError(
-                    f"keys {first!r} (slot {slot}) and {key!r} (slot {this}) are in different "
-                    "cluster slots; keys used together need a common {hash tag}"
-                )
-    return slot
 
 
 @dataclasses.dataclass(slots=True)
@@ -265,7 +136,7 @@ class ClusterStats:
 class ClusterClient(RedisClient):
     """A client for a Redis Cluster, with the interface of
     :class:`~streaq._redis._client.RedisClient`. Create with
-    :func:`~streaq._redis._client.open_client` (``cluster_nodes=...``).
+    :func:`~streaq._redis._open.open_client` (``cluster_nodes=...``).
 
     :param config: settings for every node (``host``/``port`` are replaced per node).
     :param startup_nodes: ``(host, port)`` of some nodes, to read the slot map from.

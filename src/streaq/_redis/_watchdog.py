@@ -24,7 +24,7 @@ once a second). A connection that no *running* watchdog watches -- one made with
 :func:`~streaq._redis._connection.connect` directly, or one used after its client closed -- falls
 back to ``fail_after``: the same behaviour at the higher cost.
 
-:func:`~streaq._redis._client.open_client` owns the task: it starts :meth:`Watchdog.run` in its
+:func:`~streaq._redis._open.open_client` owns the task: it starts :meth:`Watchdog.run` in its
 task group and wraps the client's connector with :meth:`Watchdog.watching`, so pooled, dedicated
 and pub/sub connections are all watched (pub/sub connections never start a round trip, so they are
 never expired: their reader waits for messages without a limit by design).

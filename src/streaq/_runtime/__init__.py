@@ -1,5 +1,5 @@
 """The worker's run time: one module per duty (see ``_loop``)."""
 
-from ._loop import run_worker
+from ._loop import RunHandle, run_worker
 
-__all__ = ["run_worker"]
+__all__ = ["RunHandle", "run_worker"]

@@ -129,28 +129,50 @@ async def _retire(state: WorkerState) -> None:
             )
 
 
-async def run_worker(
-    worker: Worker[Any], *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-) -> None:
-    """Run ``worker`` until it is asked to stop; see the module docstring."""
-    from ..worker import _UNSET
+class RunHandle:
+    """The worker's view of its run, filled in by :func:`run_worker` and emptied when it ends.
 
+    ``Worker.context`` and ``Worker.running()`` read it, so the run never reaches into the worker
+    (nor imports its module) to publish them.
+    """
+
+    __slots__ = ("context", "state")
+
+    def __init__(self) -> None:
+        #: the lifespan's value, in a 1-tuple (it may be ``None``) while the lifespan is entered
+        self.context: tuple[Any] | None = None
+        #: the run's state, while the worker runs
+        self.state: WorkerState | None = None
+
+
+async def run_worker(
+    worker: Worker[Any],
+    handle: RunHandle,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run ``worker`` until it is asked to stop; see the module docstring.
+
+    :param worker: the worker to run
+    :param handle: where the run publishes the lifespan's value and its state
+    :param task_status: told once the worker runs
+    """
     async with worker:
         client = worker._client
         state = WorkerState(worker, client, worker.concurrency + worker.prefetch)
         runner = Runner(state)
-        worker._runner = state
+        handle.state = state
         try:
             async with worker.lifespan() as context:
-                worker._context = context
+                handle.context = (context,)
                 await _serve(state, runner, task_status)
         except anyio.get_cancelled_exc_class():
             await _hand_back_leftovers(state, runner)
             await _retire(state)
             raise
         finally:
-            worker._context = _UNSET
-            worker._runner = None
+            handle.context = None
+            handle.state = None
         await _retire(state)
     logger.info("worker %s stopped: %s", worker.id, worker)
 

@@ -35,11 +35,9 @@ enqueuer's context, and tasks enqueued inside a run continue that run's trace.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
@@ -49,7 +47,6 @@ from ..types import ReturnCoroutine, StreaqRetry
 from ..utils import to_seconds
 
 if TYPE_CHECKING:
-    from ..types import TaskContext
     from ..worker import Worker
 
 __all__ = ["carrier", "instrument"]
@@ -65,14 +62,6 @@ def carrier() -> dict[str, str]:
     headers: dict[str, str] = {}
     propagate.inject(headers)
     return headers
-
-
-def _parent(context: TaskContext) -> otel_context.Context | None:
-    # forward compatible: set by the worker once task payloads carry the enqueuer's context
-    headers = getattr(context, "trace_context", None)
-    if isinstance(headers, Mapping) and headers:
-        return propagate.extract(headers)
-    return None
 
 
 def instrument(
@@ -108,9 +97,11 @@ def instrument(
             }
             # exceptions are recorded here, with the outcome; the defaults would mark a retry
             # as an error and miss cancellations, which are BaseExceptions
+            # the enqueuer's trace context, carried by the task (see ``carrier``)
+            headers = context.trace_context
             with tracer.start_as_current_span(
                 f"run {context.fn_name}",
-                context=_parent(context),
+                context=propagate.extract(headers) if headers else None,
                 kind=SpanKind.CONSUMER,
                 attributes=attributes,
                 record_exception=False,

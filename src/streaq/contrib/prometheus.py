@@ -21,7 +21,7 @@ Two kinds of metrics, labelled by ``queue``:
   arguments, out of tries after a crash) never reach a middleware; the worker's own counters,
   exported as ``streaq_worker_tasks_total{outcome=...}``, include them.
 - **queue metrics**, read from Redis when Prometheus scrapes (one connection, two round trips
-  per queue; see ``streaq._inspect``):
+  per queue; see :meth:`Worker.inspect <streaq.Worker.inspect>`):
   ``streaq_queue_depth{priority,state=queued|prefetched|running}``,
   ``streaq_queue_lag_seconds{priority}`` (age of the oldest unclaimed task, 0 when none waits),
   ``streaq_queue_delayed``, ``streaq_queue_waiting``, ``streaq_workers_alive``. They describe
@@ -30,9 +30,9 @@ Two kinds of metrics, labelled by ``queue``:
 
 How a middleware tells outcomes apart: it sees the task's exception, or, for a timeout, an abort
 or a shutdown, only a cancellation. A cancellation after the task's full ``timeout`` is a
-timeout; otherwise the queue's abort set (``ab``, the ids of running tasks asked to abort) tells
-an abort from a hand-back, read under a shield. Retries follow the worker's rule: ``StreaqRetry``
-(or a timeout with ``retry_timeouts``) while tries remain.
+timeout; otherwise :meth:`Worker.abort_requested <streaq.Worker.abort_requested>` (whether the
+task's abort is pending), asked under a shield, tells an abort from a hand-back. Retries follow
+the worker's rule: ``StreaqRetry`` (or a timeout with ``retry_timeouts``) while tries remain.
 """
 
 from __future__ import annotations
@@ -48,20 +48,19 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .._inspect import QueueSnapshot, inspect_worker
 from ..task import RegisteredMiddleware
 from ..types import ReturnCoroutine, StreaqRetry
 from ..utils import to_seconds
+from ..worker import QueueSnapshot, Worker
 
 if TYPE_CHECKING:
     from ..types import TaskContext
-    from ..worker import Worker
 
 __all__ = ["StreaqMetrics", "serve_metrics"]
 
 logger = logging.getLogger("streaq.metrics")
 
-#: how long reading the abort set may take when a task was cancelled
+#: how long asking whether a cancelled task was aborted may take
 ABORT_CHECK_TIMEOUT = 2.0
 #: the longest a scrape waits for a queue's state (Prometheus scrapes time out after 10 s)
 SCRAPE_TIMEOUT = 5.0
@@ -185,9 +184,7 @@ class StreaqMetrics:
         # the run is being cancelled: only a shielded scope can still talk to Redis
         with anyio.CancelScope(shield=True), anyio.move_on_after(ABORT_CHECK_TIMEOUT):
             try:
-                client = worker._client
-                key = client.keys.prefix + "ab"
-                aborted = bool(await client.redis.execute("SISMEMBER", key, context.task_id))
+                aborted = await worker.abort_requested(context.task_id)
             except Exception as e:
                 logger.debug("cannot tell an abort from a hand-back: %s", e)
         return self.aborted if aborted else self.relinquished
@@ -267,7 +264,7 @@ def _read(worker: Worker[Any]) -> QueueSnapshot | None:
 
     def read() -> None:
         try:
-            found.append(anyio.run(inspect_worker, worker))
+            found.append(anyio.run(worker.inspect))
         except Exception as e:
             logger.warning("cannot read queue %s for metrics: %s", worker.queue_name, e)
 

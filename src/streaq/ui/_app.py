@@ -15,11 +15,9 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from .._cron import cron_firing_id
-from .._inspect import inspect_worker
 from ..task import TaskResult, TaskStatus
 from ..worker import Worker
-from . import _data
+from ._data import chart_bars, remote_traceback, result_stats
 from .deps import get_exception_formatter, get_result_formatter, get_worker
 
 __all__ = ["create_app", "create_router", "router"]
@@ -173,9 +171,9 @@ def _build_router(
     @router.get("/queue", name="streaq_overview")
     async def overview(request: Request, worker: Worker[Any] = worker_dep) -> Response:
         """Counts per status and priority, lag, workers and the throughput chart."""
-        found = await inspect_worker(worker)
-        stats = await _data.result_stats(worker, found.now_ms)
-        bars = _data.chart_bars(stats.buckets, CHART_WIDTH, CHART_HEIGHT)
+        found = await worker.inspect()
+        stats = await result_stats(worker, found.now_ms)
+        bars = chart_bars(stats.buckets, CHART_WIDTH, CHART_HEIGHT)
         return render(
             request,
             worker,
@@ -186,7 +184,6 @@ def _build_router(
             chart_width=CHART_WIDTH,
             chart_height=CHART_HEIGHT,
             minute_total=sum(b.total for b in stats.buckets),
-            dead_letters=_data.dead_letters_supported(worker),
         )
 
     @router.get("/tasks/{status}", name="streaq_tasks")
@@ -257,7 +254,7 @@ def _build_router(
                 value = result_formatter(result.result)
             else:
                 error = exception_formatter(result.exception)
-                trace = _data.remote_traceback(result.exception)
+                trace = remote_traceback(result.exception)
         return render(
             request,
             worker,
@@ -292,14 +289,13 @@ def _build_router(
     @router.get("/cron", name="streaq_cron")
     async def cron(request: Request, worker: Worker[Any] = worker_dep) -> Response:
         """Registered cron jobs with their next firing and that firing's task id."""
-        found = await inspect_worker(worker)
-        jobs = [(job, cron_firing_id(job.name, job.next_fire_ms)) for job in found.crons]
-        return render(request, worker, "cron.html", jobs=jobs, now_ms=found.now_ms)
+        found = await worker.inspect()
+        return render(request, worker, "cron.html", jobs=found.crons, now_ms=found.now_ms)
 
     @router.get("/workers", name="streaq_workers")
     async def workers(request: Request, worker: Worker[Any] = worker_dep) -> Response:
         """Workers that served the queue, with their last heartbeat."""
-        found = await inspect_worker(worker)
+        found = await worker.inspect()
         return render(request, worker, "workers.html", snap=found)
 
     @router.get("/dead-letters", name="streaq_dead_letters")
@@ -309,16 +305,14 @@ def _build_router(
         offset: int = Query(0, ge=0),
         worker: Worker[Any] = worker_dep,
     ) -> Response:
-        """Tasks that ran out of tries, when this streaq keeps them."""
-        if not _data.dead_letters_supported(worker):
-            return render(request, worker, "dead_letters.html", available=False, letters=[])
-        found = await _data.list_dead_letters(worker, limit, offset)
-        letters = [(_data.letter_id(x), _data.letter_fields(x)) for x in found[:limit]]
+        """Tasks that can never succeed (see :meth:`~streaq.Worker.dead_letters`), oldest first."""
+        # one more than the page, to know whether a next page exists
+        found = (await worker.dead_letters(offset + limit + 1))[offset:]
+        letters = [(letter.task_id, letter.to_json()) for letter in found[:limit]]
         return render(
             request,
             worker,
             "dead_letters.html",
-            available=True,
             letters=letters,
             limit=limit,
             offset=offset,
@@ -330,9 +324,7 @@ def _build_router(
     )
     async def replay(request: Request, task_id: str, worker: Worker[Any] = worker_dep) -> Response:
         """Put a dead letter back on the queue; back to the dead letters."""
-        if not _data.dead_letters_supported(worker):
-            raise HTTPException(404, "dead letters are not available in this streaq")
-        await _data.replay_dead_letter(worker, task_id)
+        await worker.replay_dead_letters([task_id])
         return back_to(request, "streaq_dead_letters", f"replayed {task_id}")
 
     return router
