@@ -1,4 +1,4 @@
-"""nox sessions: the test matrix, lint, typecheck, codegen check and benchmarks.
+"""nox sessions: the test matrix, lint, typecheck (mypy and pyright), codegen check and benchmarks.
 
 ``nox`` runs the default sessions (what CI runs); ``nox -s bench`` runs the benchmarks.
 Every session installs what ``uv.lock`` pins; ``nox -s lock`` refreshes it.
@@ -15,7 +15,7 @@ import nox
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.error_on_missing_interpreters = True
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "typecheck", "codegen", "docs", "tests"]
+nox.options.sessions = ["lint", "typecheck", "pyright", "codegen", "docs", "tests"]
 
 PYTHONS = ["3.11", "3.12", "3.13"]
 BACKENDS = ["asyncio", "trio"]
@@ -95,8 +95,8 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[0])
 def codegen(session: nox.Session) -> None:
-    """Fail when generated code is stale (tools/gen_chains.py --check)."""
-    _install(session)
+    """Fail when generated code is stale (tools/gen_chains.py --check formats with ruff)."""
+    _install(session, "lint")
     session.run("python", "tools/gen_chains.py", "--check")
 
 
@@ -109,9 +109,9 @@ def docs(session: nox.Session) -> None:
     )
 
 
-@nox.session(python=PYTHONS[0], default=False)
+@nox.session(python=PYTHONS[0])
 def pyright(session: nox.Session) -> None:
-    """pyright on the chain type tests (a second opinion, not a gate: mypy --strict is)."""
+    """pyright (strict, ``[tool.pyright]``) on the chain type tests, which mypy reads too."""
     _install(session, "pyright", extras="trio")
     session.run("pyright", "tests/typing")
 

@@ -5,35 +5,46 @@ How a ``then`` link runs (``streaq._runtime._runner.Runner._arguments``): the pa
 becomes the leading positional arguments of the next task -- a tuple result (``NamedTuple``
 included) is unpacked, any other value is passed as one argument -- then the extra ``then(*args)``
 follow and ``then(**kwargs)`` are passed as keywords. Python's type system cannot say "unpack
-``R`` if it is a tuple", so this tool writes one overload per tuple arity ``1..ARITY``; longer
-tuples fall back to an unchecked overload. A parameter that would receive a whole tuple (which
-the run time never passes) is matched by a ``@deprecated`` overload, reported by mypy's
-``deprecated`` error code.
+``R`` if it is a tuple", so this tool writes the overloads below, tried in this order:
 
-The output, ``src/streaq/_generated_chains.py``, is committed. Usage::
+1. one pair per tuple arity ``1..ARITY``: without extra arguments, then with them (the extras are
+   checked against the task's remaining parameters);
+2. a variable-length tuple result (``tuple[int, ...]``, or a fixed one no pair matched) into a
+   task taking exactly its elements, such as ``def add_all(*xs: int)``;
+3. a task whose first parameter would take a tuple result whole, which the worker never passes:
+   the link's type is ``TupleResultIsUnpacked`` (neither awaitable nor a task), an error wherever
+   it is used, and the overload is ``@deprecated`` for checkers that report that at the call;
+4. a tuple longer than ``ARITY`` into any other task: accepted unchecked;
+5. any other result, passed as the first argument: a pair as in 1.
+
+A task is matched through the ``Linkable`` protocol rather than ``AsyncRegisteredTask[P, R]``:
+its ``fn`` member is a callable, contravariant in its parameters, so a task taking ``float``
+accepts an ``int`` result under pyright too (which compares a class's ``ParamSpec``
+invariantly), while ``enqueue`` gives the task's exact remaining parameters and result type.
+
+The text is rendered, then formatted by ``ruff format`` (the version ``uv.lock`` pins, with the
+project's settings), so the committed file is exactly what ruff makes of it. Usage::
 
     python tools/gen_chains.py           # rewrite it; exit 1 if that changed it
     python tools/gen_chains.py --check   # write nothing; exit 1 with a diff if it is stale
 
-The text is rendered already ``ruff format``-clean, so the check needs no formatter installed.
+Either exits 2 when ruff is missing or fails.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import importlib.util
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-#: longest tuple result checked element by element
+#: longest tuple result checked element by element (with extra arguments)
 ARITY = 8
-LINE_LENGTH = 100
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "src" / "streaq" / "_generated_chains.py"
-INDENT = "    "
-
-_TASK_KINDS = ("AsyncRegisteredTask", "SyncRegisteredTask")
 
 HEADER = '''\
 # ###########################################################
@@ -43,10 +54,10 @@ HEADER = '''\
 """Typed chain methods of :class:`~streaq.task.Task`: ``then``, ``otherwise``, ``|`` and ``^``.
 
 A tuple result is unpacked into the leading parameters of a ``then`` link, so ``then`` and ``|``
-have one overload per tuple arity (1..{arity}), then an unchecked one for longer tuples, then a
-``@deprecated`` one matching a link whose first parameter would take the whole tuple (an error
-under mypy's ``deprecated`` error code: the run time never passes it whole), then one for any
-other result, passed as the first argument.
+have overloads per tuple arity (1..{arity}), for a variable-length tuple, for a task that would
+take a tuple result whole (typed :class:`TupleResultIsUnpacked`: an error wherever it is used),
+for longer tuples (otherwise unchecked) and for any other result, passed as the first
+argument. ``tools/gen_chains.py`` explains the order.
 """
 
 from __future__ import annotations
@@ -58,8 +69,10 @@ from typing import (
     Concatenate,
     Generic,
     ParamSpec,
+    Protocol,
     TypeAlias,
     TypeVar,
+    final,
     overload,
 )
 
@@ -77,209 +90,249 @@ else:
         return lambda fn: fn
 
 
-__all__ = ["ChainMixin"]
+__all__ = ["ChainMixin", "Linkable", "TupleResultIsUnpacked"]
 
 _P = ParamSpec("_P")
 _R_co = TypeVar("_R_co", covariant=True)
+_Accepts_co = TypeVar("_Accepts_co", covariant=True)
+_TaskP = ParamSpec("_TaskP")
+_TaskR = TypeVar("_TaskR")
+_Tuple = TypeVar("_Tuple", bound=tuple[Any, ...])
+
+
+class Linkable(Protocol[_Accepts_co, _TaskP, _TaskR]):
+    """A registered task, async or sync, as ``then`` and ``|`` match it (static typing only).
+
+    ``Linkable[Callable[Concatenate[int, ...], Any], Concatenate[Any, POther], str]`` is a task
+    that can be called with an ``int`` first (its parameter may be wider, such as ``float``: a
+    callable is contravariant in its parameters), whose parameters after the first are
+    ``POther`` (matched exactly: the extra arguments of ``then``), and which returns ``str``.
+    """
+
+    @property
+    def fn(self) -> _Accepts_co:
+        """The task function."""
+        ...
+
+    def enqueue(self, *args: _TaskP.args, **kwargs: _TaskP.kwargs) -> Task[_TaskP, _TaskR]:
+        """Build the task."""
+        ...
+
+
+@final
+class TupleResultIsUnpacked:
+    """The static type of a link whose task would take a tuple result whole: never a value.
+
+    The worker unpacks a tuple result into the next task's leading parameters, so a task whose
+    first parameter expects the whole tuple cannot run as written. This type has no ``result()``
+    and cannot be awaited or enqueued, so a type checker reports any use of such a link, with
+    its default settings. Give the task one parameter per element of the tuple.
+    """
 '''
 
+#: the ``@deprecated`` message of the whole-tuple overload, in two literals (a line each)
 WHOLE_TUPLE_MESSAGE = (
-    "a tuple result is unpacked into the leading parameters of the next task, never passed "
-    "whole: give the task one parameter per element"
+    "a tuple result is unpacked into the leading parameters of the next task, never passed ",
+    "whole: give the task one parameter per element",
 )
+
+_EXTRAS = ("*args: POther.args", "**kwargs: POther.kwargs")
+_UNCHECKED_EXTRAS = ("*args: Any", "**kwargs: Any")
+
+THEN_DOC = """\
+Enqueue ``task`` as a dependent of this one, fed this task's result.
+
+The result becomes the first positional argument(s) of ``task`` (a tuple is unpacked);
+``args`` follow it and ``kwargs`` are passed as keyword arguments.
+
+:param task: task to feed output to
+:return: task object for the newly created, dependent task
+"""
+OTHERWISE_DOC = """\
+Enqueue ``task`` as a fallback: it runs with the same arguments only if this one fails.
+
+If this task succeeds, the fallback is skipped and ends with the same result.
+
+:param task: task to fall back to
+:return: task object for the newly created, dependent task
+"""
 
 
 def _typevars(arity: int) -> list[str]:
     return [f"T{i}" for i in range(1, arity + 1)]
 
 
-def _signature(
+def _overload(
     name: str,
-    params: Sequence[str],
+    self_type: str,
+    task: str,
+    extras: Sequence[str],
     returns: str,
     *,
-    decorators: Sequence[str] = ("@overload",),
-    body: Sequence[str] = ("...",),
-    comment: str = "",
-) -> list[str]:
-    """A method, exploded one parameter a line (as ruff formats it with a magic trailing comma).
+    deprecated: bool = False,
+    ignore: str = "",
+) -> str:
+    """One ``@overload`` of ``name``: its ``self``, ``task`` and extra parameters, its result."""
+    decorators = "@overload\n"
+    if deprecated:
+        message = " ".join(f'"{part}"' for part in WHOLE_TUPLE_MESSAGE)
+        decorators += f"@deprecated({message})\n"
+    comment = f"  # type: ignore[{ignore}]\n" if ignore else ""
+    params = ", ".join([f"self: {self_type}", f"task: {task}", *extras])
+    return f"{decorators}def {name}({comment}{params}) -> {returns}: ...\n"
 
-    A parameter whose annotation is a union too long for one line is split before each ``|``,
-    as ruff does.
+
+def _exact(name: str, result: str, leading: Sequence[str], *, extras: bool, ignore: str) -> str:
+    """The result fills the task's leading parameters ``leading``; ``extras``: then's arguments.
+
+    ``Linkable``'s first argument checks that the task accepts ``leading`` (wider parameters
+    allowed); its second, with ``extras``, gives the parameters left for the extra arguments.
     """
-    lines = [f"{INDENT}{d}" for d in decorators]
-    lines.append(f"{INDENT}def {name}(" + (f"  # {comment}" if comment else ""))
-    pad = INDENT * 2
-    for param in params:
-        text = f"{pad}{param},"
-        if len(text) > LINE_LENGTH and " | " in param:
-            head, *rest = param.split(" | ")
-            lines.append(f"{pad}{head}")
-            lines.extend(f"{pad}| {part}" for part in rest[:-1])
-            lines.append(f"{pad}| {rest[-1]},")
-        else:
-            lines.append(text)
-    if body == ("...",):
-        lines.append(f"{INDENT}) -> {returns}: ...")
-    else:
-        lines.append(f"{INDENT}) -> {returns}:")
-        lines.extend(f"{pad}{line}" if line else "" for line in body)
-    return lines
+    self_type = f"ChainMixin[Any, {result}]"
+    types = ", ".join(leading)
+    if not extras:
+        task = f"Linkable[Callable[[{types}], Any], ..., ROther]"
+        return _overload(name, self_type, task, (), f"Task[[{types}], ROther]", ignore=ignore)
+    anys = ", ".join("Any" for _ in leading)
+    accepts = f"Callable[Concatenate[{types}, ...], Any]"
+    task = f"Linkable[{accepts}, Concatenate[{anys}, POther], ROther]"
+    returns = f"Task[Concatenate[{types}, POther], ROther]"
+    return _overload(name, self_type, task, _EXTRAS, returns, ignore=ignore)
 
 
-def _task_union(params: str, result: str) -> str:
-    return " | ".join(f"{kind}[{params}, {result}]" for kind in _TASK_KINDS)
+def _whole_tuple(name: str, *, extras: bool) -> str:
+    """The task's first parameter would take the whole tuple: the link is an error once used.
 
-
-def _then_overloads(name: str, *, extras: bool) -> list[list[str]]:
-    """Overloads of ``then`` (``extras``: takes ``*args``/``**kwargs``) or of ``__or__``."""
-
-    def link(self_result: str, leading: Sequence[str], *, dep: bool = False) -> list[str]:
-        params_of = (
-            f"Concatenate[{', '.join([*leading, 'POther'])}]"
-            if extras
-            else f"[{', '.join(leading)}]"
-        )
-        params = [
-            f"self: ChainMixin[Any, {self_result}]",
-            f"task: {_task_union(params_of, 'ROther')}",
-        ]
-        if extras:
-            params += ["*args: POther.args", "**kwargs: POther.kwargs"]
-        decorators = ["@overload"]
-        if dep:
-            decorators.append(f"@deprecated{_wrap_string(WHOLE_TUPLE_MESSAGE, INDENT)}")
-        # without extra arguments, mypy (2.4) calls the whole-tuple overload an unsafe overlap
-        # of the one after it; it is deliberate (it must come first to be picked)
-        comment = "type: ignore[overload-overlap]" if dep and not extras else ""
-        return _signature(
-            name, params, f"Task[{params_of}, ROther]", decorators=decorators, comment=comment
-        )
-
-    out = []
-    for arity in range(1, ARITY + 1):
-        tvs = _typevars(arity)
-        out.append(link(f"tuple[{', '.join(tvs)}]", tvs))
-    params = ["self: ChainMixin[Any, _Longer]", f"task: {_task_union('...', 'ROther')}"]
+    ``_Tuple`` (bound to ``tuple``) is the result's own type, so a ``NamedTuple`` result meant
+    for a parameter of that very class is matched too. ``self`` is a ``Task``, not a
+    ``ChainMixin``: mypy (2.4) does not check the bound of a type variable in the ``self`` type
+    of a method called on a subclass (it would match an ``int`` result), but does for ``Task``,
+    which it then reports as not a supertype of the mixin (``misc``).
+    """
     if extras:
-        params += ["*args: Any", "**kwargs: Any"]
-    out.append(_signature(name, params, "Task[..., ROther]"))
-    out.append(link("tuple[*Ts]", ["tuple[*Ts]"], dep=True))
-    out.append(link("R", ["R"]))
-    return out
-
-
-def _otherwise(name: str, doc: Sequence[str]) -> list[str]:
-    """``otherwise``/``__xor__``: one typed signature (same ``P``, same ``R``), no overloads."""
-    params = ["self: ChainMixin[P, R]", f"task: {_task_union('P', 'R')}"]
-    return _signature(
-        name, params, "Task[P, R]", decorators=(), body=[*_docstring(doc), _LINK_FALLBACK]
+        accepts, params = "Concatenate[_Tuple, ...]", "Concatenate[Any, POther]"
+    else:
+        accepts, params = "[_Tuple]", "..."
+    task = f"Linkable[Callable[{accepts}, Any], {params}, Any]"
+    return _overload(
+        name,
+        "Task[Any, _Tuple]",
+        task,
+        _EXTRAS if extras else (),
+        "TupleResultIsUnpacked",
+        deprecated=True,
+        # overload-overlap: it comes before the scalar overloads on purpose (see above)
+        ignore="misc, overload-overlap",
     )
 
 
-_LINK_FALLBACK = "return self._link(task, (), {}, fails_over=True)"
+def _link_overloads(name: str, *, extras: bool) -> list[str]:
+    """The overloads of ``then`` (``extras``: it takes ``*args``/``**kwargs``) or of ``__or__``."""
+    kinds = (False, True) if extras else (False,)
+    out: list[str] = []
+    for arity in range(1, ARITY + 1):
+        tvs = _typevars(arity)
+        for kind in kinds:
+            # mypy calls then's 1-tuple overload with extra arguments an unsafe overlap of the
+            # scalar ones after it: deliberate, it must come first to match a 1-tuple result
+            ignore = "overload-overlap" if arity == 1 and kind else ""
+            result = f"tuple[{', '.join(tvs)}]"
+            out.append(_exact(name, result, tvs, extras=kind, ignore=ignore))
+    variadic = "Linkable[Callable[[*Ts], Any], ..., ROther]"
+    out.append(_overload(name, "ChainMixin[Any, tuple[*Ts]]", variadic, (), "Task[..., ROther]"))
+    out.append(_whole_tuple(name, extras=extras))
+    longer = "Linkable[Callable[..., Any], ..., ROther]"
+    unchecked = _UNCHECKED_EXTRAS if extras else ()
+    out.append(_overload(name, "ChainMixin[Any, _Longer]", longer, unchecked, "Task[..., ROther]"))
+    out += [_exact(name, "R", ["R"], extras=kind, ignore="") for kind in kinds]
+    return out
 
 
-def _docstring(doc: Sequence[str]) -> list[str]:
-    if len(doc) == 1:
-        return [f'"""{doc[0]}"""']
-    return ['"""' + doc[0], *doc[1:], '"""']
+def _method(signature: str, doc: str, call: str) -> str:
+    """``signature``, the docstring ``doc``, then ``return self._link(<call>)``."""
+    docstring = _indent(f'"""{doc}"""')
+    return f"{signature}:\n{docstring}\n    return self._link({call})\n"
 
 
-def _implementation(name: str, args: str, doc: Sequence[str], call: str) -> list[str]:
-    body = [*_docstring(doc), f"return self._link({call})"]
-    lines = [f"{INDENT}def {name}(self, {args}) -> Any:"]
-    lines.extend(f"{INDENT * 2}{line}" if line else "" for line in body)
-    return lines
+def _implementation(name: str, params: str, doc: str, call: str) -> str:
+    """The method that runs, after the overloads of ``name``."""
+    return _method(f"def {name}(self, {params}) -> Any", doc, call)
 
 
-THEN_DOC = [
-    "Enqueue ``task`` as a dependent of this one, fed this task's result.",
-    "",
-    "The result becomes the first positional argument(s) of ``task`` (a tuple is unpacked);",
-    "``args`` follow it and ``kwargs`` are passed as keyword arguments.",
-    "",
-    ":param task: task to feed output to",
-    ":return: task object for the newly created, dependent task",
-]
-OTHERWISE_DOC = [
-    "Enqueue ``task`` as a fallback: it runs with the same arguments only if this one fails.",
-    "",
-    "If this task succeeds, the fallback is skipped and ends with the same result.",
-    "",
-    ":param task: task to fall back to",
-    ":return: task object for the newly created, dependent task",
-]
+def _otherwise(name: str, doc: str) -> str:
+    """``otherwise``/``__xor__``: one signature (same ``P``, same ``R``), no overloads."""
+    task = "AsyncRegisteredTask[P, R] | SyncRegisteredTask[P, R]"
+    signature = f"def {name}(self: ChainMixin[P, R], task: {task}) -> Task[P, R]"
+    return _method(signature, doc, "task, (), {}, fails_over=True")
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"    {line}" if line else "" for line in text.splitlines())
 
 
 def render() -> str:
-    """The full text of ``_generated_chains.py``."""
-    out = [HEADER.format(arity=ARITY)]
-    out += [f'{tv} = TypeVar("{tv}")' for tv in _typevars(ARITY)]
+    """The source of ``_generated_chains.py`` before formatting."""
     longer = ", ".join(["Any"] * (ARITY + 1))
-    out += ["", f"#: a tuple result longer than {ARITY} (unchecked)"]
-    out += [f"_Longer: TypeAlias = tuple[{longer}, *tuple[Any, ...]]"]
-    out += [
-        "",
-        "",
-        "class ChainMixin(Generic[_P, _R_co]):",
-        f'{INDENT}"""The chain methods of :class:`~streaq.task.Task` (generated overloads)."""',
-        "",
-        f"{INDENT}def _link(",
-        f"{INDENT * 2}self,",
-        f"{INDENT * 2}task: AsyncRegisteredTask[Any, Any] | SyncRegisteredTask[Any, Any],",
-        f"{INDENT * 2}args: tuple[Any, ...],",
-        f"{INDENT * 2}kwargs: dict[str, Any],",
-        f"{INDENT * 2}fails_over: bool,",
-        f"{INDENT}) -> Task[Any, Any]:",
-        f"{INDENT * 2}raise NotImplementedError  # Task implements it",
+    module = [
+        HEADER.format(arity=ARITY),
+        *(f'{tv} = TypeVar("{tv}")' for tv in _typevars(ARITY)),
+        f"\n#: a tuple result longer than {ARITY} (a link no other overload matches is unchecked)",
+        f"_Longer: TypeAlias = tuple[{longer}, *tuple[Any, ...]]",
     ]
-    groups = [
-        (
-            _then_overloads("then", extras=True),
-            _implementation(
-                "then",
-                "task: Any, *args: Any, **kwargs: Any",
-                THEN_DOC,
-                "task, args, kwargs, fails_over=False",
-            ),
+    body = [
+        '"""The chain methods of :class:`~streaq.task.Task` (generated overloads)."""\n',
+        "def _link(self, task: AsyncRegisteredTask[Any, Any] | SyncRegisteredTask[Any, Any], "
+        "args: tuple[Any, ...], kwargs: dict[str, Any], fails_over: bool) -> Task[Any, Any]:\n"
+        "    raise NotImplementedError  # Task implements it\n",
+        *_link_overloads("then", extras=True),
+        _implementation(
+            "then",
+            "task: Any, *args: Any, **kwargs: Any",
+            THEN_DOC,
+            "task, args, kwargs, fails_over=False",
         ),
-        ([], _otherwise("otherwise", OTHERWISE_DOC)),
-        (
-            _then_overloads("__or__", extras=False),
-            _implementation(
-                "__or__",
-                "task: Any",
-                ["``a | b`` is ``a.then(b)``."],
-                "task, (), {}, fails_over=False",
-            ),
+        _otherwise("otherwise", OTHERWISE_DOC),
+        *_link_overloads("__or__", extras=False),
+        _implementation(
+            "__or__",
+            "task: Any",
+            "``a | b`` is ``a.then(b)``.",
+            "task, (), {}, fails_over=False",
         ),
-        ([], _otherwise("__xor__", ["``a ^ b`` is ``a.otherwise(b)``."])),
+        _otherwise("__xor__", "``a ^ b`` is ``a.otherwise(b)``."),
     ]
-    for overloads, implementation in groups:
-        out.append("")
-        for lines in overloads:
-            out.extend(lines)
-        out.extend(implementation)
-    return "\n".join(out) + "\n"
+    module.append("\n\nclass ChainMixin(Generic[_P, _R_co]):")
+    module += [_indent(method) for method in body]
+    return "\n".join(module) + "\n"
 
 
-def _wrap_string(text: str, indent: str = "") -> str:
-    """A long string constant split into adjacent literals inside parentheses (ruff style)."""
-    words = text.split(" ")
-    parts: list[str] = []
-    current = ""
-    limit = LINE_LENGTH - len(indent + INDENT) - 2
-    for word in words:
-        candidate = f"{current}{word} "
-        if len(candidate) > limit and current:
-            parts.append(current)
-            current = f"{word} "
-        else:
-            current = candidate
-    parts.append(current.rstrip(" "))
-    body = "\n".join(f'{indent}{INDENT}"{part}"' for part in parts)
-    return f"(\n{body}\n{indent})"
+class FormatError(Exception):
+    """``ruff format`` is missing or rejected the rendered text."""
+
+
+def format_source(source: str, path: Path = TARGET) -> str:
+    """``source`` as ``ruff format`` writes it at ``path`` (which selects the settings).
+
+    :raises FormatError: when ruff is not installed or cannot format ``source``
+    """
+    if importlib.util.find_spec("ruff") is None:
+        raise FormatError("ruff is not installed: `uv sync --group lint` installs the pinned one")
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--stdin-filename", str(path), "-"],
+        input=source,
+        capture_output=True,
+        encoding="utf-8",
+        cwd=ROOT,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise FormatError(f"ruff format failed:\n{done.stderr}")
+    return done.stdout
+
+
+def generate() -> str:
+    """The full text of ``_generated_chains.py``: rendered, then formatted."""
+    return format_source(render())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -291,12 +344,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--target", type=Path, default=TARGET, help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     target: Path = options.target
-    new = render()
+    try:
+        new = generate()
+    except FormatError as error:
+        print(error, file=sys.stderr)
+        return 2
     old = target.read_text(encoding="utf-8") if target.exists() else ""
     if old == new:
         return 0
+    name = str(target.relative_to(ROOT)) if target.is_relative_to(ROOT) else str(target)
     if options.check:
-        name = str(target.relative_to(ROOT)) if target.is_relative_to(ROOT) else str(target)
         diff = difflib.unified_diff(
             old.splitlines(keepends=True),
             new.splitlines(keepends=True),
@@ -307,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name} is stale: run `python tools/gen_chains.py`", file=sys.stderr)
         return 1
     target.write_text(new, encoding="utf-8")
-    print(f"wrote {target}", file=sys.stderr)
+    print(f"wrote {name}", file=sys.stderr)
     return 1
 
 

@@ -37,15 +37,23 @@ def label(value: float) -> str:
     return f"{value:.0f} px²"
 
 
+@worker.task
+async def describe(size: Size) -> str:  # takes a Size whole: not for a link after measure
+    return f"{size.width}×{size.height}"
+
+
 # --8<-- [end:tasks]
 
 
 # --8<-- [start:rejected]
-def rejected_by_mypy() -> None:
+async def rejected_by_mypy() -> None:
     """Each line is an error for mypy; the ignores say which (unused ones are errors too)."""
-    measure.enqueue("x").then(label)  # type: ignore[call-overload]
+    measure.enqueue("x").then(label)  # type: ignore[arg-type]
     measure.enqueue("x").then(area, scale="big")  # type: ignore[call-overload]
     measure.enqueue("x") ^ area  # type: ignore[operator]
+    # the Size result is unpacked, never passed whole: such a link cannot be awaited (misc),
+    # and the call is deprecated (reported with mypy's `deprecated` error code enabled)
+    await measure.enqueue("x").then(describe)  # type: ignore[deprecated, misc]
 
 
 # --8<-- [end:rejected]

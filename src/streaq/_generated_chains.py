@@ -5,10 +5,10 @@
 """Typed chain methods of :class:`~streaq.task.Task`: ``then``, ``otherwise``, ``|`` and ``^``.
 
 A tuple result is unpacked into the leading parameters of a ``then`` link, so ``then`` and ``|``
-have one overload per tuple arity (1..8), then an unchecked one for longer tuples, then a
-``@deprecated`` one matching a link whose first parameter would take the whole tuple (an error
-under mypy's ``deprecated`` error code: the run time never passes it whole), then one for any
-other result, passed as the first argument.
+have overloads per tuple arity (1..8), for a variable-length tuple, for a task that would
+take a tuple result whole (typed :class:`TupleResultIsUnpacked`: an error wherever it is used),
+for longer tuples (otherwise unchecked) and for any other result, passed as the first
+argument. ``tools/gen_chains.py`` explains the order.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from typing import (
     Concatenate,
     Generic,
     ParamSpec,
+    Protocol,
     TypeAlias,
     TypeVar,
+    final,
     overload,
 )
 
@@ -39,10 +41,45 @@ else:
         return lambda fn: fn
 
 
-__all__ = ["ChainMixin"]
+__all__ = ["ChainMixin", "Linkable", "TupleResultIsUnpacked"]
 
 _P = ParamSpec("_P")
 _R_co = TypeVar("_R_co", covariant=True)
+_Accepts_co = TypeVar("_Accepts_co", covariant=True)
+_TaskP = ParamSpec("_TaskP")
+_TaskR = TypeVar("_TaskR")
+_Tuple = TypeVar("_Tuple", bound=tuple[Any, ...])
+
+
+class Linkable(Protocol[_Accepts_co, _TaskP, _TaskR]):
+    """A registered task, async or sync, as ``then`` and ``|`` match it (static typing only).
+
+    ``Linkable[Callable[Concatenate[int, ...], Any], Concatenate[Any, POther], str]`` is a task
+    that can be called with an ``int`` first (its parameter may be wider, such as ``float``: a
+    callable is contravariant in its parameters), whose parameters after the first are
+    ``POther`` (matched exactly: the extra arguments of ``then``), and which returns ``str``.
+    """
+
+    @property
+    def fn(self) -> _Accepts_co:
+        """The task function."""
+        ...
+
+    def enqueue(self, *args: _TaskP.args, **kwargs: _TaskP.kwargs) -> Task[_TaskP, _TaskR]:
+        """Build the task."""
+        ...
+
+
+@final
+class TupleResultIsUnpacked:
+    """The static type of a link whose task would take a tuple result whole: never a value.
+
+    The worker unpacks a tuple result into the next task's leading parameters, so a task whose
+    first parameter expects the whole tuple cannot run as written. This type has no ``result()``
+    and cannot be awaited or enqueued, so a type checker reports any use of such a link, with
+    its default settings. Give the task one parameter per element of the tuple.
+    """
+
 
 T1 = TypeVar("T1")
 T2 = TypeVar("T2")
@@ -53,7 +90,7 @@ T6 = TypeVar("T6")
 T7 = TypeVar("T7")
 T8 = TypeVar("T8")
 
-#: a tuple result longer than 8 (unchecked)
+#: a tuple result longer than 8 (a link no other overload matches is unchecked)
 _Longer: TypeAlias = tuple[Any, Any, Any, Any, Any, Any, Any, Any, Any, *tuple[Any, ...]]
 
 
@@ -71,92 +108,152 @@ class ChainMixin(Generic[_P, _R_co]):
 
     @overload
     def then(
+        self: ChainMixin[Any, tuple[T1]], task: Linkable[Callable[[T1], Any], ..., ROther]
+    ) -> Task[[T1], ROther]: ...
+    @overload
+    def then(  # type: ignore[overload-overlap]
         self: ChainMixin[Any, tuple[T1]],
-        task: AsyncRegisteredTask[Concatenate[T1, POther], ROther]
-        | SyncRegisteredTask[Concatenate[T1, POther], ROther],
+        task: Linkable[Callable[Concatenate[T1, ...], Any], Concatenate[Any, POther], ROther],
         *args: POther.args,
         **kwargs: POther.kwargs,
     ) -> Task[Concatenate[T1, POther], ROther]: ...
     @overload
     def then(
+        self: ChainMixin[Any, tuple[T1, T2]], task: Linkable[Callable[[T1, T2], Any], ..., ROther]
+    ) -> Task[[T1, T2], ROther]: ...
+    @overload
+    def then(
         self: ChainMixin[Any, tuple[T1, T2]],
-        task: AsyncRegisteredTask[Concatenate[T1, T2, POther], ROther]
-        | SyncRegisteredTask[Concatenate[T1, T2, POther], ROther],
+        task: Linkable[
+            Callable[Concatenate[T1, T2, ...], Any], Concatenate[Any, Any, POther], ROther
+        ],
         *args: POther.args,
         **kwargs: POther.kwargs,
     ) -> Task[Concatenate[T1, T2, POther], ROther]: ...
     @overload
     def then(
         self: ChainMixin[Any, tuple[T1, T2, T3]],
-        task: AsyncRegisteredTask[Concatenate[T1, T2, T3, POther], ROther]
-        | SyncRegisteredTask[Concatenate[T1, T2, T3, POther], ROther],
+        task: Linkable[Callable[[T1, T2, T3], Any], ..., ROther],
+    ) -> Task[[T1, T2, T3], ROther]: ...
+    @overload
+    def then(
+        self: ChainMixin[Any, tuple[T1, T2, T3]],
+        task: Linkable[
+            Callable[Concatenate[T1, T2, T3, ...], Any], Concatenate[Any, Any, Any, POther], ROther
+        ],
         *args: POther.args,
         **kwargs: POther.kwargs,
     ) -> Task[Concatenate[T1, T2, T3, POther], ROther]: ...
     @overload
     def then(
         self: ChainMixin[Any, tuple[T1, T2, T3, T4]],
-        task: AsyncRegisteredTask[Concatenate[T1, T2, T3, T4, POther], ROther]
-        | SyncRegisteredTask[Concatenate[T1, T2, T3, T4, POther], ROther],
+        task: Linkable[Callable[[T1, T2, T3, T4], Any], ..., ROther],
+    ) -> Task[[T1, T2, T3, T4], ROther]: ...
+    @overload
+    def then(
+        self: ChainMixin[Any, tuple[T1, T2, T3, T4]],
+        task: Linkable[
+            Callable[Concatenate[T1, T2, T3, T4, ...], Any],
+            Concatenate[Any, Any, Any, Any, POther],
+            ROther,
+        ],
         *args: POther.args,
         **kwargs: POther.kwargs,
     ) -> Task[Concatenate[T1, T2, T3, T4, POther], ROther]: ...
     @overload
     def then(
         self: ChainMixin[Any, tuple[T1, T2, T3, T4, T5]],
-        task: AsyncRegisteredTask[Concatenate[T1, T2, T3, T4, T5, POther], ROther]
-        | SyncRegisteredTask[Concatenate[T1, T2, T3, T4, T5, POther], ROther],
+        task: Linkable[Callable[[T1, T2, T3, T4, T5], Any], ..., ROther],
+    ) -> Task[[T1, T2, T3, T4, T5], ROther]: ...
+    @overload
+    def then(
+        self: ChainMixin[Any, tuple[T1, T2, T3, T4, T5]],
+        task: Linkable[
+            Callable[Concatenate[T1, T2, T3, T4, T5, ...], Any],
+            Concatenate[Any, Any, Any, Any, Any, POther],
+            ROther,
+        ],
         *args: POther.args,
         **kwargs: POther.kwargs,
     ) -> Task[Concatenate[T1, T2, T3, T4, T5, POther], ROther]: ...
     @overload
     def then(
         self: ChainMixin[Any, tuple[T1, T2, T3, T4, T5, T6]],
-        task: AsyncRegisteredTask[Concatenate[T1, T2, T3, T4, T5, T6, POther], ROther]
-        | SyncRegisteredTask[Concatenate[T1, T2, T3, T4, T5, T6, POther], ROther],
+        task: Linkable[Callable[[T1, T2, T3, T4, T5, T6], Any], ..., ROther],
+    ) -> Task[[T1, T2, T3, T4, T5, T6], ROther]: ...
+    @overload
+    def then(
+        self: ChainMixin[Any, tuple[T1, T2, T3, T4, T5, T6]],
+        task: Linkable[
+            Callable[Concatenate[T1, T2, T3, T4, T5, T6, ...], Any],
+            Concatenate[Any, Any, Any, Any, Any, Any, POther],
+            ROther,
+        ],
         *args: POther.args,
         **kwargs: POther.kwargs,
     ) -> Task[Concatenate[T1, T2, T3, T4, T5, T6, POther], ROther]: ...
     @overload
     def then(
         self: ChainMixin[Any, tuple[T1, T2, T3, T4, T5, T6, T7]],
-        task: AsyncRegisteredTask[Concatenate[T1, T2, T3, T4, T5, T6, T7, POther], ROther]
-        | SyncRegisteredTask[Concatenate[T1, T2, T3, T4, T5, T6, T7, POther], ROther],
+        task: Linkable[Callable[[T1, T2, T3, T4, T5, T6, T7], Any], ..., ROther],
+    ) -> Task[[T1, T2, T3, T4, T5, T6, T7], ROther]: ...
+    @overload
+    def then(
+        self: ChainMixin[Any, tuple[T1, T2, T3, T4, T5, T6, T7]],
+        task: Linkable[
+            Callable[Concatenate[T1, T2, T3, T4, T5, T6, T7, ...], Any],
+            Concatenate[Any, Any, Any, Any, Any, Any, Any, POther],
+            ROther,
+        ],
         *args: POther.args,
         **kwargs: POther.kwargs,
     ) -> Task[Concatenate[T1, T2, T3, T4, T5, T6, T7, POther], ROther]: ...
     @overload
     def then(
         self: ChainMixin[Any, tuple[T1, T2, T3, T4, T5, T6, T7, T8]],
-        task: AsyncRegisteredTask[Concatenate[T1, T2, T3, T4, T5, T6, T7, T8, POther], ROther]
-        | SyncRegisteredTask[Concatenate[T1, T2, T3, T4, T5, T6, T7, T8, POther], ROther],
+        task: Linkable[Callable[[T1, T2, T3, T4, T5, T6, T7, T8], Any], ..., ROther],
+    ) -> Task[[T1, T2, T3, T4, T5, T6, T7, T8], ROther]: ...
+    @overload
+    def then(
+        self: ChainMixin[Any, tuple[T1, T2, T3, T4, T5, T6, T7, T8]],
+        task: Linkable[
+            Callable[Concatenate[T1, T2, T3, T4, T5, T6, T7, T8, ...], Any],
+            Concatenate[Any, Any, Any, Any, Any, Any, Any, Any, POther],
+            ROther,
+        ],
         *args: POther.args,
         **kwargs: POther.kwargs,
     ) -> Task[Concatenate[T1, T2, T3, T4, T5, T6, T7, T8, POther], ROther]: ...
     @overload
     def then(
-        self: ChainMixin[Any, _Longer],
-        task: AsyncRegisteredTask[..., ROther] | SyncRegisteredTask[..., ROther],
-        *args: Any,
-        **kwargs: Any,
+        self: ChainMixin[Any, tuple[*Ts]], task: Linkable[Callable[[*Ts], Any], ..., ROther]
     ) -> Task[..., ROther]: ...
     @overload
     @deprecated(
         "a tuple result is unpacked into the leading parameters of the next task, never passed "
         "whole: give the task one parameter per element"
     )
-    def then(
-        self: ChainMixin[Any, tuple[*Ts]],
-        task: AsyncRegisteredTask[Concatenate[tuple[*Ts], POther], ROther]
-        | SyncRegisteredTask[Concatenate[tuple[*Ts], POther], ROther],
+    def then(  # type: ignore[misc, overload-overlap]
+        self: Task[Any, _Tuple],
+        task: Linkable[Callable[Concatenate[_Tuple, ...], Any], Concatenate[Any, POther], Any],
         *args: POther.args,
         **kwargs: POther.kwargs,
-    ) -> Task[Concatenate[tuple[*Ts], POther], ROther]: ...
+    ) -> TupleResultIsUnpacked: ...
+    @overload
+    def then(
+        self: ChainMixin[Any, _Longer],
+        task: Linkable[Callable[..., Any], ..., ROther],
+        *args: Any,
+        **kwargs: Any,
+    ) -> Task[..., ROther]: ...
+    @overload
+    def then(
+        self: ChainMixin[Any, R], task: Linkable[Callable[[R], Any], ..., ROther]
+    ) -> Task[[R], ROther]: ...
     @overload
     def then(
         self: ChainMixin[Any, R],
-        task: AsyncRegisteredTask[Concatenate[R, POther], ROther]
-        | SyncRegisteredTask[Concatenate[R, POther], ROther],
+        task: Linkable[Callable[Concatenate[R, ...], Any], Concatenate[Any, POther], ROther],
         *args: POther.args,
         **kwargs: POther.kwargs,
     ) -> Task[Concatenate[R, POther], ROther]: ...
@@ -172,8 +269,7 @@ class ChainMixin(Generic[_P, _R_co]):
         return self._link(task, args, kwargs, fails_over=False)
 
     def otherwise(
-        self: ChainMixin[P, R],
-        task: AsyncRegisteredTask[P, R] | SyncRegisteredTask[P, R],
+        self: ChainMixin[P, R], task: AsyncRegisteredTask[P, R] | SyncRegisteredTask[P, R]
     ) -> Task[P, R]:
         """Enqueue ``task`` as a fallback: it runs with the same arguments only if this one fails.
 
@@ -186,75 +282,68 @@ class ChainMixin(Generic[_P, _R_co]):
 
     @overload
     def __or__(
-        self: ChainMixin[Any, tuple[T1]],
-        task: AsyncRegisteredTask[[T1], ROther] | SyncRegisteredTask[[T1], ROther],
+        self: ChainMixin[Any, tuple[T1]], task: Linkable[Callable[[T1], Any], ..., ROther]
     ) -> Task[[T1], ROther]: ...
     @overload
     def __or__(
-        self: ChainMixin[Any, tuple[T1, T2]],
-        task: AsyncRegisteredTask[[T1, T2], ROther] | SyncRegisteredTask[[T1, T2], ROther],
+        self: ChainMixin[Any, tuple[T1, T2]], task: Linkable[Callable[[T1, T2], Any], ..., ROther]
     ) -> Task[[T1, T2], ROther]: ...
     @overload
     def __or__(
         self: ChainMixin[Any, tuple[T1, T2, T3]],
-        task: AsyncRegisteredTask[[T1, T2, T3], ROther] | SyncRegisteredTask[[T1, T2, T3], ROther],
+        task: Linkable[Callable[[T1, T2, T3], Any], ..., ROther],
     ) -> Task[[T1, T2, T3], ROther]: ...
     @overload
     def __or__(
         self: ChainMixin[Any, tuple[T1, T2, T3, T4]],
-        task: AsyncRegisteredTask[[T1, T2, T3, T4], ROther]
-        | SyncRegisteredTask[[T1, T2, T3, T4], ROther],
+        task: Linkable[Callable[[T1, T2, T3, T4], Any], ..., ROther],
     ) -> Task[[T1, T2, T3, T4], ROther]: ...
     @overload
     def __or__(
         self: ChainMixin[Any, tuple[T1, T2, T3, T4, T5]],
-        task: AsyncRegisteredTask[[T1, T2, T3, T4, T5], ROther]
-        | SyncRegisteredTask[[T1, T2, T3, T4, T5], ROther],
+        task: Linkable[Callable[[T1, T2, T3, T4, T5], Any], ..., ROther],
     ) -> Task[[T1, T2, T3, T4, T5], ROther]: ...
     @overload
     def __or__(
         self: ChainMixin[Any, tuple[T1, T2, T3, T4, T5, T6]],
-        task: AsyncRegisteredTask[[T1, T2, T3, T4, T5, T6], ROther]
-        | SyncRegisteredTask[[T1, T2, T3, T4, T5, T6], ROther],
+        task: Linkable[Callable[[T1, T2, T3, T4, T5, T6], Any], ..., ROther],
     ) -> Task[[T1, T2, T3, T4, T5, T6], ROther]: ...
     @overload
     def __or__(
         self: ChainMixin[Any, tuple[T1, T2, T3, T4, T5, T6, T7]],
-        task: AsyncRegisteredTask[[T1, T2, T3, T4, T5, T6, T7], ROther]
-        | SyncRegisteredTask[[T1, T2, T3, T4, T5, T6, T7], ROther],
+        task: Linkable[Callable[[T1, T2, T3, T4, T5, T6, T7], Any], ..., ROther],
     ) -> Task[[T1, T2, T3, T4, T5, T6, T7], ROther]: ...
     @overload
     def __or__(
         self: ChainMixin[Any, tuple[T1, T2, T3, T4, T5, T6, T7, T8]],
-        task: AsyncRegisteredTask[[T1, T2, T3, T4, T5, T6, T7, T8], ROther]
-        | SyncRegisteredTask[[T1, T2, T3, T4, T5, T6, T7, T8], ROther],
+        task: Linkable[Callable[[T1, T2, T3, T4, T5, T6, T7, T8], Any], ..., ROther],
     ) -> Task[[T1, T2, T3, T4, T5, T6, T7, T8], ROther]: ...
     @overload
     def __or__(
-        self: ChainMixin[Any, _Longer],
-        task: AsyncRegisteredTask[..., ROther] | SyncRegisteredTask[..., ROther],
+        self: ChainMixin[Any, tuple[*Ts]], task: Linkable[Callable[[*Ts], Any], ..., ROther]
     ) -> Task[..., ROther]: ...
     @overload
     @deprecated(
         "a tuple result is unpacked into the leading parameters of the next task, never passed "
         "whole: give the task one parameter per element"
     )
-    def __or__(  # type: ignore[overload-overlap]
-        self: ChainMixin[Any, tuple[*Ts]],
-        task: AsyncRegisteredTask[[tuple[*Ts]], ROther] | SyncRegisteredTask[[tuple[*Ts]], ROther],
-    ) -> Task[[tuple[*Ts]], ROther]: ...
+    def __or__(  # type: ignore[misc, overload-overlap]
+        self: Task[Any, _Tuple], task: Linkable[Callable[[_Tuple], Any], ..., Any]
+    ) -> TupleResultIsUnpacked: ...
     @overload
     def __or__(
-        self: ChainMixin[Any, R],
-        task: AsyncRegisteredTask[[R], ROther] | SyncRegisteredTask[[R], ROther],
+        self: ChainMixin[Any, _Longer], task: Linkable[Callable[..., Any], ..., ROther]
+    ) -> Task[..., ROther]: ...
+    @overload
+    def __or__(
+        self: ChainMixin[Any, R], task: Linkable[Callable[[R], Any], ..., ROther]
     ) -> Task[[R], ROther]: ...
     def __or__(self, task: Any) -> Any:
         """``a | b`` is ``a.then(b)``."""
         return self._link(task, (), {}, fails_over=False)
 
     def __xor__(
-        self: ChainMixin[P, R],
-        task: AsyncRegisteredTask[P, R] | SyncRegisteredTask[P, R],
+        self: ChainMixin[P, R], task: AsyncRegisteredTask[P, R] | SyncRegisteredTask[P, R]
     ) -> Task[P, R]:
         """``a ^ b`` is ``a.otherwise(b)``."""
         return self._link(task, (), {}, fails_over=True)
