@@ -10,8 +10,8 @@ is returned by a single GET and never touches the subscription. After the subscr
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import anyio
@@ -116,12 +116,14 @@ class ResultWaiter:
         :param tg: task group that owns the listener if it has to be started
         :raises TimeoutError: when no result arrived in time
         """
-        with anyio.fail_after(timeout):
+        deadline = None if timeout is None else anyio.current_time() + timeout
+        with _waiting(task_id, timeout), anyio.fail_after(timeout):
             record: Any = await self._get(self._keys.result(task_id))
         if record is not None:
             return bytes(record)
         async with self.watch(task_id, tg) as watch:
-            return await watch.result(timeout)
+            left = None if deadline is None else max(0.0, deadline - anyio.current_time())
+            return await watch.result(left, timeout)
 
     @asynccontextmanager
     async def watch(self, task_id: str, tg: anyio.abc.TaskGroup) -> AsyncIterator[Watch]:
@@ -154,12 +156,14 @@ class Watch:
         self._task_id = task_id
         self._waiter = waiter
 
-    async def result(self, timeout: float | None) -> bytes:
+    async def result(self, timeout: float | None, told: float | None = None) -> bytes:
         """The result record, once it exists.
 
+        :param timeout: seconds to wait at most (``None``: no limit)
+        :param told: the limit to name in the error (the caller's whole timeout), if not that
         :raises TimeoutError: when no result arrived in time
         """
-        with anyio.fail_after(timeout):
+        with _waiting(self._task_id, timeout if told is None else told), anyio.fail_after(timeout):
             if self._waiter.record is None:
                 # stored before the subscription started: it was never announced to us
                 record = await self._results._get(self._results._keys.result(self._task_id))
@@ -173,3 +177,15 @@ class Watch:
 def _refused_for_now(error: Exception) -> bool:
     # an unreachable server is the caller's to know about; one that answers "not now" is not
     return isinstance(error, rex.ResponseError) and is_transient(error)
+
+
+@contextmanager
+def _waiting(task_id: str, timeout: float | None) -> Iterator[None]:
+    """Turn the bare ``TimeoutError`` of ``fail_after`` into one that says what was awaited."""
+    try:
+        yield
+    except TimeoutError:
+        raise TimeoutError(
+            f"no result for task {task_id} within {timeout:g} s: it is still queued, scheduled or "
+            "running (or no worker serves its queue)"
+        ) from None

@@ -160,6 +160,7 @@ class LeaseKeeper:
             await redis.execute("HSET", worker.keys.workers, worker.id, now_ms())
             self.state.outage.ok()
             if pairs:
+                logger.debug("renewing the leases of %d message(s)", len(pairs) // 2)
                 lost = {bytes(m).decode() for m in await functions.lease(worker.id, pairs)}
                 if lost:
                     with self._lock:

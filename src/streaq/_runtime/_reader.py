@@ -106,6 +106,8 @@ class Reader:
                     Job(fields[F_ID].decode(), bytes(msgid).decode(), priority, fields, tries)
                 )
                 claimed += 1
+        if claimed:
+            logger.debug("worker %s claimed %d message(s)", self.state.worker.id, claimed)
         if ARMED:
             crashpoint("after_claim", claimed > 0)
         return claimed

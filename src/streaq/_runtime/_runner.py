@@ -97,10 +97,12 @@ class Runner:
     def fail(self, job: Job, exc: BaseException, start: int = 0) -> None:
         """Decide a failed result for ``job``."""
         record = job.record(KIND_ERROR, self.codec.encode_error(exc), start, self.worker.id)
-        unique = self._unique(self.worker.registry.get(job.fn_name))
-        job.outcome = (RESULT, record, job.ttl_ms, unique)
-        counter = "aborted" if isinstance(exc, StreaqCancelled) else "failed"
-        self.worker.counters[counter] += 1
+        task = self.worker.registry.get(job.fn_name)
+        job.outcome = (RESULT, record, job.ttl_ms, self._unique(task))
+        aborted = isinstance(exc, StreaqCancelled)
+        self.worker.counters["aborted" if aborted else "failed"] += 1
+        if aborted and not (task is not None and task.silent):
+            logger.info("task %s × %s aborted", job.fn_name, job.task_id)
 
     def hand_back(self, job: Job) -> None:
         """Decide that ``job`` goes back to the stream for another worker."""
@@ -183,6 +185,8 @@ class Runner:
         try:
             self._arguments(job, task, args, kwargs)
         except (ArgumentError, SignatureError) as e:
+            if not task.silent:
+                logger.error("task %s × %s failed: %s", task.fn_name, job.task_id, e)
             self.fail(job, e)
             return
         await self._execute(job, task, args, kwargs)
@@ -248,8 +252,13 @@ class Runner:
                 if timeout is None:
                     value = await call(*args, **kwargs)
                 else:
-                    with anyio.fail_after(timeout):
+                    with anyio.move_on_after(timeout) as limit:
                         value = await call(*args, **kwargs)
+                    if limit.cancelled_caught:
+                        error = TimeoutError(
+                            f"task {task.fn_name} {job.task_id} timed out: still running after "
+                            f"{timeout:g} s, its timeout"
+                        )
             except Exception as e:
                 error = e
         job.scope = None
@@ -278,7 +287,13 @@ class Runner:
         job.outcome = (RESULT, record, job.ttl_ms, self._unique(task))
         self.worker.counters["completed"] += 1
         if not task.silent:
-            logger.info("task %s ■ %s ← %s", task.fn_name, job.task_id, _short(value))
+            logger.info(
+                "task %s ■ %s ← %s (%s)",
+                task.fn_name,
+                job.task_id,
+                _Short(value),
+                _Took(start),
+            )
 
     def _failed(self, job: Job, task: AnyRegisteredTask, error: BaseException, start: int) -> None:
         retry = isinstance(error, StreaqRetry) or (
@@ -293,20 +308,25 @@ class Runner:
             self.worker.counters["retried"] += 1
             if not task.silent:
                 logger.info(
-                    "task %s ↻ %s retrying (try %d): %s",
+                    "task %s ↻ %s retrying (try %d, after %s): %s",
                     task.fn_name,
                     job.task_id,
                     job.tries,
+                    _Took(start),
                     error,
                 )
             return
         if not isinstance(error, StreaqCancelled) and not task.silent:
+            # a traceback tells something only about an error the task's own code raised; the
+            # errors streaq makes itself (its timeout included) were never raised, so have none
+            quiet = isinstance(error, StreaqError) or error.__traceback__ is None
             logger.error(
-                "task %s × %s failed: %r",
+                "task %s × %s failed after %s: %r",
                 task.fn_name,
                 job.task_id,
+                _Took(start),
                 error,
-                exc_info=error if not isinstance(error, StreaqError) else None,
+                exc_info=None if quiet else error,
             )
         self.fail(job, error, start)
 
@@ -330,9 +350,30 @@ class Runner:
         return now_ms() + job.tries**2 * 1000
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+class _Short:
+    """A value for a log line, shortened (formatted only if the line is emitted)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        text = repr(self.value)
+        return text if len(text) <= 80 else text[:77] + "..."
+
+
+class _Took:
+    """The time since ``start`` (ms since the epoch) for a log line, e.g. ``12 ms``, ``3.4 s``."""
+
+    __slots__ = ("start",)
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+
+    def __str__(self) -> str:
+        ms = now_ms() - self.start
+        return f"{ms} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
 
 
 class _ThreadRun:
