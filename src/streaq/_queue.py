@@ -46,7 +46,7 @@ from ._schema import (
     LINK_THEN,
 )
 from ._signing import F_SIGNATURE
-from .task import RegisteredTask, Task, TaskInfo, TaskResult, TaskStatus
+from .task import GeneratedId, RegisteredTask, Task, TaskInfo, TaskResult, TaskStatus
 from .types import StreaqCancelled, StreaqError
 from .utils import now_ms, to_ms, to_seconds
 
@@ -54,6 +54,8 @@ if TYPE_CHECKING:
     from .task import AnyRegisteredTask
 
 ENQUEUE_CHUNK = 500
+# where a task's id comes from (the enqueue server function's ID_*)
+ID_GIVEN, ID_FIRING, ID_FRESH = 0, 1, 2
 
 
 def ttl_ms(ttl: timedelta | int | None) -> int:
@@ -146,15 +148,17 @@ class QueueClient:
         elif isinstance(task.schedule, str):
             crontab = task.schedule
             run_at = CronSchedule(crontab, tz).next_fire_ms(now)
-        fields: list[Any] = [F_ID, task.id, F_FN, fn_name, F_PAYLOAD, lua_bytes(payload)]
+        # a generated id is a str subclass, which msgspec does not encode
+        task_id = str(task.id)
+        fields: list[Any] = [F_ID, task_id, F_FN, fn_name, F_PAYLOAD, lua_bytes(payload)]
         fields += [F_CREATED, now]
         ttl = ttl_ms(parent.ttl) if parent.ttl is not None or spec else DEFAULT_TTL_MS
         fields += [F_TTL, ttl]
         if parent.expire is not None:
             fields += [F_EXPIRE, max(run_at, now) + (to_ms(parent.expire) or 0)]
-        deps = list(task.after)
+        deps = [str(dep) for dep in task.after]
         if task._after is not None:
-            deps.append(task._after.id)
+            deps.append(str(task._after.id))
             fields += [F_LINK, LINK_OTHERWISE if task._fails_over else LINK_THEN]
         if crontab:
             fields += [F_CRONTAB, crontab]
@@ -165,9 +169,12 @@ class QueueClient:
             signed.update({F_PAYLOAD: payload, F_TRACE: trace or None})
             fields += [F_SIGNATURE, lua_bytes(self.codec.sign_task(signed) or b"")]
         priority = task.priority or self.priorities[0]
-        dedupe = 1 if task.id.startswith("cron:") else 0
+        if type(task.id) is GeneratedId:
+            origin = ID_FRESH
+        else:
+            origin = ID_FIRING if task_id.startswith("cron:") else ID_GIVEN
         # every other leaf is a str or an int: one msgspec call encodes the whole blob
-        return encode([task.id, priority, run_at, deps, dedupe, fields])
+        return encode([task_id, priority, run_at, deps, origin, fields])
 
     async def enqueue_many(
         self,

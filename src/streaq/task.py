@@ -237,8 +237,15 @@ class RegisteredMiddleware:
             raise StreaqError("task context is only available inside a running task") from None
 
 
+class GeneratedId(str):
+    """A task id streaq made (a random UUID): no other task can hold it, so enqueuing it needs
+    no check that the id is free. An id a user sets is a plain ``str``."""
+
+    __slots__ = ()
+
+
 def _new_id() -> str:
-    return uuid.uuid4().hex
+    return GeneratedId(uuid.uuid4().hex)
 
 
 @dataclass(eq=False)

@@ -495,3 +495,21 @@ async def test_info_tells_prefetched_from_running(
             release.set()
             for task in tasks:
                 await task.result()
+
+
+async def test_finish_when_a_worker_holds_very_many_messages(worker: Worker[Any]) -> None:
+    """Past 1,000 held messages ownership is checked message by message: still only once."""
+    async with worker:
+        functions = worker._client.functions
+        stream = worker.keys.stream("normal")
+        redis = worker._client.redis
+        await redis.pipeline(
+            [["XADD", stream, "*", "i", f"t{n}", "f", "x", "d", b"", "c", 0] for n in range(1001)]
+        )
+        await redis.execute("XREADGROUP", "GROUP", "g", "w1", "STREAMS", stream, ">")
+        msgid = bytes((await _pending(worker))[0][0]).decode()
+        record = b"\x99\xa1x\x00\x00\x00\x00\x00\x00\xa0\xc0"
+        group: list[Arg] = ["t0", "normal", msgid, "r", record, 1000, ""]
+        assert await functions.finish("w1", now_ms(), [], [*group, *group]) == (1, 0, 1)
+        assert await functions.finish("w2", now_ms(), [], group) == (0, 0, 1)
+        assert await redis.execute("XLEN", stream) == 1000

@@ -27,7 +27,7 @@ from ..utils import now_ms
 from ._crashpoints import ARMED, crashpoint
 from ._poison import Poison, dead_letter
 from ._retry import retrying
-from ._state import Job, Report, Started, WorkerState
+from ._state import Job, Report, WorkerState
 
 logger = logging.getLogger("streaq")
 
@@ -48,16 +48,14 @@ async def finisher(state: WorkerState, reports: MemoryObjectReceiveStream[Report
 
 
 async def record(state: WorkerState, reports: Sequence[Report]) -> None:
-    """Record the started marks and the outcomes of ``reports``, then forget their jobs."""
+    """Record the pending starts and the outcomes of ``reports``, then forget their jobs."""
     started: list[str] = []
-    jobs: list[Job] = []
-    for report in reports:
-        if isinstance(report, Started):
-            job = report.job
-            if job.outcome is None and not job.lost:
-                started += [job.priority, job.task_id]
-        else:
-            jobs.append(report)
+    starts, state.starts = state.starts, []
+    for job in starts:
+        # a job with an outcome needs no mark: the outcome is recorded now or soon after
+        if job.outcome is None and not job.lost:
+            started += [job.priority, job.task_id]
+    jobs = [report for report in reports if report is not None]
     todo = [job for job in jobs if job.outcome is not None and job.outcome[0] and not job.lost]
     if started or todo:
         await _apply(state, started, todo)

@@ -8,15 +8,18 @@ job is *decided* exactly once (:meth:`WorkerState.decided` is idempotent), which
 it: a runner, the listener (an abort of a prefetched job) or the lease keeper (a job another
 worker took over); a slot can therefore neither leak nor be freed twice.
 
-The runners report to the finisher through one channel: :class:`Started` when a job's function
-is called (the finisher marks it started in Redis, which is what makes its status *running*), then
-the job itself once its outcome is decided. One channel keeps the two in order.
+The runners report to the finisher: a job whose function is called joins :attr:`WorkerState.starts`
+(the finisher marks it started in Redis, which is what makes its status *running*), and the job
+itself is sent on the report channel once its outcome is decided. The finisher takes the pending
+starts whenever it records a batch, before the batch's outcomes, so a start is never recorded
+after its task's outcome. Only the first start after a batch sends a wake-up (``None``) on the
+channel, for a task that runs long: a burst of short tasks adds nothing to the channel.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -91,14 +94,9 @@ class Job:
         return flat
 
 
-class Started(NamedTuple):
-    """A report to the finisher: the job's function was called."""
-
-    job: Job
-
-
-#: what the runners send the finisher
-Report = Job | Started
+#: what the runners send the finisher: a job whose outcome is decided, or ``None`` to wake it for
+#: the pending starts
+Report = Job | None
 
 #: the outcome of a job whose result is not this worker's to write (recorded elsewhere, or lost)
 NO_OUTCOME: tuple[str, Any, Any, Any] = ("", None, None, None)
@@ -121,8 +119,10 @@ class WorkerState:
     stopping: bool = False
     stop_requested: anyio.Event = field(default_factory=anyio.Event)
     wake: anyio.Event = field(default_factory=anyio.Event)
-    #: where :meth:`start` reports to the finisher (set while the runners run)
+    #: where :meth:`start` wakes the finisher (set while the runners run)
     reports: MemoryObjectSendStream[Report] | None = None
+    #: jobs whose function was called since the finisher last recorded starts
+    starts: list[Job] = field(default_factory=list)
     _changed: anyio.Event = field(default_factory=anyio.Event)
     #: the one warning per Redis outage that every duty reports to
     outage: Outage = field(init=False)
@@ -160,8 +160,9 @@ class WorkerState:
     def start(self, job: Job) -> None:
         """The job's function is about to be called: report it to the finisher."""
         job.started = True
-        if self.reports is not None:
-            self.reports.send_nowait(Started(job))
+        if not self.starts and self.reports is not None:
+            self.reports.send_nowait(None)
+        self.starts.append(job)
 
     def decided(self, job: Job) -> None:
         """The job's outcome is known: its slot is free for another message (once per job)."""

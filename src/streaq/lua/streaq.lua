@@ -133,6 +133,17 @@ end
 
 local function running_key(p, prio) return p .. KEY.running .. prio end
 
+-- the messages of stream skey that consumer worker holds, as a set, from one XPENDING; nil when it
+-- holds too many to list at once (then each message is checked with owns)
+local HELD_LIST = 1000
+local function held_by(skey, worker)
+  local pending = redis.call('XPENDING', skey, GROUP, '-', '+', HELD_LIST, worker)
+  if #pending >= HELD_LIST then return nil end
+  local set = {}
+  for _, entry in ipairs(pending) do set[entry[1]] = true end
+  return set
+end
+
 local function store_result(p, id, rec, ttl, published)
   ttl = tonumber(ttl)
   if ttl == nil or ttl < 0 then
@@ -278,12 +289,15 @@ resolve_dependents = function(p, now, worklist, published)
 end
 
 --[[ enqueue(KEYS[1]=prefix; ARGV: now, then one msgpack blob per task:
-  [id, priority, run_at, dependencies, dedupe (1 = skip if the id exists), fields])
+  [id, priority, run_at, dependencies, origin, fields])
+origin says where the id comes from: ID_GIVEN (the caller chose it), ID_FIRING (a cron firing:
+skipped when a task or result of that id exists) or ID_FRESH (a random id made by the producer,
+which no other task can hold: nothing to check).
 Returns one integer per task: 1 enqueued, 0 skipped (id exists), 2 failed at once (dependency failed).
-Errors (nothing written) on an unknown dependency, and on an id that a live task (one in the index)
-holds or that the batch holds twice, unless the task is marked dedupe: a live task is never
-overwritten. A finished task's id may be used again: its old result is deleted, so that waiters
-wait for the new run. ]]
+Errors (nothing written) on an unknown dependency, on a given id that a live task (one in the
+index) holds, and on an id the batch holds twice: a live task is never overwritten. A finished
+task's id may be given again: its old result is deleted, so that waiters wait for the new run. ]]
+local ID_GIVEN, ID_FIRING, ID_FRESH = 0, 1, 2
 local function enqueue(keys, args)
   local p = keys[1]
   local now = tonumber(args[1])
@@ -296,7 +310,7 @@ local function enqueue(keys, args)
     if batch_ids[id] then
       return redis.error_reply('STREAQ task id ' .. id .. ' is given to two tasks of one enqueue')
     end
-    if t[5] ~= 1 and redis.call('HEXISTS', tasks_key(p), id) == 1 then
+    if t[5] == ID_GIVEN and redis.call('HEXISTS', tasks_key(p), id) == 1 then
       return redis.error_reply('STREAQ task id ' .. id .. ' is taken by a task that has not ' ..
         'finished (queued, scheduled or running); abort it or wait for its result first')
     end
@@ -312,12 +326,12 @@ local function enqueue(keys, args)
   local published = {}
   local pending_ids, pending_vals = {}, {}
   for n, t in ipairs(tasks) do
-    local id, prio, run_at, deps, dedupe, fields = t[1], t[2], tonumber(t[3]), t[4], t[5], t[6]
+    local id, prio, run_at, deps, origin, fields = t[1], t[2], tonumber(t[3]), t[4], t[5], t[6]
     local skip = false
-    if dedupe == 1 then
+    if origin == ID_FIRING then
       skip = redis.call('HEXISTS', tasks_key(p), id) == 1
         or redis.call('EXISTS', p .. KEY.result .. id) == 1
-    else
+    elseif origin == ID_GIVEN then
       redis.call('DEL', p .. KEY.result .. id)
     end
     if skip then
@@ -421,15 +435,27 @@ local function finish(keys, args)
   local repeats = {}
   local cancelled = {}
   local written, released, skipped = 0, 0, 0
+  local held = {}
   for n = 4 + 2 * marks, #args, 7 do
     local id, prio, msgid, outcome = args[n], args[n + 1], args[n + 2], args[n + 3]
     local a, b, c = args[n + 4], args[n + 5], args[n + 6]
-    if not owns(stream_key(p, prio), msgid, worker) then
+    local skey = stream_key(p, prio)
+    if held[prio] == nil then held[prio] = held_by(skey, worker) or false end
+    local mine = held[prio]
+    local owned
+    if mine then
+      owned = mine[msgid] == true
+      mine[msgid] = nil  -- applied once, even if the call names it twice
+    else
+      owned = owns(skey, msgid, worker) and not (acks[prio] and acks[prio].seen[msgid])
+    end
+    if not owned then
       skipped = skipped + 1
     else
-      acks[prio] = acks[prio] or {ids = {}, tasks = {}}
+      acks[prio] = acks[prio] or {ids = {}, tasks = {}, seen = {}}
       table.insert(acks[prio].ids, msgid)
       table.insert(acks[prio].tasks, id)
+      acks[prio].seen[msgid] = true
       if outcome ~= OUTCOME.result and redis.call('SISMEMBER', p .. KEY.abort, id) == 1 then
         if outcome == OUTCOME['repeat'] then
           b = cmsgpack.unpack(b)[1]
