@@ -28,7 +28,8 @@ from typing import Any
 
 import msgspec
 
-from ._signing import SIGNATURE_LEN, SignatureError, Signer
+from ._encryption import ARGUMENTS, LAST_ERROR, RESULT, Cipher
+from ._signing import SignatureError, Signer
 from .types import RemoteTaskError, StreaqCancelled, StreaqError, StreaqRetry
 
 Serializer = Callable[[Any], Any]
@@ -197,28 +198,32 @@ def _needs_conversion(tp: Any) -> bool:
 
 
 class Codec:
-    """Encodes and decodes one queue's payloads with its serializer and signing secret.
+    """Encodes and decodes one queue's payloads: serializer, signing secret, encryption key.
 
     Either side may be given alone: a missing serializer or deserializer is msgpack's, so a
     ``serializer`` alone must produce msgpack (e.g. ``msgspec.msgpack.Encoder(enc_hook=...)``).
-    With a signing secret, tasks are signed and results sealed (see :mod:`streaq._signing`).
+    With a signing secret, tasks are signed and results sealed (:mod:`streaq._signing`); with an
+    encryption key, arguments, results and errors are encrypted (:mod:`streaq._encryption`).
 
     :param serializer: user serializer replacing msgpack for arguments and results
     :param deserializer: user deserializer replacing msgpack's decoder
     :param signing_secret: the HMAC secret, or several (the first signs, any verifies)
+    :param encryption_key: the encryption secret, or several (the first encrypts, any decrypts)
     """
 
-    __slots__ = ("_deserializer", "_serializer", "_signer")
+    __slots__ = ("_cipher", "_deserializer", "_serializer", "_signer")
 
     def __init__(
         self,
         serializer: Serializer | None = None,
         deserializer: Deserializer | None = None,
         signing_secret: str | bytes | Sequence[str | bytes] | None = None,
+        encryption_key: str | bytes | Sequence[str | bytes] | None = None,
     ) -> None:
         self._serializer = serializer
         self._deserializer = deserializer
         self._signer = Signer(signing_secret) if signing_secret else None
+        self._cipher = Cipher(encryption_key) if encryption_key else None
 
     @property
     def signs(self) -> bool:
@@ -238,7 +243,7 @@ class Codec:
     # tasks
 
     def encode_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-        """The payload of a task's arguments.
+        """A task's arguments serialized (what :meth:`arguments` stores, before encryption).
 
         :raises Exception: whatever the serializer raises (``TypeError`` for msgpack)
         :raises StreaqError: when signing is on and the user serializer returns no ``bytes``
@@ -248,12 +253,27 @@ class Codec:
             return data if isinstance(data, bytes) else str(data).encode()
         return _encode((args, kwargs))
 
+    def arguments(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        """The payload field of a task: its arguments serialized, and encrypted when on.
+
+        :raises Exception: as :meth:`encode_call`
+        """
+        data = self.encode_call(args, kwargs)
+        if self._cipher is None:
+            return data
+        return self._cipher.encrypt(data, ARGUMENTS + task_id.encode())
+
     def decode_call(self, task_id: str, payload: bytes) -> tuple[list[Any], dict[str, Any]]:
-        """Arguments from a payload, untyped.
+        """Arguments from a task's payload field, untyped.
 
         :raises ArgumentError: when the payload is too large or cannot be decoded
+        :raises DecryptionError: when encryption is on and the payload cannot be decrypted
         """
         _check_size(task_id, payload, "arguments")
+        if self._cipher is not None:
+            payload = self._cipher.decrypt(
+                payload, ARGUMENTS + task_id.encode(), f"the arguments of task {task_id}"
+            )
         try:
             if self._deserializer is not None:
                 args, kwargs = self._deserializer(payload)
@@ -278,7 +298,41 @@ class Codec:
         if self._signer is not None:
             self._signer.verify_task(task_id, fields)
 
-    # results
+    def encode_last_error(self, task_id: str, exc: BaseException) -> bytes:
+        """The last-error field a retried task carries (encrypted when on)."""
+        record = encode_exception(exc)
+        if self._cipher is None:
+            return record
+        return self._cipher.encrypt(record, LAST_ERROR + task_id.encode())
+
+    def decode_last_error(self, task_id: str, data: bytes) -> BaseException:
+        """The exception of a last-error field.
+
+        :raises DecryptionError: when encryption is on and it cannot be decrypted
+        """
+        if self._cipher is not None:
+            data = self._cipher.decrypt(
+                data, LAST_ERROR + task_id.encode(), f"the last error of task {task_id}"
+            )
+        return record_to_exception(_exception_record(task_id, data))
+
+    # results: a plain msgpack value, or msgpack bytes holding what the options made of it
+
+    def _protect(self, kind: int, data: bytes) -> bytes:
+        if self._cipher is not None:
+            data = self._cipher.encrypt(data, RESULT + bytes((kind,)))
+        if self._signer is not None:
+            data = self._signer.seal(kind, data)
+        return _encode(data)
+
+    def _unprotect(self, task_id: str, kind: int, data: bytes) -> bytes:
+        if self._signer is not None:
+            data = self._signer.unseal(kind, data, task_id)
+        if self._cipher is not None:
+            data = self._cipher.decrypt(
+                data, RESULT + bytes((kind,)), f"the result of task {task_id}"
+            )
+        return data
 
     def encode_value(self, value: Any) -> tuple[int, bytes]:
         """The kind (``KIND_TUPLE`` for a tuple, else ``KIND_VALUE``) and payload of a result.
@@ -286,22 +340,21 @@ class Codec:
         :raises Exception: when the value cannot be serialized
         """
         kind = KIND_TUPLE if isinstance(value, tuple) else KIND_VALUE
-        if self._serializer is None and self._signer is None:
+        if self._serializer is None and self._signer is None and self._cipher is None:
             return kind, _encode(value)
         data = self._user_serialize(value) if self._serializer is not None else _encode(value)
-        if self._signer is not None:
-            data = self._signer.seal(kind, data)
-        return kind, _encode(data)
+        return kind, self._protect(kind, data)
 
     def decode_value(self, task_id: str, kind: int, payload: bytes, tp: Any = Any) -> Any:
         """A successful result from its payload, converted to ``tp`` when given.
 
         :raises SignatureError: when signing is on and the seal is missing or wrong
+        :raises DecryptionError: when encryption is on and the value cannot be decrypted
         :raises StreaqError: when the payload is too large or cannot be decoded
         """
         _check_size(task_id, payload, "result")
         try:
-            if self._serializer is None and self._signer is None:
+            if self._serializer is None and self._signer is None and self._cipher is None:
                 if self._deserializer is not None:
                     return self._deserializer(payload)
                 if tp is Any:
@@ -309,32 +362,32 @@ class Codec:
                 return msgspec.msgpack.decode(payload, type=tp)
             data = _decode_any(payload)
             if not isinstance(data, bytes):
-                raise SignatureError(f"the result of task {task_id} is not sealed")
-            if self._signer is not None:
-                data = self._signer.unseal(kind, data, task_id)
+                raise SignatureError(f"the result of task {task_id} is not sealed or encrypted")
+            data = self._unprotect(task_id, kind, data)
             if self._deserializer is not None:
                 return self._deserializer(data)
             value = _decode_any(data)
             return value if tp is Any else msgspec.convert(value, tp)
-        except (SignatureError, msgspec.ValidationError):
+        except (StreaqError, msgspec.ValidationError):
             raise
         except Exception as e:
             raise StreaqError(f"cannot decode the result of task {task_id}: {e}") from None
 
     def encode_error(self, exc: BaseException) -> bytes:
-        """The payload of a failed result: the exception record, sealed when signing."""
+        """The payload of a failed result: the exception record, sealed and encrypted when on."""
         record = encode_exception(exc)
-        if self._signer is None:
+        if self._signer is None and self._cipher is None:
             return record
-        return _encode(self._signer.seal(KIND_ERROR, record))
+        return self._protect(KIND_ERROR, record)
 
     def decode_error(self, task_id: str, payload: bytes) -> BaseException:
         """The exception of a failed result.
 
-        With a signing secret, the record must be sealed -- or be one the server decides itself
-        (an abort, a failed dependency), which holds no value.
+        With a signing secret or an encryption key, the record must be sealed or encrypted -- or
+        be one the server decides itself (an abort, a failed dependency), which holds no value.
 
-        :raises SignatureError: when signing is on and the record is neither
+        :raises SignatureError: when the record is neither
+        :raises DecryptionError: when encryption is on and it cannot be decrypted
         """
         _check_size(task_id, payload, "exception record")
         try:
@@ -342,13 +395,15 @@ class Codec:
         except Exception as e:
             raise StreaqError(f"cannot decode the failure of task {task_id}: {e}") from None
         if isinstance(data, bytes):
-            if self._signer is not None:
-                data = self._signer.unseal(KIND_ERROR, data, task_id)
-            else:
-                data = data[SIGNATURE_LEN:]
-            return decode_exception(data)
+            if self._signer is None and self._cipher is None:
+                raise SignatureError(
+                    f"the failure of task {task_id} is sealed or encrypted, and this client has "
+                    "no signing_secret or encryption_key"
+                )
+            return decode_exception(self._unprotect(task_id, KIND_ERROR, data))
         record = _exception_record(task_id, payload)
-        if self._signer is not None and (record.module, record.type) not in _SERVER_FAILURES:
+        protected = self._signer is not None or self._cipher is not None
+        if protected and (record.module, record.type) not in _SERVER_FAILURES:
             raise SignatureError(f"the failure of task {task_id} is not sealed")
         return record_to_exception(record)
 

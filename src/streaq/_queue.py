@@ -134,8 +134,10 @@ class QueueClient:
         spec = getattr(parent, "spec", None)
         if spec is not None and task._after is None:
             spec.check(task.args, task.kwargs)
+        # a generated id is a str subclass, which msgspec does not encode
+        task_id = str(task.id)
         try:
-            payload = self.codec.encode_call(task.args, task.kwargs)
+            payload = self.codec.arguments(task_id, task.args, task.kwargs)
         except Exception as e:  # the user's serializer may raise anything
             raise StreaqError(f"cannot serialize the arguments of task {fn_name}: {e}") from e
         run_at = 0
@@ -148,8 +150,6 @@ class QueueClient:
         elif isinstance(task.schedule, str):
             crontab = task.schedule
             run_at = CronSchedule(crontab, tz).next_fire_ms(now)
-        # a generated id is a str subclass, which msgspec does not encode
-        task_id = str(task.id)
         fields: list[Any] = [F_ID, task_id, F_FN, fn_name, F_PAYLOAD, lua_bytes(payload)]
         fields += [F_CREATED, now]
         ttl = ttl_ms(parent.ttl) if parent.ttl is not None or spec else DEFAULT_TTL_MS

@@ -79,6 +79,8 @@ class Worker(Generic[C]):
     :param handle_signals: stop gracefully on SIGINT/SIGTERM while running
     :param signing_secret: HMAC secret signing every task and sealing every result (see
         :doc:`/security`); a list rotates secrets: the first signs, any verifies
+    :param encryption_key: secret encrypting arguments, results and errors with AES-256-GCM
+        (extra ``streaq[encryption]``); a list rotates keys: the first encrypts, any decrypts
     :param idle_timeout: a running task's lease; another worker takes over a task idle this long
     :param grace_period: time running tasks get to finish after SIGINT/SIGTERM
     :param anyio_backend: ``"asyncio"`` or ``"trio"``, used by :meth:`run_sync`
@@ -122,6 +124,7 @@ class Worker(Generic[C]):
         cluster_nodes: list[tuple[str, int]] | None = None,
         id: str | None = None,
         redis_pool: RedisPool | None = None,
+        encryption_key: str | bytes | Sequence[str | bytes] | None = None,
     ) -> None:
         if concurrency < 1:
             raise StreaqError("concurrency must be at least 1")
@@ -185,7 +188,7 @@ class Worker(Generic[C]):
         self.registry: dict[str, AnyRegisteredTask] = {}
         self.middlewares: list[RegisteredMiddleware] = []
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
-        self.codec = Codec(serializer, deserializer, signing_secret)
+        self.codec = Codec(serializer, deserializer, signing_secret, encryption_key)
         self.keys = QueueKeys(queue_name)
         self._client_or_none: QueueClient | None = None
         self._stack: AsyncExitStack | None = None

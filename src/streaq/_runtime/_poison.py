@@ -11,13 +11,14 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .._codec import KIND_ERROR, ArgumentError, decode_exception
+from .._codec import KIND_ERROR, ArgumentError
 from .._dlq import (
     REASON_BAD_SIGNATURE,
     REASON_MAX_TRIES,
     REASON_UNDECODABLE,
     REASON_UNKNOWN_FUNCTION,
 )
+from .._encryption import DecryptionError
 from .._schema import F_LAST_ERROR
 from .._signing import SignatureError
 from ..types import StreaqError
@@ -39,8 +40,8 @@ class Poison:
     error: BaseException
 
 
-def find_poison(job: Job, task: AnyRegisteredTask | None, worker_id: str) -> Poison | None:
-    """The reason ``job`` can never succeed on worker ``worker_id``, or ``None`` when it may run.
+def find_poison(state: WorkerState, job: Job, task: AnyRegisteredTask | None) -> Poison | None:
+    """The reason ``job`` can never succeed on this worker, or ``None`` when it may run.
 
     A payload that cannot be decoded or verified is poison too; the runner finds that out when it
     decodes the arguments (:func:`undecodable`), so the payload is decoded once.
@@ -50,13 +51,13 @@ def find_poison(job: Job, task: AnyRegisteredTask | None, worker_id: str) -> Poi
             f"{REASON_UNKNOWN_FUNCTION} {job.fn_name!r}",
             StreaqError(
                 f"missing function {job.fn_name!r}: no task of that "
-                f"name is registered on worker {worker_id}"
+                f"name is registered on worker {state.worker.id}"
             ),
         )
     if task.max_tries and job.tries > task.max_tries:
         last = job.fields.get(F_LAST_ERROR)
         error = (
-            decode_exception(bytes(last))
+            state.client.codec.decode_last_error(job.task_id, bytes(last))
             if last
             else StreaqError(
                 f"task {job.task_id} reached max_tries={task.max_tries} "
@@ -70,7 +71,7 @@ def find_poison(job: Job, task: AnyRegisteredTask | None, worker_id: str) -> Poi
     return None
 
 
-def undecodable(error: ArgumentError | SignatureError) -> Poison:
+def undecodable(error: ArgumentError | SignatureError | DecryptionError) -> Poison:
     """The poison of a payload that failed to decode (``ArgumentError``) or verify."""
     if isinstance(error, SignatureError):
         return Poison(REASON_BAD_SIGNATURE, error)

@@ -30,10 +30,10 @@ from .._codec import (
     KIND_ERROR,
     KIND_TUPLE,
     ArgumentError,
-    encode_exception,
     encode_fields,
 )
 from .._cron import CronSchedule, firing_time_ms
+from .._encryption import DecryptionError
 from .._schema import (
     F_CRONTAB,
     F_EXPIRE,
@@ -152,7 +152,7 @@ class Runner:
             await dead_letter(state, job, task, undecodable(e))
             return
         # poison (unknown function, too many deliveries, undecodable payload): a dead letter
-        poison = find_poison(job, task, self.worker.id)
+        poison = find_poison(state, job, task)
         if poison is not None or task is None:
             if poison is not None:
                 await dead_letter(state, job, task, poison)
@@ -161,7 +161,7 @@ class Runner:
             args, kwargs = self.codec.decode_call(
                 job.task_id, bytes(job.fields.get(F_PAYLOAD, b""))
             )
-        except (ArgumentError, SignatureError) as e:
+        except (ArgumentError, SignatureError, DecryptionError) as e:
             await dead_letter(state, job, task, undecodable(e))
             return
         deadline = job.fields.get(F_EXPIRE)
@@ -184,7 +184,7 @@ class Runner:
             return
         try:
             self._arguments(job, task, args, kwargs)
-        except (ArgumentError, SignatureError) as e:
+        except (ArgumentError, SignatureError, DecryptionError) as e:
             if not task.silent:
                 logger.error("task %s × %s failed: %s", task.fn_name, job.task_id, e)
             self.fail(job, e)
@@ -303,7 +303,7 @@ class Runner:
             run_at = self._retry_at(job, error)
             fields = dict(job.fields)
             fields[F_TRIES] = str(job.tries).encode()
-            fields[F_LAST_ERROR] = encode_exception(error)
+            fields[F_LAST_ERROR] = self.codec.encode_last_error(job.task_id, error)
             job.outcome = (RETRY, encode_fields(self._signed(fields)), run_at, self._unique(task))
             self.worker.counters["retried"] += 1
             if not task.silent:
