@@ -2,7 +2,8 @@
 
 import logging
 
-__version__ = "0.1.0"
+#: streaq 8: the API of streaq 7.2 (code written for it runs unchanged), with its fixes
+__version__ = "8.0.0"
 VERSION = __version__
 
 logger = logging.getLogger("streaq")
