@@ -222,7 +222,7 @@ async def _serve(
                         duties.start_soon(serve("scheduler", lambda: scheduler(state)))
                         duties.start_soon(serve("cron", lambda: fire_cron_jobs(state)))
                         if worker.handle_signals:
-                            duties.start_soon(signals, state)
+                            await duties.start(signals, state)
                         logger.info(
                             "worker %s started: queue %s, %d tasks, concurrency %d",
                             worker.id,
