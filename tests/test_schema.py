@@ -1,5 +1,5 @@
 """Python and the server-side library speak the same vocabulary (``streaq._schema``,
-``streaq._keys`` and the tables at the top of ``lua/streaq.lua``)."""
+``streaq._keys`` and the tables at the top of ``lua/base.lua``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from importlib.resources import files
 import pytest
 
 from streaq import _codec, _keys, _schema
+from streaq._library import LIBRARY_PARTS
 
-LUA = files("streaq").joinpath("lua/streaq.lua").read_text(encoding="utf-8")
+LUA = "\n".join(
+    files("streaq").joinpath("lua", part).read_text(encoding="utf-8") for part in LIBRARY_PARTS
+)
 
 
 def lua_table(name: str) -> dict[str, str | int]:

@@ -1,6 +1,6 @@
 """Serialization: the task payload, result records and exception records.
 
-Theory of operation. A task travels as stream entry fields (see ``lua/streaq.lua``); its arguments
+Theory of operation. A task travels as stream entry fields (see ``lua/*.lua``); its arguments
 are one payload ``d``: msgpack ``[args, kwargs]`` (or the user's serializer applied to
 ``(args, kwargs)``). With a signing secret the task's fields are signed and result payloads sealed
 (:mod:`streaq._signing`). Every payload decoded is bounded in size (``MAX_PAYLOAD``) and depth

@@ -13,7 +13,7 @@ message is *poison* when
 Such a message moves to the queue's dead-letter stream ``streaq:{<queue>}:dlq`` (its original
 fields plus ``reason``, ``time``, ``priority``, ``tries`` and ``worker``) in the *same* server
 call that acknowledges it and writes its failed result (the ``dead_letter`` function of
-``lua/streaq.lua``): the failed result still wakes whoever waits for it and fails its dependents,
+``lua/*.lua``): the failed result still wakes whoever waits for it and fails its dependents,
 and the message is never lost in between. The stream is capped at ``DLQ_MAXLEN`` (10,000) entries,
 oldest first, so a flood of bad input cannot grow Redis without bound.
 

@@ -1,6 +1,6 @@
 """A snapshot of a queue's state for operators: ``streaq info`` and the Prometheus exporter.
 
-Everything is read straight from the queue's keys (layout: the header of ``lua/streaq.lua``) in
+Everything is read straight from the queue's keys (layout: the header of ``lua/base.lua``) in
 two round trips and nothing is written, so inspecting a busy production queue is safe:
 
 1. per priority ``XLEN`` and ``XINFO GROUPS`` of its stream; ``ZCARD`` of the delayed set; ``XLEN``

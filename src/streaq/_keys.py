@@ -2,7 +2,7 @@
 
 All of them carry the hash tag ``{<queue>}`` so that a queue lives in one cluster slot and the
 server-side functions, which touch many of its keys at once, stay atomic under Cluster. What each
-key holds is described at the top of ``lua/streaq.lua``, whose ``KEY`` table names the same
+key holds is described at the top of ``lua/base.lua``, whose ``KEY`` table names the same
 suffixes as :data:`SUFFIXES` (``tests/test_schema.py`` checks that they agree).
 """
 

@@ -1,4 +1,4 @@
-"""The server-side library (``lua/streaq.lua``) and one typed Python method per function.
+"""The server-side library (``lua/*.lua``) and one typed Python method per function.
 
 The library's name carries a hash of its source, so servers shared by several streaq versions hold
 each version side by side, and a changed library is loaded afresh without any version bookkeeping.
@@ -19,8 +19,14 @@ from ._redis import ClusterClient, FunctionLibrary, RedisClient
 Arg = str | bytes | int | float
 
 
+#: the files of the library, in the order they are joined: ``base.lua`` (the shebang, the key
+#: layout, the shared vocabulary and helpers) first, then one file per group of functions
+LIBRARY_PARTS = ("base.lua", "tasks.lua", "claims.lua", "dead_letters.lua")
+
+
 def _load() -> tuple[FunctionLibrary, str]:
-    source = files("streaq").joinpath("lua/streaq.lua").read_text(encoding="utf-8")
+    folder = files("streaq").joinpath("lua")
+    source = "\n".join(folder.joinpath(part).read_text(encoding="utf-8") for part in LIBRARY_PARTS)
     digest = hashlib.sha1(source.encode()).hexdigest()[:10]
     name = f"streaq_{digest}"
     code = source.replace("__LIBRARY__", name).replace("__PREFIX__", f"{name}_")

@@ -1,6 +1,6 @@
 """The vocabulary a queue's data is written in, shared with the server-side library.
 
-Python and ``lua/streaq.lua`` must agree on every letter below: the one-letter states of the task
+Python and ``lua/*.lua`` must agree on every letter below: the one-letter states of the task
 index, the outcome codes the worker hands to ``finish``, the field names of a stream entry and the
 link kinds of pipelines. The Lua library declares the same names in tables at its top (``STATE``,
 ``OUTCOME``, ``FIELD``, ``LINK``; key suffixes in ``KEY``, mirrored by :mod:`._keys`), and

@@ -1,0 +1,291 @@
+#!lua name=__LIBRARY__
+--[[
+streaq's server-side library: every multi-key state change of a queue is one call here.
+The library is loaded as one: this file (the key layout, the shared vocabulary, the helpers),
+then tasks.lua, claims.lua and dead_letters.lua (streaq/_library.py joins them).
+
+All keys of a queue share the prefix KEYS[1] = "streaq:{<queue>}:" (one cluster slot):
+  s:<priority>   stream of queued tasks, consumer group "g"; entry fields i=id f=fn d=payload
+                 c=created ms l=ttl ms, optional r=tries so far, le=last error, x=expire deadline,
+                 pk/pv/pi=result kind/payload/id of the parent feeding a `then` link (copied to
+                 the link's `otherwise` fallbacks too, which run with the link's arguments),
+                 cr=crontab of a repeating task (re-placed after every finish, same id)
+  t              hash id -> msgpack {state, priority, msgid | fields, run_at}; state q (in a stream),
+                 d (delayed), w (waiting for dependencies). One live task per id: enqueue refuses
+                 an id that is in the index already.
+  run:<priority> set of the ids of that stream's messages a worker has *started* (a claimed
+                 message not in it is prefetched); written in the finish call's batches
+  r:<id>         result record (string, TTL from the task's ttl)
+  z              delayed tasks: zset id by due time (ms)
+  dp:<id>        set of unfinished dependencies of id;  dn:<id>  set of its dependents
+  hd             set of ids that have dependents (lets `finish` skip the dn lookup otherwise)
+  ab             set of running ids asked to abort
+  u:<fn>         unique lock of a function, value = id of the running holder, TTL = its lease
+  workers        hash worker id -> last heartbeat (ms)
+  dlq            stream of dead letters: original fields + reason, time, priority, tries, worker
+Channels: done (msgpack array of [id, record | nil] after results are written), abort (task id),
+wake (due time of a delayed task that became the earliest).
+
+Ownership: a claimed message belongs to the consumer (worker) in whose pending list it is. Only
+that consumer applies an outcome to it (finish, dead_letter check it first), so an outcome sent
+twice -- a call retried after a lost reply -- or by a worker whose lease lapsed and whose message
+another worker took over is a no-op. A worker renews the leases of every message it holds
+(running or prefetched) and never takes over its own messages (reclaim).
+
+A result record is a msgpack array [fn, created, enqueued, kind, start, finish, tries, worker,
+payload]; kind 0 = value, 1 = tuple value, 2 = exception record [type, module, message, traceback].
+Lua builds records only for failures it decides itself (abort, failed dependency), with cmsgpack for
+the header and a ready payload; it never repacks a payload it did not make.
+]]
+
+-- The vocabulary shared with Python (streaq/_schema.py and streaq/_keys.py; tests/test_schema.py
+-- checks that both sides agree): code below uses these names, never the letters.
+local KEY = {
+  stream = 's:', tasks = 't', running = 'run:', result = 'r:', delayed = 'z',
+  dependencies = 'dp:', dependents = 'dn:', has_dependents = 'hd', abort = 'ab', lock = 'u:',
+  workers = 'workers', dead_letters = 'dlq', done_channel = 'done', abort_channel = 'abort',
+  wake_channel = 'wake',
+}
+local STATE = {queued = 'q', delayed = 'd', waiting = 'w'}
+local OUTCOME = {result = 'r', ['repeat'] = 'c', retry = 'y', hand_back = 'h', cancelled = 'x'}
+local FIELD = {
+  id = 'i', fn = 'f', payload = 'd', created = 'c', ttl = 'l', tries = 'r', last_error = 'le',
+  expire = 'x', link = 'k', parent_kind = 'pk', parent_value = 'pv', parent_id = 'pi',
+  crontab = 'cr', trace = 'tc',
+}
+local LINK = {['then'] = 't', otherwise = 'o'}
+-- the kinds of a result record
+local KIND = {value = 0, tuple = 1, error = 2}
+
+local GROUP = 'g'
+
+local function tasks_key(p) return p .. KEY.tasks end
+local function stream_key(p, prio) return p .. KEY.stream .. prio end
+
+-- the byte length of the msgpack scalar at pos (strings, ints, bools, nil, floats only)
+local function scalar_len(s, pos)
+  local b = string.byte(s, pos)
+  if b <= 0x7f or b >= 0xe0 or b == 0xc0 or b == 0xc2 or b == 0xc3 then return 1 end
+  if b >= 0xa0 and b <= 0xbf then return 1 + (b - 0xa0) end
+  if b == 0xd9 then return 2 + string.byte(s, pos + 1) end
+  if b == 0xda then return 3 + struct.unpack('>I2', s, pos + 1) end
+  if b == 0xdb then return 5 + struct.unpack('>I4', s, pos + 1) end
+  if b == 0xcc or b == 0xd0 then return 2 end
+  if b == 0xcd or b == 0xd1 then return 3 end
+  if b == 0xce or b == 0xd2 or b == 0xca then return 5 end
+  if b == 0xcf or b == 0xd3 or b == 0xcb then return 9 end
+  error('streaq: unexpected msgpack byte ' .. b)
+end
+
+-- kind and payload of a result record
+local function split_record(rec)
+  local pos = 2
+  local kind
+  for n = 1, 8 do
+    if n == 4 then kind = string.byte(rec, pos) end
+    pos = pos + scalar_len(rec, pos)
+  end
+  return kind, string.sub(rec, pos)
+end
+
+local function bin(s)
+  local n = #s
+  if n < 256 then return '\196' .. string.char(n) .. s end
+  if n < 65536 then return '\197' .. struct.pack('>I2', n) .. s end
+  return '\198' .. struct.pack('>I4', n) .. s
+end
+
+local function field(fields, name)
+  for n = 1, #fields, 2 do
+    if fields[n] == name then return fields[n + 1] end
+  end
+  return nil
+end
+
+local function set_field(fields, name, value)
+  for n = 1, #fields, 2 do
+    if fields[n] == name then fields[n + 1] = value; return end
+  end
+  fields[#fields + 1] = name
+  fields[#fields + 1] = value
+end
+
+-- the index entry of id as {state, prio, msgid | fields, run_at}, or nil when there is none or it
+-- is not one this library understands (every caller treats such an id as absent)
+local function load_state(p, id)
+  local raw = redis.call('HGET', tasks_key(p), id)
+  if not raw then return nil end
+  local ok, st = pcall(cmsgpack.unpack, raw)
+  if not ok or type(st) ~= 'table' or type(st[2]) ~= 'string' then return nil end
+  local state = st[1]
+  if state == STATE.queued then
+    if type(st[3]) ~= 'string' then return nil end
+  elseif state == STATE.delayed or state == STATE.waiting then
+    if type(st[3]) ~= 'table' then return nil end
+  else
+    return nil
+  end
+  return st
+end
+
+-- whether the message msgid of stream skey is in the pending list of consumer worker
+local function owns(skey, msgid, worker)
+  return redis.call('XPENDING', skey, GROUP, msgid, msgid, 1, worker)[1] ~= nil
+end
+
+local function running_key(p, prio) return p .. KEY.running .. prio end
+
+-- the messages of stream skey that consumer worker holds, as a set, from one XPENDING; nil when it
+-- holds too many to list at once (then each message is checked with owns)
+local HELD_LIST = 1000
+local function held_by(skey, worker)
+  local pending = redis.call('XPENDING', skey, GROUP, '-', '+', HELD_LIST, worker)
+  if #pending >= HELD_LIST then return nil end
+  local set = {}
+  for _, entry in ipairs(pending) do set[entry[1]] = true end
+  return set
+end
+
+local function store_result(p, id, rec, ttl, published)
+  ttl = tonumber(ttl)
+  if ttl == nil or ttl < 0 then
+    redis.call('SET', p .. KEY.result .. id, rec)
+  elseif ttl > 0 then
+    redis.call('SET', p .. KEY.result .. id, rec, 'PX', ttl)
+  end
+  -- a result that is not stored travels in the notification itself
+  if ttl == 0 then
+    published[#published + 1] = '\146' .. cmsgpack.pack(id) .. bin(rec)
+  else
+    published[#published + 1] = '\146' .. cmsgpack.pack(id) .. '\192'
+  end
+end
+
+local function publish(p, published)
+  if #published == 0 then return end
+  local n = #published
+  local head
+  if n < 16 then head = string.char(0x90 + n)
+  elseif n < 65536 then head = '\220' .. struct.pack('>I2', n)
+  else head = '\221' .. struct.pack('>I4', n) end
+  redis.call('PUBLISH', p .. KEY.done_channel, head .. table.concat(published))
+end
+
+local function failure_payload(type_name, message)
+  return cmsgpack.pack({type_name, 'streaq.types', message, ''})
+end
+
+-- put a task whose fields are known into its stream (or the delayed set) and index it
+local function place(p, id, prio, fields, run_at, now)
+  if run_at > now then
+    redis.call('ZADD', p .. KEY.delayed, run_at, id)
+    redis.call('HSET', tasks_key(p), id, cmsgpack.pack({STATE.delayed, prio, fields, run_at}))
+    local first = redis.call('ZRANGE', p .. KEY.delayed, 0, 0)
+    if first[1] == id then redis.call('PUBLISH', p .. KEY.wake_channel, run_at) end
+  else
+    local msgid = redis.call('XADD', stream_key(p, prio), '*', unpack(fields))
+    redis.call('HSET', tasks_key(p), id, cmsgpack.pack({STATE.queued, prio, msgid}))
+  end
+end
+
+-- a `then` link got its parent's result: its pending `otherwise` fallbacks (transitively) run
+-- with the link's arguments, so they get the same parent value
+local function pass_to_fallbacks(p, id, kind, payload, parent)
+  local stack = {id}
+  while #stack > 0 do
+    local cur = table.remove(stack)
+    for _, fb in ipairs(redis.call('SMEMBERS', p .. KEY.dependents .. cur)) do
+      local st = load_state(p, fb)
+      if st then
+        local fields = st[3]
+        if st[1] == STATE.waiting and field(fields, FIELD.link) == LINK.otherwise then
+          set_field(fields, FIELD.parent_kind, kind)
+          set_field(fields, FIELD.parent_value, payload)
+          set_field(fields, FIELD.parent_id, parent)
+          redis.call('HSET', tasks_key(p), fb,
+            cmsgpack.pack({STATE.waiting, st[2], fields, st[4] or 0}))
+          stack[#stack + 1] = fb
+        end
+      end
+    end
+  end
+end
+
+-- the fields of an unfinished task (from its stream entry when queued)
+local function task_fields(p, st)
+  if st[1] == STATE.queued then
+    local entries = redis.call('XRANGE', stream_key(p, st[2]), st[3], st[3])
+    if entries[1] then return entries[1][2] end
+    return {}
+  end
+  return st[3]
+end
+
+-- release the unique lock of fn if id holds it
+local function release_unique(p, fn, id)
+  local lock = p .. KEY.lock .. fn
+  if redis.call('GET', lock) == id then redis.call('DEL', lock) end
+end
+
+local resolve_dependents
+
+-- write a failed result decided here (abort, failed dependency) and cascade to dependents
+local function fail_task(p, id, fields, payload, now, published, worklist)
+  local rec = '\153' .. cmsgpack.pack(field(fields, FIELD.fn),
+    tonumber(field(fields, FIELD.created)), now, KIND.error, 0, now,
+    tonumber(field(fields, FIELD.tries) or '0'), '') .. payload
+  store_result(p, id, rec, field(fields, FIELD.ttl), published)
+  redis.call('HDEL', tasks_key(p), id)
+  redis.call('DEL', p .. KEY.dependencies .. id)
+  worklist[#worklist + 1] = {id, 2, payload}
+end
+
+-- a task finished (kind, payload): release or fail the tasks that wait on it, transitively
+resolve_dependents = function(p, now, worklist, published)
+  local idx = 1
+  while idx <= #worklist do
+    local parent, kind, payload = worklist[idx][1], worklist[idx][2], worklist[idx][3]
+    idx = idx + 1
+    local dn = p .. KEY.dependents .. parent
+    local children = redis.call('SMEMBERS', dn)
+    redis.call('DEL', dn)
+    redis.call('SREM', p .. KEY.has_dependents, parent)
+    for _, child in ipairs(children) do
+      local st = load_state(p, child)
+      -- only a task still waiting for its dependencies is released or failed here
+      if st and st[1] == STATE.waiting then
+        local fields = st[3]
+        local link = field(fields, FIELD.link)
+        if kind == KIND.error and link ~= LINK.otherwise then
+          fail_task(p, child, fields, failure_payload('StreaqError',
+            'dependency ' .. parent .. ' failed'), now, published, worklist)
+        elseif kind ~= KIND.error and link == LINK.otherwise then
+          -- the fallback is not needed: it ends with its parent's result
+          local rec = '\153' .. cmsgpack.pack(field(fields, FIELD.fn),
+            tonumber(field(fields, FIELD.created)),
+            now, kind, now, now, 0, '') .. payload
+          store_result(p, child, rec, field(fields, FIELD.ttl), published)
+          redis.call('HDEL', tasks_key(p), child)
+          redis.call('DEL', p .. KEY.dependencies .. child)
+          worklist[#worklist + 1] = {child, kind, payload}
+        else
+          if link == LINK['then'] then
+            set_field(fields, FIELD.parent_kind, kind)
+            set_field(fields, FIELD.parent_value, payload)
+            set_field(fields, FIELD.parent_id, parent)
+            pass_to_fallbacks(p, child, kind, payload, parent)
+          end
+          local dp = p .. KEY.dependencies .. child
+          redis.call('SREM', dp, parent)
+          if redis.call('SCARD', dp) == 0 then
+            redis.call('DEL', dp)
+            place(p, child, st[2], fields, st[4] or 0, now)
+          else
+            redis.call('HSET', tasks_key(p), child,
+              cmsgpack.pack({STATE.waiting, st[2], fields, st[4] or 0}))
+          end
+        end
+      end
+    end
+  end
+end

@@ -1,0 +1,423 @@
+-- Tasks: enqueue, finish, abort, status and scheduling (after base.lua).
+
+--[[ enqueue(KEYS[1]=prefix; ARGV: now, then one msgpack blob per task:
+  [id, priority, run_at, dependencies, origin, fields])
+origin says where the id comes from: ID_GIVEN (the caller chose it), ID_FIRING (a cron firing:
+skipped when a task or result of that id exists) or ID_FRESH (a random id made by the producer,
+which no other task can hold: nothing to check).
+Returns one integer per task: 1 enqueued, 0 skipped (id exists), 2 failed at once (dependency failed).
+Errors (nothing written) on an unknown dependency, on a given id that a live task (one in the
+index) holds, and on an id the batch holds twice: a live task is never overwritten. A finished
+task's id may be given again: its old result is deleted, so that waiters wait for the new run. ]]
+local ID_GIVEN, ID_FIRING, ID_FRESH = 0, 1, 2
+local function enqueue(keys, args)
+  local p = keys[1]
+  local now = tonumber(args[1])
+  local tasks = {}
+  local batch_ids = {}
+  for n = 2, #args do
+    local t = cmsgpack.unpack(args[n])
+    local id = t[1]
+    tasks[#tasks + 1] = t
+    if batch_ids[id] then
+      return redis.error_reply('STREAQ task id ' .. id .. ' is given to two tasks of one enqueue')
+    end
+    if t[5] == ID_GIVEN and redis.call('HEXISTS', tasks_key(p), id) == 1 then
+      return redis.error_reply('STREAQ task id ' .. id .. ' is taken by a task that has not ' ..
+        'finished (queued, scheduled or running); abort it or wait for its result first')
+    end
+    for _, dep in ipairs(t[4]) do
+      if not batch_ids[dep] and redis.call('HEXISTS', tasks_key(p), dep) == 0
+          and redis.call('EXISTS', p .. KEY.result .. dep) == 0 then
+        return redis.error_reply('STREAQ unknown dependency ' .. dep .. ' of task ' .. t[1])
+      end
+    end
+    batch_ids[t[1]] = true
+  end
+  local out = {}
+  local published = {}
+  local pending_ids, pending_vals = {}, {}
+  for n, t in ipairs(tasks) do
+    local id, prio, run_at, deps, origin, fields = t[1], t[2], tonumber(t[3]), t[4], t[5], t[6]
+    local skip = false
+    if origin == ID_FIRING then
+      skip = redis.call('HEXISTS', tasks_key(p), id) == 1
+        or redis.call('EXISTS', p .. KEY.result .. id) == 1
+    elseif origin == ID_GIVEN then
+      redis.call('DEL', p .. KEY.result .. id)
+    end
+    if skip then
+      out[n] = 0
+    elseif #deps == 0 then
+      out[n] = 1
+      if run_at > now then
+        place(p, id, prio, fields, run_at, now)
+      else
+        local msgid = redis.call('XADD', stream_key(p, prio), '*', unpack(fields))
+        pending_ids[#pending_ids + 1] = id
+        pending_vals[#pending_vals + 1] = cmsgpack.pack({STATE.queued, prio, msgid})
+      end
+    else
+      out[n] = 1
+      -- index the earlier tasks of this batch first: they may be this task's dependencies
+      if #pending_ids > 0 then
+        local flat = {}
+        for m = 1, #pending_ids do flat[#flat + 1] = pending_ids[m]; flat[#flat + 1] = pending_vals[m] end
+        redis.call('HSET', tasks_key(p), unpack(flat))
+        pending_ids, pending_vals = {}, {}
+      end
+      local waiting = 0
+      local failed_dep = nil
+      local link = field(fields, FIELD.link)
+      for _, dep in ipairs(deps) do
+        local dep_st = load_state(p, dep)
+        if dep_st then
+          waiting = waiting + 1
+          if link == LINK.otherwise then
+            -- a fallback runs with its task's arguments, parent value included
+            local dep_fields = task_fields(p, dep_st)
+            local pk = field(dep_fields, FIELD.parent_kind)
+            if pk then
+              set_field(fields, FIELD.parent_kind, pk)
+              set_field(fields, FIELD.parent_value, field(dep_fields, FIELD.parent_value))
+              set_field(fields, FIELD.parent_id, field(dep_fields, FIELD.parent_id))
+            end
+          end
+          redis.call('SADD', p .. KEY.dependencies .. id, dep)
+          redis.call('SADD', p .. KEY.dependents .. dep, id)
+          redis.call('SADD', p .. KEY.has_dependents, dep)
+        else
+          local rec = redis.call('GET', p .. KEY.result .. dep)
+          if rec then
+            local kind, payload = split_record(rec)
+            if kind == KIND.error and link ~= LINK.otherwise then failed_dep = dep
+            elseif link == LINK['then'] then
+              set_field(fields, FIELD.parent_kind, kind)
+              set_field(fields, FIELD.parent_value, payload)
+              set_field(fields, FIELD.parent_id, dep)
+            end
+          end
+        end
+      end
+      if failed_dep then
+        out[n] = 2
+        fail_task(p, id, fields, failure_payload('StreaqError',
+          'dependency ' .. failed_dep .. ' failed'), now, published, {})
+      elseif waiting > 0 then
+        redis.call('HSET', tasks_key(p), id, cmsgpack.pack({STATE.waiting, prio, fields, run_at}))
+      else
+        place(p, id, prio, fields, run_at, now)
+      end
+    end
+  end
+  if #pending_ids > 0 then
+    local flat = {}
+    for m = 1, #pending_ids do flat[#flat + 1] = pending_ids[m]; flat[#flat + 1] = pending_vals[m] end
+    redis.call('HSET', tasks_key(p), unpack(flat))
+  end
+  publish(p, published)
+  return out
+end
+
+--[[ finish(KEYS[1]=prefix; ARGV: worker, now, n, then n pairs priority, id of tasks the worker
+started, then groups of 7: id, priority, msgid, outcome, a, b, c
+outcome 'r' (result): a = record, b = ttl ms (-1 keep, 0 publish only)
+outcome 'c' (result of a repeating task, which runs again): a = record,
+                      b = msgpack [ttl ms, next run_at, fields]
+outcome 'y' (retry):  a = msgpack fields, b = run_at
+outcome 'h' (hand back for immediate redelivery): a = msgpack fields, b unused
+c = the function's name when it is unique (its lock is released if this task holds it), else ''.
+An outcome is applied only while the worker owns the message (see Ownership): otherwise the group
+is skipped, which makes a repeated call a no-op. A task asked to abort (in `ab`) is not retried,
+handed back or repeated: it ends with a StreaqCancelled result instead (or the result it reached).
+Returns [results written, finished tasks whose dependents were released or failed, groups
+skipped]. ]]
+local function finish(keys, args)
+  local p = keys[1]
+  local worker, now = args[1], tonumber(args[2])
+  local marks = tonumber(args[3])
+  for n = 4, 3 + 2 * marks, 2 do
+    redis.call('SADD', running_key(p, args[n]), args[n + 1])
+  end
+  local acks = {}
+  local done_ids = {}
+  local done_records = {}
+  local published = {}
+  local worklist = {}
+  local repeats = {}
+  local cancelled = {}
+  local written, released, skipped = 0, 0, 0
+  local held = {}
+  for n = 4 + 2 * marks, #args, 7 do
+    local id, prio, msgid, outcome = args[n], args[n + 1], args[n + 2], args[n + 3]
+    local a, b, c = args[n + 4], args[n + 5], args[n + 6]
+    local skey = stream_key(p, prio)
+    if held[prio] == nil then held[prio] = held_by(skey, worker) or false end
+    local mine = held[prio]
+    local owned
+    if mine then
+      owned = mine[msgid] == true
+      mine[msgid] = nil  -- applied once, even if the call names it twice
+    else
+      owned = owns(skey, msgid, worker) and not (acks[prio] and acks[prio].seen[msgid])
+    end
+    if not owned then
+      skipped = skipped + 1
+    else
+      acks[prio] = acks[prio] or {ids = {}, tasks = {}, seen = {}}
+      table.insert(acks[prio].ids, msgid)
+      table.insert(acks[prio].tasks, id)
+      acks[prio].seen[msgid] = true
+      if outcome ~= OUTCOME.result and redis.call('SISMEMBER', p .. KEY.abort, id) == 1 then
+        if outcome == OUTCOME['repeat'] then
+          b = cmsgpack.unpack(b)[1]
+          outcome = OUTCOME.result
+        else
+          cancelled[#cancelled + 1] = {id, cmsgpack.unpack(a)}
+          outcome = OUTCOME.cancelled
+        end
+      end
+      if outcome == OUTCOME.result then
+        store_result(p, id, a, b, published)
+        done_ids[#done_ids + 1] = id
+        done_records[id] = a
+        written = written + 1
+      elseif outcome == OUTCOME['repeat'] then
+        local spec = cmsgpack.unpack(b)
+        store_result(p, id, a, spec[1], published)
+        done_ids[#done_ids + 1] = id
+        done_records[id] = a
+        repeats[#repeats + 1] = {id, prio, spec[3], tonumber(spec[2])}
+        written = written + 1
+      elseif outcome == OUTCOME.retry then
+        place(p, id, prio, cmsgpack.unpack(a), tonumber(b), now)
+      elseif outcome == OUTCOME.hand_back then
+        place(p, id, prio, cmsgpack.unpack(a), 0, now)
+      end
+      if c ~= '' then release_unique(p, c, id) end
+    end
+  end
+  for prio, owned in pairs(acks) do
+    local skey = stream_key(p, prio)
+    redis.call('XACK', skey, GROUP, unpack(owned.ids))
+    redis.call('XDEL', skey, unpack(owned.ids))
+    redis.call('SREM', running_key(p, prio), unpack(owned.tasks))
+  end
+  if #done_ids > 0 then
+    redis.call('HDEL', tasks_key(p), unpack(done_ids))
+    redis.call('SREM', p .. KEY.abort, unpack(done_ids))
+    local parents = redis.call('SMISMEMBER', p .. KEY.has_dependents, unpack(done_ids))
+    for m, flag in ipairs(parents) do
+      if flag == 1 then
+        released = released + 1
+        local id = done_ids[m]
+        local kind, payload = split_record(done_records[id])
+        worklist[#worklist + 1] = {id, kind, payload}
+      end
+    end
+  end
+  for _, item in ipairs(cancelled) do
+    released = released + redis.call('SISMEMBER', p .. KEY.has_dependents, item[1])
+    redis.call('SREM', p .. KEY.abort, item[1])
+    fail_task(p, item[1], item[2], failure_payload('StreaqCancelled', 'task aborted'), now,
+      published, worklist)
+    written = written + 1
+  end
+  resolve_dependents(p, now, worklist, published)
+  for _, item in ipairs(repeats) do
+    place(p, item[1], item[2], item[3], item[4], now)
+  end
+  publish(p, published)
+  return {written, released, skipped}
+end
+
+--[[ unique(KEYS[1]=prefix; ARGV: fn, id, lease ms, idle ms)
+Takes the function's lock for id, for at most lease ms (the task's timeout plus the idle timeout:
+the lock outlives no run). The lock is free when nobody holds it, id holds it already (a
+redelivery), or its holder is not running any more: not a live task, not claimed, or claimed by a
+worker that stopped renewing its lease (idle longer than idle ms: it died). Returns 1 when id may
+run, 0 when another running instance holds the lock. ]]
+local function unique(keys, args)
+  local p = keys[1]
+  local fn, id, lease, idle = args[1], args[2], args[3], tonumber(args[4])
+  local lock = p .. KEY.lock .. fn
+  local holder = redis.call('GET', lock)
+  if holder and holder ~= id then
+    local st = load_state(p, holder)
+    if st and st[1] == STATE.queued then
+      local entry = redis.call('XPENDING', stream_key(p, st[2]), GROUP, st[3], st[3], 1)[1]
+      if entry and entry[3] < idle then return 0 end
+    end
+  end
+  redis.call('SET', lock, id, 'PX', lease)
+  return 1
+end
+
+-- remove a task that is not running from wherever it waits; returns its fields or nil
+local function unlink(p, id, st)
+  local state, prio = st[1], st[2]
+  if state == STATE.queued then
+    local entries = redis.call('XRANGE', stream_key(p, prio), st[3], st[3])
+    redis.call('XDEL', stream_key(p, prio), st[3])
+    if entries[1] then return entries[1][2] end
+    return nil
+  elseif state == STATE.delayed then
+    redis.call('ZREM', p .. KEY.delayed, id)
+  elseif state == STATE.waiting then
+    for _, dep in ipairs(redis.call('SMEMBERS', p .. KEY.dependencies .. id)) do
+      redis.call('SREM', p .. KEY.dependents .. dep, id)
+      if redis.call('EXISTS', p .. KEY.dependents .. dep) == 0 then
+        redis.call('SREM', p .. KEY.has_dependents, dep)
+      end
+    end
+  end
+  return st[3]
+end
+
+-- whether a worker holds (claimed) the message msgid: running or prefetched
+local function is_pending(p, prio, msgid)
+  return redis.call('XPENDING', stream_key(p, prio), GROUP, msgid, msgid, 1)[1] ~= nil
+end
+
+-- abort the unfinished task id (index entry st): 1 aborted here (result written), 2 running
+-- (abort requested), -1 gone
+local function abort_task(p, id, st, now)
+  if st[1] == STATE.queued and is_pending(p, st[2], st[3]) then
+    redis.call('SADD', p .. KEY.abort, id)
+    -- a repeating task's previous result must not answer those waiting for this run's end
+    redis.call('DEL', p .. KEY.result .. id)
+    redis.call('PUBLISH', p .. KEY.abort_channel, id)
+    return 2
+  end
+  local fields = unlink(p, id, st)
+  if not fields then return -1 end
+  local published, worklist = {}, {}
+  fail_task(p, id, fields, failure_payload('StreaqCancelled', 'task aborted'), now, published,
+    worklist)
+  resolve_dependents(p, now, worklist, published)
+  publish(p, published)
+  return 1
+end
+
+--[[ abort(KEYS[1]=prefix; ARGV: id, now)
+Returns 0 finished already, -1 unknown, 1 aborted here (result written), 2 running: abort requested. ]]
+local function abort(keys, args)
+  local p = keys[1]
+  local id, now = args[1], tonumber(args[2])
+  -- the index first: a repeating task has a result and an index entry between runs
+  local st = load_state(p, id)
+  if not st then
+    -- an index entry this library cannot read would hold the id forever: drop it
+    redis.call('HDEL', tasks_key(p), id)
+    if redis.call('EXISTS', p .. KEY.result .. id) == 1 then return 0 end
+    return -1
+  end
+  return abort_task(p, id, st, now)
+end
+
+--[[ unschedule(KEYS[1]=prefix; ARGV: id, now)
+Stops a scheduled task (delayed, waiting on dependencies, or repeating on a crontab in any state):
+it ends with a StreaqCancelled result and does not run again. Returns 1 when it was scheduled. ]]
+local function unschedule(keys, args)
+  local p = keys[1]
+  local id, now = args[1], tonumber(args[2])
+  local st = load_state(p, id)
+  if not st then return 0 end
+  if st[1] ~= STATE.delayed and st[1] ~= STATE.waiting
+      and not field(task_fields(p, st), FIELD.crontab) then
+    return 0
+  end
+  if abort_task(p, id, st, now) > 0 then return 1 end
+  return 0
+end
+
+--[[ status(KEYS[1]=prefix; ARGV: id) -> 'done' | 'running' | 'queued' | 'scheduled' | 'missing' ]]
+local function status(keys, args)
+  local p = keys[1]
+  local id = args[1]
+  local st = load_state(p, id)
+  if not st then
+    if redis.call('EXISTS', p .. KEY.result .. id) == 1 then return 'done' end
+    return 'missing'
+  end
+  if st[1] == STATE.queued then
+    -- started, not merely claimed: a prefetched message is still queued
+    if redis.call('SISMEMBER', running_key(p, st[2]), id) == 1 then return 'running' end
+    return 'queued'
+  end
+  return 'scheduled'
+end
+
+--[[ info(KEYS[1]=prefix; ARGV: id) -> nil | [status, priority, fields, run_at, deps, dependents,
+  delivery count] ]]
+local function info(keys, args)
+  local p = keys[1]
+  local id = args[1]
+  local st = load_state(p, id)
+  if not st then return nil end
+  local fields = st[3]
+  local deliveries = 0
+  local state = status(keys, args)
+  if st[1] == STATE.queued then
+    local entries = redis.call('XRANGE', stream_key(p, st[2]), st[3], st[3])
+    if not entries[1] then return nil end
+    fields = entries[1][2]
+    local pending = redis.call('XPENDING', stream_key(p, st[2]), GROUP, st[3], st[3], 1)
+    if pending[1] then deliveries = pending[1][4] end
+  end
+  return {state, st[2], fields, tostring(st[4] or 0),
+    redis.call('SMEMBERS', p .. KEY.dependencies .. id),
+    redis.call('SMEMBERS', p .. KEY.dependents .. id), deliveries}
+end
+
+--[[ promote(KEYS[1]=prefix; ARGV: now, limit) -> [moved, next due time or -1]
+Moves due delayed tasks into their streams. An id in the delayed set whose index entry is not
+'delayed' (stale) is only removed from the set. ]]
+local function promote(keys, args)
+  local p = keys[1]
+  local now, limit = tonumber(args[1]), tonumber(args[2])
+  local due = redis.call('ZRANGEBYSCORE', p .. KEY.delayed, '-inf', now, 'LIMIT', 0, limit)
+  if #due > 0 then redis.call('ZREM', p .. KEY.delayed, unpack(due)) end
+  for _, id in ipairs(due) do
+    local st = load_state(p, id)
+    if st and st[1] == STATE.delayed then place(p, id, st[2], st[3], 0, now) end
+  end
+  local first = redis.call('ZRANGE', p .. KEY.delayed, 0, 0, 'WITHSCORES')
+  local nxt = -1
+  if first[2] then nxt = tonumber(first[2]) end
+  return {#due, nxt}
+end
+
+--[[ prepare(KEYS[1]=prefix; ARGV: priorities) creates the streams' consumer group. ]]
+local function prepare(keys, args)
+  local p = keys[1]
+  for _, prio in ipairs(args) do
+    local skey = stream_key(p, prio)
+    local ok = pcall(redis.call, 'XGROUP', 'CREATE', skey, GROUP, '0', 'MKSTREAM')
+    if not ok and redis.call('EXISTS', skey) == 0 then
+      return redis.error_reply('STREAQ cannot create the consumer group of ' .. skey)
+    end
+  end
+  return #args
+end
+
+--[[ counts(KEYS[1]=prefix; ARGV: priorities) -> [queued per priority..., delayed, waiting] ]]
+local function counts(keys, args)
+  local p = keys[1]
+  local out = {}
+  for _, prio in ipairs(args) do out[#out + 1] = redis.call('XLEN', stream_key(p, prio)) end
+  out[#out + 1] = redis.call('ZCARD', p .. KEY.delayed)
+  out[#out + 1] = redis.call('HLEN', tasks_key(p))
+  return out
+end
+
+redis.register_function('__PREFIX__enqueue', enqueue)
+redis.register_function('__PREFIX__finish', finish)
+redis.register_function('__PREFIX__unique', unique)
+redis.register_function('__PREFIX__abort', abort)
+redis.register_function('__PREFIX__unschedule', unschedule)
+redis.register_function{function_name = '__PREFIX__status', callback = status, flags = {'no-writes'}}
+redis.register_function{function_name = '__PREFIX__info', callback = info, flags = {'no-writes'}}
+redis.register_function('__PREFIX__promote', promote)
+redis.register_function('__PREFIX__prepare', prepare)
+redis.register_function{function_name = '__PREFIX__counts', callback = counts, flags = {'no-writes'}}
