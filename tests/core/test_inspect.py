@@ -8,8 +8,9 @@ import anyio
 import pytest
 
 from streaq._inspect import inspect_worker
+from streaq.task import TaskStatus
 
-from ._support import RunWorker, WorkerFactory
+from ._support import RunWorker, WorkerFactory, wait_for_status
 
 pytestmark = pytest.mark.anyio
 
@@ -32,6 +33,7 @@ async def test_snapshot_of_a_busy_queue(
         with anyio.fail_after(10):
             running = await sleeper.enqueue(0).start(priority="high")
             await started.wait()
+            await wait_for_status(running, TaskStatus.RUNNING)
             queued = [await sleeper.enqueue(n).start(priority="low") for n in (1, 2)]
             delayed = await sleeper.enqueue(3).start(delay=3600)
             found = await inspect_worker(worker)
