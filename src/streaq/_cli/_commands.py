@@ -200,7 +200,7 @@ def _info(worker_path: str, *, as_json: bool) -> int:
             worker.inspect, backend=worker.anyio_backend, backend_options=worker.anyio_kwargs
         )
     except (RedisError, OSError) as exc:
-        return _error(f"cannot read queue {worker.queue_name!r}: {exc}")
+        return _error(f"cannot read queue {worker.queue_name!r}: {exc}{_where(worker)}")
     if as_json:
         print(json.dumps(found.to_json(), indent=2))
     else:
@@ -278,7 +278,7 @@ def _dlq(
     try:
         result = anyio.run(act, backend=worker.anyio_backend, backend_options=worker.anyio_kwargs)
     except (RedisError, OSError) as exc:
-        return _error(f"cannot reach queue {worker.queue_name!r}: {exc}")
+        return _error(f"cannot reach queue {worker.queue_name!r}: {exc}{_where(worker)}")
     if action == "replay":
         print(json.dumps({"replayed": result}) if as_json else f"replayed {len(result)} tasks")
         for task_id in [] if as_json else result:
@@ -317,7 +317,8 @@ def _functions(action: str, worker_path: str) -> int:
     try:
         found = anyio.run(act, backend=worker.anyio_backend, backend_options=worker.anyio_kwargs)
     except (RedisError, OSError) as exc:
-        return _error(f"cannot reach the Redis of queue {worker.queue_name!r}: {exc}")
+        name = worker.queue_name
+        return _error(f"cannot reach the Redis of queue {name!r}: {exc}{_where(worker)}")
     for server, names in found.items():
         if action == "prune":
             print(f"{server}: deleted {len(names)} old librar{'y' if len(names) == 1 else 'ies'}")
@@ -368,7 +369,8 @@ def _run_worker(
     except (RedisError, OSError) as exc:
         # a worker only gives up on Redis at start (bad URL, password, db, version, replica):
         # the message says what to fix, a traceback would bury it
-        return _error(f"worker {worker_path} cannot run: {type(exc).__name__}: {exc}")
+        reason = f"{type(exc).__name__}: {exc}{_where(worker)}"
+        return _error(f"worker {worker_path} cannot run: {reason}")
     finally:
         if progress is not None:
             progress.stop()
