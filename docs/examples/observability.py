@@ -32,7 +32,8 @@ async def charge(cents: int) -> int:
 registry = CollectorRegistry()  # the default registry when left out
 metrics = StreaqMetrics(registry)
 metrics.instrument(worker)  # before the worker runs
-# prometheus_client.start_http_server(9100, registry=registry) would serve /metrics
+# prometheus_client.start_http_server(9100, "127.0.0.1", registry=registry) would serve /metrics
+# (prometheus_client listens on every interface unless given an address)
 
 # OpenTelemetry: one span per task run (the global tracer provider when left out)
 exporter = InMemorySpanExporter()  # in production: an OTLP exporter

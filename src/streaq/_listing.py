@@ -5,6 +5,11 @@ Unfinished tasks are found through the queue's task index (the ``t`` hash, scann
 described by the ``info`` server function, many per round trip; finished ones through their result
 keys (``SCAN``, then ``MGET`` of each page). ``limit`` is honoured exactly: no hidden cap below it.
 Finish times decode only the header of each result record, never its payload.
+
+``scan_limit`` bounds the work of one call: the keys examined, counted as the ``COUNT`` asked of
+each ``SCAN``/``HSCAN`` step. ``SCAN MATCH`` walks the whole database, not only the queue's keys,
+so a caller serving many requests (the web UI) passes a limit and accepts an answer from the part
+of the database it covered; without one the walk goes on until the cursor comes back to 0.
 """
 
 from __future__ import annotations
@@ -19,6 +24,32 @@ from .task import TaskInfo, TaskResult, TaskStatus
 from .types import StreaqError
 
 _PAGE = 500
+
+
+class _Budget:
+    """How many keys a scan may still examine (``None``: no limit)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, scan_limit: int | None) -> None:
+        if scan_limit is not None and scan_limit < 1:
+            raise ValueError(f"scan_limit must be at least 1, not {scan_limit!r}")
+        self.left = scan_limit
+
+    def take(self) -> int:
+        """The ``COUNT`` of the next step, spent now."""
+        if self.left is None:
+            return _PAGE
+        count = min(_PAGE, self.left)
+        self.left -= count
+        return count
+
+    @property
+    def spent(self) -> bool:
+        """Whether no key may be examined any more."""
+        return self.left == 0
+
+
 # the index states a status may be found in (the info function tells running from queued)
 _STATES = {
     TaskStatus.SCHEDULED: {DELAYED, WAITING},
@@ -28,14 +59,15 @@ _STATES = {
 
 
 async def _unfinished(
-    client: QueueClient, status: TaskStatus, priority: str | None, limit: int
+    client: QueueClient, status: TaskStatus, priority: str | None, limit: int, budget: _Budget
 ) -> list[TaskInfo]:
     wanted = _STATES[status]
     found: list[TaskInfo] = []
     cursor: Any = 0
     index = client.keys.tasks
-    while len(found) < limit:
-        cursor, flat = await client.redis.execute("HSCAN", index, cursor, "COUNT", _PAGE)
+    while len(found) < limit and not budget.spent:
+        count = budget.take()
+        cursor, flat = await client.redis.execute("HSCAN", index, cursor, "COUNT", count)
         pairs = flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2], strict=True)
         ids = [bytes(k).decode() for k, v in pairs if index_state(bytes(v)) in wanted]
         if ids:
@@ -54,12 +86,14 @@ async def _unfinished(
     return found
 
 
-async def _results_page(client: QueueClient, cursor: Any) -> tuple[Any, list[tuple[str, Any]]]:
+async def _results_page(
+    client: QueueClient, cursor: Any, count: int
+) -> tuple[Any, list[tuple[str, Any]]]:
     """One ``SCAN`` step over the queue's result keys: the next cursor and ``(task_id, record)``
     pairs (a result that expired between ``SCAN`` and ``MGET`` is left out)."""
     queue_keys = client.keys
     cursor, keys = await client.redis.execute(
-        "SCAN", cursor, "MATCH", queue_keys.result_pattern, "COUNT", _PAGE
+        "SCAN", cursor, "MATCH", queue_keys.result_pattern, "COUNT", count
     )
     if not keys:
         return cursor, []
@@ -73,11 +107,11 @@ async def _results_page(client: QueueClient, cursor: Any) -> tuple[Any, list[tup
     ]
 
 
-async def _finished(client: QueueClient, limit: int) -> list[TaskResult[Any]]:
+async def _finished(client: QueueClient, limit: int, budget: _Budget) -> list[TaskResult[Any]]:
     found: list[TaskResult[Any]] = []
     cursor: Any = 0
-    while len(found) < limit:
-        cursor, page = await _results_page(client, cursor)
+    while len(found) < limit and not budget.spent:
+        cursor, page = await _results_page(client, cursor, budget.take())
         for task_id, record in page[: limit - len(found)]:
             found.append(build_result(task_id, record, None, client.codec))
         if int(cursor) == 0:
@@ -85,15 +119,22 @@ async def _finished(client: QueueClient, limit: int) -> list[TaskResult[Any]]:
     return found
 
 
-async def finish_times(client: QueueClient) -> list[tuple[int, bool]]:
-    """``(finish_ms, success)`` of every stored result of the queue, in no particular order.
+async def finish_times(
+    client: QueueClient, scan_limit: int | None = None
+) -> tuple[list[tuple[int, bool]], bool]:
+    """``(finish_ms, success)`` of the queue's stored results found within ``scan_limit`` keys
+    examined (all of them without a limit), in no particular order, and whether the scan covered
+    the whole database.
 
     A key matching the result pattern that does not hold a result record is skipped.
+
+    :raises ValueError: for a ``scan_limit`` below 1
     """
+    budget = _Budget(scan_limit)
     found: list[tuple[int, bool]] = []
     cursor: Any = 0
-    while True:
-        cursor, page = await _results_page(client, cursor)
+    while not budget.spent:
+        cursor, page = await _results_page(client, cursor, budget.take())
         for _, record in page:
             try:
                 header = decode_record(bytes(record))
@@ -101,20 +142,28 @@ async def finish_times(client: QueueClient) -> list[tuple[int, bool]]:
                 continue  # not a result record (a foreign key matching the pattern)
             found.append((header.finish, header.kind != KIND_ERROR))
         if int(cursor) == 0:
-            return found
+            return found, True
+    return found, False
 
 
 async def tasks_by_status(
-    client: QueueClient, status: TaskStatus, priority: str | None, limit: int
+    client: QueueClient,
+    status: TaskStatus,
+    priority: str | None,
+    limit: int,
+    scan_limit: int | None = None,
 ) -> list[TaskInfo] | list[TaskResult[Any]]:
-    """Up to ``limit`` tasks in ``status`` (``TaskResult`` for DONE, ``TaskInfo`` otherwise).
+    """Up to ``limit`` tasks in ``status`` (``TaskResult`` for DONE, ``TaskInfo`` otherwise),
+    among those found within ``scan_limit`` keys examined.
 
     :raises StreaqError: for ``NOT_FOUND``, which has no listing, or an unknown status
+    :raises ValueError: for a ``scan_limit`` below 1
     """
+    budget = _Budget(scan_limit)
     if status == TaskStatus.DONE:
-        return await _finished(client, limit)
+        return await _finished(client, limit, budget)
     if status not in _STATES:
         raise StreaqError(
             f"cannot list tasks with status {str(status)!r}: use SCHEDULED, QUEUED, RUNNING or DONE"
         )
-    return await _unfinished(client, status, priority, limit)
+    return await _unfinished(client, status, priority, limit, budget)

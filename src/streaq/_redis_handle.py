@@ -25,11 +25,10 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 
-from ._redis import RedisClient, open_client, pairs, parse_config
+from ._redis import RedisClient, mask_url, open_client, pairs, parse_config
 from .types import StreaqError
 
 __all__ = ["RedisCommands", "RedisPool"]
@@ -192,18 +191,6 @@ class RedisCommands:
         return int(await self._client.execute("PUBLISH", channel, message))
 
 
-def _mask(url: str) -> str:
-    """``url`` with its password (in the user info or the query) replaced by ``***``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{hostinfo}"
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    masked = [(name, "***" if name == "password" else value) for name, value in query]
-    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(masked, safe="*")))
-
-
 class RedisPool:
     """Connection settings, and while in use one client whose connections its users share.
 
@@ -260,7 +247,7 @@ class RedisPool:
         if self.sentinel_nodes:
             nodes = ",".join(f"{host}:{port}" for host, port in self.sentinel_nodes)
             return f"master {self.sentinel_master!r} of the sentinels {nodes}"
-        return _mask(self.url)
+        return mask_url(self.url)
 
     def _open(self, **overrides: Any) -> AbstractAsyncContextManager[RedisClient]:
         """A new client of its own on these settings (``async with``), not the shared one.

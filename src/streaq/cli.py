@@ -11,12 +11,17 @@ Process model of ``streaq run module:worker``:
 - ``--reload``: this process is a *reloader*. It runs the same command without ``--reload`` as
   a child and restarts it whenever a ``.py`` file under the working directory changes.
 
-``streaq run --metrics-port P`` serves Prometheus metrics (``streaq[prometheus]``) from each worker
-process; with ``--workers N`` child *i* (1-based) listens on ``P + i - 1``, because Prometheus
+``streaq run --metrics-port P [--metrics-addr A]`` serves Prometheus metrics
+(``streaq[prometheus]``) from each worker process, on 127.0.0.1 unless ``--metrics-addr`` says
+otherwise; with ``--workers N`` child *i* (1-based) listens on ``P + i - 1``, because Prometheus
 scrapes each process separately and N processes cannot share one port.
 
-``streaq web module:worker [--host H] [--port P]`` serves the monitoring UI (``streaq.ui``, extra
-``streaq[web]``) with uvicorn; that process is a producer and never runs tasks.
+``streaq web module:worker [--host H] [--port P] [--auth module:callable] [--allowed-host NAME]``
+serves the monitoring UI (``streaq.ui``, extra ``streaq[web]``) with uvicorn; that process is a
+producer and never runs tasks. ``--auth`` names a FastAPI dependency run before every page and
+action; ``--allowed-host`` (repeatable) the ``Host`` names the UI answers to, against DNS
+rebinding (by default a request reaching a loopback address must name ``localhost``,
+``127.0.0.1`` or ``[::1]``).
 
 ``streaq info module:worker [--json]`` prints a snapshot of the worker's queue
 (:meth:`Worker.inspect <streaq.Worker.inspect>`): it reads Redis only and never runs or prepares

@@ -472,17 +472,25 @@ class Worker(Generic[C]):
         return await self._client.info(task_id)
 
     async def get_tasks_by_status(
-        self, status: TaskStatus, *, priority: str | None = None, limit: int = 100
+        self,
+        status: TaskStatus,
+        *,
+        priority: str | None = None,
+        limit: int = 100,
+        scan_limit: int | None = None,
     ) -> list[TaskInfo] | list[TaskResult[Any]]:
         """Up to ``limit`` tasks in ``status``: ``TaskResult`` for DONE, ``TaskInfo`` otherwise.
 
         :param status: SCHEDULED, QUEUED, RUNNING or DONE
         :param priority: only tasks of this priority (unfinished tasks)
         :param limit: the most tasks to return
+        :param scan_limit: examine about this many keys at most (DONE: keys of the database,
+            which ``SCAN`` walks whole; otherwise entries of the queue's task index), so the
+            answer may miss tasks; ``None`` looks everywhere
         """
         from ._listing import tasks_by_status
 
-        return await tasks_by_status(self._client, status, priority, limit)
+        return await tasks_by_status(self._client, status, priority, limit, scan_limit)
 
     async def finish_times(self) -> list[tuple[int, bool]]:
         """When each stored result finished, and whether it succeeded.
@@ -497,7 +505,22 @@ class Worker(Generic[C]):
         """
         from ._listing import finish_times
 
-        return await finish_times(self._client)
+        return (await finish_times(self._client))[0]
+
+    async def sample_finish_times(self, scan_limit: int) -> tuple[list[tuple[int, bool]], bool]:
+        """:meth:`finish_times` of the results found in about ``scan_limit`` keys of the database.
+
+        ``SCAN`` walks the whole database, not only the queue's keys: this bounds the work of a
+        call made often (the web UI's overview) on a database of any size.
+
+        :param scan_limit: the most keys to examine (at least 1)
+        :return: the finish times found, and whether the scan covered the whole database (then
+            they are all of them)
+        :raises StreaqError: when the worker is not entered (``async with worker:``) or running
+        """
+        from ._listing import finish_times
+
+        return await finish_times(self._client, scan_limit)
 
     async def inspect(self) -> QueueSnapshot:
         """A snapshot of the queue's state: what ``streaq info`` shows.

@@ -3,7 +3,9 @@ and the ``streaq run --metrics-port`` endpoint scraped over HTTP."""
 
 from __future__ import annotations
 
+import ipaddress
 import signal
+import time
 import urllib.error
 import urllib.request
 from datetime import timedelta
@@ -185,3 +187,57 @@ async def test_metrics_port_in_use(tmp_path: Path, redis_url: str, clean_queue: 
         )
     assert done.returncode == 1
     assert f"cannot serve metrics on port {port}" in done.stderr
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The IPv4 addresses a socket listens on at ``port``, read from ``/proc/net/tcp``."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, _, hex_port = local.partition(":")
+        if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+            found.add(str(ipaddress.IPv4Address(bytes.fromhex(address)[::-1])))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc/net/tcp")
+@pytest.mark.parametrize(
+    ("args", "address"), [([], "127.0.0.1"), (["--metrics-addr", "0.0.0.0"], "0.0.0.0")]
+)
+def test_metrics_endpoint_listens_on_loopback_unless_told(
+    tmp_path: Path, redis_url: str, clean_queue: str, args: list[str], address: str
+) -> None:
+    source = MODULE.format(redis_url=redis_url, queue=clean_queue, backend="asyncio")
+    (tmp_path / "metrics_app.py").write_text(source)
+    port = free_port()
+    process = spawn_streaq(
+        tmp_path, "run", "metrics_app:worker", "--metrics-port", str(port), *args
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not _listening_addresses(port):
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "the metrics endpoint did not start"
+            time.sleep(0.05)
+        assert _listening_addresses(port) == {address}
+        alive = f'streaq_workers_alive{{queue="{clean_queue}"}} 1.0'
+        while alive not in _scrape(port):  # the worker runs (and handles SIGTERM)
+            assert time.monotonic() < deadline, "the worker did not start"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
+    assert process.returncode == 0
+
+
+def test_metrics_address_reaches_every_worker_process() -> None:
+    from streaq._cli._commands import _build_parser, _child_command
+
+    args = _build_parser().parse_args(
+        ["run", "app:worker", "--workers", "2", "--metrics-port", "9100", "--metrics-addr", "::"]
+    )
+    command = _child_command(args, workers=1, port=9101)
+    assert command[command.index("--metrics-port") + 1] == "9101"
+    assert command[command.index("--metrics-addr") + 1] == "::"
+    default = _build_parser().parse_args(["run", "app:worker", "--metrics-port", "9100"])
+    assert default.metrics_addr == "127.0.0.1"

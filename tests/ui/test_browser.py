@@ -165,9 +165,21 @@ def test_pages_abort_and_replay_in_chromium(
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900})
             page.set_default_timeout(10_000)
+            # the Content-Security-Policy must block nothing the pages need
+            refused: list[str] = []
+            page.on(
+                "console",
+                lambda message: (
+                    refused.append(message.text)
+                    if "Content Security Policy" in message.text
+                    else None
+                ),
+            )
 
             page.goto(base + "/")
             sync_api.expect(page.locator("#count-running")).to_have_text("1")
+            # the stylesheet applied (the header is a dark flex bar)
+            sync_api.expect(page.locator("header")).to_have_css("display", "flex")
             sync_api.expect(page.locator("#throughput rect.ok").first).to_be_attached()
             page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
 
@@ -213,6 +225,7 @@ def test_pages_abort_and_replay_in_chromium(
                 row.locator("button:has-text('Replay')").click()
                 sync_api.expect(page.locator("#message")).to_have_text(f"replayed {poison}")
                 page.screenshot(path=str(tmp_path / "dead-letters.png"), full_page=True)
+            assert not refused, refused
         finally:
             browser.close()
     for name in ["overview", "task-aborted", "dead-letters"]:

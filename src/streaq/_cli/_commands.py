@@ -38,6 +38,13 @@ def _error(message: str) -> int:
     return 1
 
 
+def _where(worker: Any) -> str:
+    """Where the worker connects, for an error message: the URL with its password as ``***``."""
+    pool = getattr(worker, "redis_pool", None)
+    describe = getattr(pool, "describe", None)
+    return f" (connecting to {describe()})" if callable(describe) else ""
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -73,6 +80,12 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="serve Prometheus metrics on this port (N workers: PORT..PORT+N-1)",
     )
+    run.add_argument(
+        "--metrics-addr",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address the metrics endpoint listens on (127.0.0.1; 0.0.0.0 for every interface)",
+    )
     info = commands.add_parser("info", help="show the state of a worker's queue")
     info.add_argument("worker_path", metavar="module:worker", help="where the Worker object is")
     info.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -80,6 +93,20 @@ def _build_parser() -> argparse.ArgumentParser:
     web.add_argument("worker_path", metavar="module:worker", help="where the Worker object is")
     web.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     web.add_argument("--port", type=_port, default=8000, help="port to listen on (8000)")
+    web.add_argument(
+        "--auth",
+        metavar="module:callable",
+        help="a FastAPI dependency run before every page and action; it raises HTTPException "
+        "to refuse the request",
+    )
+    web.add_argument(
+        "--allowed-host",
+        dest="allowed_hosts",
+        action="append",
+        metavar="NAME",
+        help="a Host name to answer to, e.g. ui.example.com or *.example.com (repeatable); "
+        "default: localhost, 127.0.0.1 and [::1] for requests reaching a loopback address",
+    )
     dlq = commands.add_parser("dlq", help="list, replay or purge the queue's dead letters")
     dlq.add_argument("action", choices=["list", "replay", "purge"], help="what to do")
     dlq.add_argument("worker_path", metavar="module:worker", help="where the Worker object is")
@@ -109,7 +136,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "web":
-        return _web(args.worker_path, host=args.host, port=args.port)
+        return _web(
+            args.worker_path,
+            host=args.host,
+            port=args.port,
+            auth_path=args.auth,
+            allowed_hosts=args.allowed_hosts,
+        )
     if args.command == "info":
         return _info(args.worker_path, as_json=args.json)
     if args.command == "dlq":
@@ -134,7 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         return Supervisor(commands).run()
     return _run_worker(
-        args.worker_path, burst=args.burst, verbose=args.verbose, metrics_port=args.metrics_port
+        args.worker_path,
+        burst=args.burst,
+        verbose=args.verbose,
+        metrics_port=args.metrics_port,
+        metrics_addr=args.metrics_addr,
     )
 
 
@@ -163,7 +200,7 @@ def _info(worker_path: str, *, as_json: bool) -> int:
             worker.inspect, backend=worker.anyio_backend, backend_options=worker.anyio_kwargs
         )
     except (RedisError, OSError) as exc:
-        return _error(f"cannot read queue {worker.queue_name!r}: {exc}")
+        return _error(f"cannot read queue {worker.queue_name!r}: {exc}{_where(worker)}")
     if as_json:
         print(json.dumps(found.to_json(), indent=2))
     else:
@@ -171,8 +208,21 @@ def _info(worker_path: str, *, as_json: bool) -> int:
     return 0
 
 
-def _web(worker_path: str, *, host: str, port: int) -> int:
-    """Serve the monitoring UI of the worker at ``worker_path`` with uvicorn."""
+def _web(
+    worker_path: str,
+    *,
+    host: str,
+    port: int,
+    auth_path: str | None = None,
+    allowed_hosts: list[str] | None = None,
+) -> int:
+    """Serve the monitoring UI of the worker at ``worker_path`` with uvicorn.
+
+    ``auth_path`` names a FastAPI dependency guarding every page and action (imported like the
+    worker); ``allowed_hosts`` the ``Host`` names to answer to (see :func:`streaq.ui.create_app`).
+    Redis is read once before serving, so that a wrong URL or password is one line, not a
+    traceback from the application's start-up.
+    """
     try:
         import uvicorn
 
@@ -182,8 +232,22 @@ def _web(worker_path: str, *, host: str, port: int) -> int:
     worker = _import_worker(worker_path)
     if isinstance(worker, str):
         return _error(worker)
+    auth = None
+    if auth_path is not None:
+        try:
+            auth = import_string(auth_path)
+        except ImportError as exc:
+            return _error(f"--auth {auth_path}: {exc}")
+        if not callable(auth):
+            return _error(f"--auth {auth_path}: {type(auth).__name__} object is not callable")
+    try:
+        anyio.run(worker.inspect)
+    except (RedisError, OSError) as exc:
+        name = worker.queue_name
+        return _error(f"cannot read queue {name!r}: {type(exc).__name__}: {exc}{_where(worker)}")
+    app = create_app(worker, auth=auth, allowed_hosts=allowed_hosts)
     # uvicorn runs asyncio whatever the worker's backend: the UI only produces and reads
-    uvicorn.run(create_app(worker), host=host, port=port, log_level="info")
+    uvicorn.run(app, host=host, port=port, log_level="info")
     return 0
 
 
@@ -214,7 +278,7 @@ def _dlq(
     try:
         result = anyio.run(act, backend=worker.anyio_backend, backend_options=worker.anyio_kwargs)
     except (RedisError, OSError) as exc:
-        return _error(f"cannot reach queue {worker.queue_name!r}: {exc}")
+        return _error(f"cannot reach queue {worker.queue_name!r}: {exc}{_where(worker)}")
     if action == "replay":
         print(json.dumps({"replayed": result}) if as_json else f"replayed {len(result)} tasks")
         for task_id in [] if as_json else result:
@@ -253,7 +317,8 @@ def _functions(action: str, worker_path: str) -> int:
     try:
         found = anyio.run(act, backend=worker.anyio_backend, backend_options=worker.anyio_kwargs)
     except (RedisError, OSError) as exc:
-        return _error(f"cannot reach the Redis of queue {worker.queue_name!r}: {exc}")
+        name = worker.queue_name
+        return _error(f"cannot reach the Redis of queue {name!r}: {exc}{_where(worker)}")
     for server, names in found.items():
         if action == "prune":
             print(f"{server}: deleted {len(names)} old librar{'y' if len(names) == 1 else 'ies'}")
@@ -265,7 +330,12 @@ def _functions(action: str, worker_path: str) -> int:
 
 
 def _run_worker(
-    worker_path: str, *, burst: bool, verbose: bool, metrics_port: int | None = None
+    worker_path: str,
+    *,
+    burst: bool,
+    verbose: bool,
+    metrics_port: int | None = None,
+    metrics_addr: str = "127.0.0.1",
 ) -> int:
     """Import the worker and run it in this process."""
     worker = _import_worker(worker_path)
@@ -282,9 +352,9 @@ def _run_worker(
                 "--metrics-port needs prometheus_client: pip install 'streaq[prometheus]'"
             )
         try:
-            serve_metrics(worker, metrics_port)
+            serve_metrics(worker, metrics_port, metrics_addr)
         except OSError as exc:
-            return _error(f"cannot serve metrics on port {metrics_port}: {exc}")
+            return _error(f"cannot serve metrics on port {metrics_port} of {metrics_addr}: {exc}")
     from ._progress import BurstProgress
 
     # the progress reader needs a real queue (the CLI tests run stand-ins without one)
@@ -299,7 +369,8 @@ def _run_worker(
     except (RedisError, OSError) as exc:
         # a worker only gives up on Redis at start (bad URL, password, db, version, replica):
         # the message says what to fix, a traceback would bury it
-        return _error(f"worker {worker_path} cannot run: {type(exc).__name__}: {exc}")
+        reason = f"{type(exc).__name__}: {exc}{_where(worker)}"
+        return _error(f"worker {worker_path} cannot run: {reason}")
     finally:
         if progress is not None:
             progress.stop()
@@ -309,7 +380,7 @@ def _run_worker(
 def _child_command(args: argparse.Namespace, *, workers: int, port: int | None) -> list[str]:
     command = [sys.executable, "-m", "streaq", "run", args.worker_path, "--workers", str(workers)]
     if port is not None:
-        command += ["--metrics-port", str(port)]
+        command += ["--metrics-port", str(port), "--metrics-addr", args.metrics_addr]
     if args.burst:
         command.append("--burst")
     if args.verbose:

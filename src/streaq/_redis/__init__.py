@@ -16,6 +16,7 @@ from ._backoff import retry_transient as retry_transient
 from ._client import RedisClient as RedisClient
 from ._cluster import ClusterClient as ClusterClient
 from ._config import RedisConfig as RedisConfig
+from ._config import mask_url as mask_url
 from ._config import parse_config as parse_config
 from ._connection import Connection as Connection
 from ._connection import Connector as Connector
@@ -57,6 +58,7 @@ __all__ = [
     "WrongTypeError",
     "connect",
     "is_transient",
+    "mask_url",
     "open_client",
     "pairs",
     "parse_config",

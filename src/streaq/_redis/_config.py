@@ -22,11 +22,16 @@ timeout may have run) yet well inside a worker's default 60 s ``idle_timeout``.
 The config is immutable and hashable: a topology connector (Sentinel, Cluster) derives per-node
 configs from it with :func:`dataclasses.replace` (``host``/``port``) instead of re-parsing.
 :meth:`RedisConfig.ssl_context` builds the ``SSLContext`` once per call site.
+
+Secrets. The password never leaves the config but for ``AUTH``: its ``repr`` shows ``***``,
+:func:`mask_url` is how a URL is shown in log lines, and a URL that cannot be parsed is refused
+without being echoed (with its ``@`` missing, the password would read as the port).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from ssl import (
     CERT_NONE,
@@ -41,7 +46,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 
-__all__ = ["RedisConfig", "parse_config"]
+__all__ = ["RedisConfig", "mask_url", "parse_config"]
 
 # (the ssl names are imported one by one: the ``ssl`` field would shadow the module in the class)
 _CERT_REQS = {"none": CERT_NONE, "optional": CERT_OPTIONAL, "required": CERT_REQUIRED}
@@ -133,6 +138,15 @@ class RedisConfig:
                 f"not {self.health_check_interval!r}"
             )
 
+    def __repr__(self) -> str:
+        # the generated repr would show the password
+        shown = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            hidden = field.name == "password" and value is not None
+            shown.append(f"{field.name}={'***' if hidden else repr(value)}")
+        return f"RedisConfig({', '.join(shown)})"
+
     @property
     def address(self) -> str:
         """``host:port``, or the unix socket path: how errors name the server."""
@@ -217,6 +231,23 @@ def _coerce(name: str, value: str) -> Any:
         ) from None
 
 
+_QUERY_PASSWORD = re.compile(r"(?i)(^|&)(password=)[^&]*")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password shown as ``***``: the one in the user info
+    (``redis://user:***@host``) and a ``password`` query parameter. It never raises, so it may
+    describe a URL that does not parse; a password with ``@`` or ``/`` in it is still hidden.
+    """
+    head, question, query = url.partition("?")
+    scheme, separator, rest = head.partition("://")
+    userinfo, at, hostinfo = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.partition(':')[0]}:***@{hostinfo}"
+    query = _QUERY_PASSWORD.sub(r"\1\2***", query)
+    return f"{scheme}{separator}{rest}{question}{query}"
+
+
 def parse_config(url: str, **kwargs: Any) -> RedisConfig:
     """Build a :class:`RedisConfig` from a URL and keyword overrides.
 
@@ -232,7 +263,13 @@ def parse_config(url: str, **kwargs: Any) -> RedisConfig:
         raise TypeError(f"unexpected keyword argument(s) for a Redis client: {', '.join(unknown)}")
     # redis-py would convert the query parameters it knows with its own, laxer rules (any word but
     # "false"-like ones is true; no way to say "no timeout"): it gets the URL without them.
-    parsed = _parse_url(url.partition("?")[0])
+    try:
+        parsed = _parse_url(url.partition("?")[0])
+    except ValueError as exc:
+        # urllib quotes what it cannot read, e.g. a "port" that is the password when the URL
+        # lacks its "@": say what is wrong, not what was read
+        reason = re.sub(r"'[^']*'", "'***'", str(exc))
+        raise ValueError(f"malformed Redis URL: {reason}") from None
     connection_class = parsed.pop("connection_class", None)
     settings: dict[str, Any] = {}
     if connection_class is SSLConnection:

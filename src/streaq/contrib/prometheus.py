@@ -6,9 +6,12 @@ Usage::
 
     metrics = StreaqMetrics()  # registers on prometheus_client's default registry
     metrics.instrument(worker)  # before the worker runs
-    prometheus_client.start_http_server(9100)
+    prometheus_client.start_http_server(9100, addr="127.0.0.1")
 
-or simply ``streaq run app:worker --metrics-port 9100``, which does both.
+or simply ``streaq run app:worker --metrics-port 9100``, which does both (see
+:func:`serve_metrics`). The endpoint listens on 127.0.0.1 unless told otherwise: the queue
+metrics name queues and functions, and every scrape reads Redis, so expose it only where
+Prometheus needs it (``--metrics-addr 0.0.0.0``, or a private address).
 
 Two kinds of metrics, labelled by ``queue``:
 
@@ -277,15 +280,17 @@ def _read(worker: Worker[Any]) -> QueueSnapshot | None:
 
 
 def serve_metrics(
-    worker: Worker[Any], port: int, addr: str = "0.0.0.0", metrics: StreaqMetrics | None = None
+    worker: Worker[Any], port: int, addr: str = "127.0.0.1", metrics: StreaqMetrics | None = None
 ) -> StreaqMetrics:
     """Instrument ``worker`` and serve ``/metrics`` on ``addr:port`` from a daemon thread.
 
-    This is what ``streaq run --metrics-port`` does before running the worker.
+    This is what ``streaq run --metrics-port PORT --metrics-addr ADDR`` does before running the
+    worker.
 
     :param worker: the worker to instrument
     :param port: TCP port of the endpoint
-    :param addr: address to listen on (all interfaces by default)
+    :param addr: address to listen on: loopback only by default; ``"0.0.0.0"`` (or ``"::"``) for
+        every interface, or one interface's address
     :param metrics: the metrics to use (a new :class:`StreaqMetrics` on the default registry)
     :return: the metrics
     :raises OSError: when the port cannot be bound

@@ -53,6 +53,15 @@ page and action; raise ``HTTPException`` in it to refuse the request::
 
     app.include_router(create_router(worker, auth=admin_only), prefix="/streaq")
 
+``streaq web --auth module:callable`` serves the stand-alone UI with such a dependency.
+
+DNS rebinding: a request received on a loopback address must name ``localhost``, ``127.0.0.1`` or
+``[::1]`` in its ``Host`` header, or it is refused with 400; ``allowed_hosts=[...]`` (of
+``create_router`` and ``create_app``; ``get_allowed_hosts`` for :data:`router`) lists the names
+to accept instead. Every answer carries a Content-Security-Policy without scripts, ``frame-ancestors
+'none'``, ``X-Frame-Options: DENY``, ``X-Content-Type-Options: nosniff`` and
+``Referrer-Policy: no-referrer``; listings accept at most 500 rows per page.
+
 Actions are POST forms protected against cross-site request forgery with a double-submit token:
 the token is kept in a signed cookie and repeated in each form; a POST whose form token is
 missing or differs from the cookie's is refused with 403. Pass the same ``secret`` to every
@@ -63,11 +72,12 @@ restart only makes open pages fetch a fresh token).
 from __future__ import annotations
 
 from ._app import create_app, create_router, router
-from .deps import get_exception_formatter, get_result_formatter, get_worker
+from .deps import get_allowed_hosts, get_exception_formatter, get_result_formatter, get_worker
 
 __all__ = [
     "create_app",
     "create_router",
+    "get_allowed_hosts",
     "get_exception_formatter",
     "get_result_formatter",
     "get_worker",

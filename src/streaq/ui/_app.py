@@ -1,11 +1,19 @@
-"""The UI's FastAPI router (pages, actions, CSRF) and the stand-alone app of ``streaq web``."""
+"""The UI's FastAPI router (pages, actions, CSRF) and the stand-alone app of ``streaq web``.
+
+Every request costs a bounded amount of Redis work: listings take at most :data:`MAX_LIMIT` rows
+from at most :data:`MAX_OFFSET` on (larger values are a 422), and what needs ``SCAN`` -- the
+finished tasks, whose result keys have no index, and the overview's counts and throughput --
+examines at most ``scan_limit`` (:data:`SCAN_LIMIT`) keys of the database, the overview's figures
+being reused for :data:`STATS_TTL` seconds. On a larger database they cover the part scanned, and
+the overview says so.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -17,8 +25,9 @@ from fastapi.templating import Jinja2Templates
 
 from ..task import TaskResult, TaskStatus
 from ..worker import Worker
-from ._data import chart_bars, remote_traceback, result_stats
-from .deps import get_exception_formatter, get_result_formatter, get_worker
+from ._data import StatsCache, chart_bars, remote_traceback
+from ._security import HostCheck, SecureApp, SecureRoute
+from .deps import get_allowed_hosts, get_exception_formatter, get_result_formatter, get_worker
 
 __all__ = ["create_app", "create_router", "router"]
 
@@ -28,6 +37,16 @@ CSRF_FIELD = "csrf_token"
 #: statuses with a task list, in the order of a task's life
 LISTED = (TaskStatus.SCHEDULED, TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.DONE)
 CHART_WIDTH, CHART_HEIGHT = 450.0, 80.0
+#: the most rows a listing page shows
+MAX_LIMIT = 500
+#: the furthest a listing pages
+MAX_OFFSET = 10_000
+#: the most keys of the database one page view examines with ``SCAN``, by default
+SCAN_LIMIT = 20_000
+#: seconds the overview's result figures are reused
+STATS_TTL = 5.0
+_LIMIT: Any = Query(50, ge=1, le=MAX_LIMIT, description="rows per page")
+_OFFSET: Any = Query(0, ge=0, le=MAX_OFFSET, description="rows to skip")
 _RESULT_FORMATTER: Any = Depends(get_result_formatter)
 _EXCEPTION_FORMATTER: Any = Depends(get_exception_formatter)
 
@@ -104,38 +123,64 @@ def create_router(
     *,
     auth: Callable[..., Any] | None = None,
     secret: str | bytes | None = None,
+    allowed_hosts: Iterable[str] | None = None,
+    scan_limit: int | None = SCAN_LIMIT,
 ) -> APIRouter:
     """The UI's router: mount it with ``app.include_router(router, prefix="/streaq")``.
 
     The worker must be entered (``async with worker:``) while the app serves requests, in the
-    app's lifespan (see :mod:`streaq.ui`).
+    app's lifespan (see :mod:`streaq.ui`). Every answer of the router carries the UI's security
+    headers (Content-Security-Policy, ``X-Frame-Options``, ...).
 
     :param worker: the worker whose queue to show
     :param auth: a FastAPI dependency run before every page and action; raise
         ``HTTPException`` in it to refuse
     :param secret: key signing the CSRF cookie; random per process by default
+    :param allowed_hosts: the ``Host`` names the UI answers to (400 otherwise), against DNS
+        rebinding: names or addresses, optionally with ``:port``, ``*.example.com``, or ``*`` for
+        any. ``None``: a request received on a loopback address must name ``localhost``,
+        ``127.0.0.1`` or ``[::1]``, other requests are not checked
+    :param scan_limit: the most keys of the Redis database a page view examines with ``SCAN``
+        to find finished tasks (their result keys have no index); ``None`` scans the whole
+        database on every view, which only suits a small one
     :return: the router
     """
 
     def given_worker() -> Worker[Any]:
         return worker
 
-    return _build_router(given_worker, auth=auth, secret=secret)
+    hosts = HostCheck(allowed_hosts)
+    return _build_router(given_worker, hosts, auth=auth, secret=secret, scan_limit=scan_limit)
+
+
+_ALLOWED_HOSTS: Any = Depends(get_allowed_hosts)
+
+
+def _hosts_of_the_app(request: Request, allowed_hosts: Any = _ALLOWED_HOSTS) -> None:
+    """The Host check of :data:`router`, whose allow-list is the ``get_allowed_hosts``
+    dependency (which an application overrides)."""
+    HostCheck(allowed_hosts)(request)
 
 
 def _build_router(
     resolve: Callable[..., Any],
+    hosts: Callable[..., Any],
     *,
     auth: Callable[..., Any] | None = None,
     secret: str | bytes | None = None,
+    scan_limit: int | None = SCAN_LIMIT,
 ) -> APIRouter:
-    """The UI's routes, each getting its worker from the FastAPI dependency ``resolve``."""
+    """The UI's routes, each getting its worker from the FastAPI dependency ``resolve`` and
+    checking the request's ``Host`` with the dependency ``hosts`` (before ``auth``)."""
     worker_dep: Any = Depends(resolve)
     key = secret.encode() if isinstance(secret, str) else secret or secrets.token_bytes(32)
     csrf = _Csrf(key)
     templates = _templates()
-    dependencies = [Depends(auth)] if auth is not None else []
-    router = APIRouter(dependencies=dependencies)
+    dependencies = [Depends(hosts)]
+    if auth is not None:
+        dependencies.append(Depends(auth))
+    router = APIRouter(dependencies=dependencies, route_class=SecureRoute)
+    stats_cache = StatsCache(STATS_TTL, scan_limit)
     css = (_HERE / "static" / "style.css").read_text()
 
     def render(
@@ -149,6 +194,8 @@ def _build_router(
             csrf_token=token,
             listed=LISTED,
             message=request.query_params.get("msg"),
+            max_limit=MAX_LIMIT,
+            scan_limit=scan_limit,
         )
         response = templates.TemplateResponse(request, name, context, status_code=status_code)
         csrf.issue(request, response, token)
@@ -172,7 +219,7 @@ def _build_router(
     async def overview(request: Request, worker: Worker[Any] = worker_dep) -> Response:
         """Counts per status and priority, lag, workers and the throughput chart."""
         found = await worker.inspect()
-        stats = await result_stats(worker, found.now_ms)
+        stats = await stats_cache.get(worker, found.now_ms)
         bars = chart_bars(stats.buckets, CHART_WIDTH, CHART_HEIGHT)
         return render(
             request,
@@ -191,11 +238,12 @@ def _build_router(
         request: Request,
         status: str,
         priority: str | None = None,
-        limit: int = Query(50, ge=1),
-        offset: int = Query(0, ge=0),
+        limit: int = _LIMIT,
+        offset: int = _OFFSET,
         worker: Worker[Any] = worker_dep,
     ) -> Response:
-        """Tasks in ``status``, ``limit`` per page from ``offset``, optionally of one priority."""
+        """Tasks in ``status``, ``limit`` per page from ``offset``, optionally of one priority;
+        finished ones among those found in ``scan_limit`` keys of the database."""
         try:
             wanted = TaskStatus(status)
         except ValueError:
@@ -211,6 +259,7 @@ def _build_router(
             wanted,
             priority=None if wanted == TaskStatus.DONE else priority,
             limit=offset + limit + 1,
+            scan_limit=scan_limit,
         )
         page = list(found[offset : offset + limit])
         return render(
@@ -301,8 +350,8 @@ def _build_router(
     @router.get("/dead-letters", name="streaq_dead_letters")
     async def dead_letters(
         request: Request,
-        limit: int = Query(50, ge=1),
-        offset: int = Query(0, ge=0),
+        limit: int = _LIMIT,
+        offset: int = _OFFSET,
         worker: Worker[Any] = worker_dep,
     ) -> Response:
         """Tasks that can never succeed (see :meth:`~streaq.Worker.dead_letters`), oldest first."""
@@ -331,8 +380,9 @@ def _build_router(
 
 
 #: streaq 7.2's way to mount the UI: include this router and override
-#: :func:`~streaq.ui.deps.get_worker` (``app.dependency_overrides[get_worker] = lambda: worker``)
-router = _build_router(get_worker)
+#: :func:`~streaq.ui.deps.get_worker` (``app.dependency_overrides[get_worker] = lambda: worker``);
+#: its ``Host`` allow-list is :func:`~streaq.ui.deps.get_allowed_hosts`
+router = _build_router(get_worker, _hosts_of_the_app)
 
 
 def create_app(
@@ -340,13 +390,18 @@ def create_app(
     *,
     auth: Callable[..., Any] | None = None,
     secret: str | bytes | None = None,
+    allowed_hosts: Iterable[str] | None = None,
+    scan_limit: int | None = SCAN_LIMIT,
 ) -> FastAPI:
     """The stand-alone UI application of ``streaq web``: the router at ``/``, the worker
-    entered as a producer for the app's lifetime.
+    entered as a producer for the app's lifetime. The ``Host`` check and the security headers
+    apply to every response of the application, not only to the router's.
 
     :param worker: the worker whose queue to show
     :param auth: see :func:`create_router`
     :param secret: see :func:`create_router`
+    :param allowed_hosts: see :func:`create_router`
+    :param scan_limit: see :func:`create_router`
     """
 
     @asynccontextmanager
@@ -354,6 +409,18 @@ def create_app(
         async with worker:
             yield
 
-    app = FastAPI(title=f"streaq · {worker.queue_name}", lifespan=lifespan, docs_url=None)
-    app.include_router(create_router(worker, auth=auth, secret=secret))
+    allowed = None if allowed_hosts is None else list(allowed_hosts)
+    app = FastAPI(
+        title=f"streaq · {worker.queue_name}",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.include_router(
+        create_router(
+            worker, auth=auth, secret=secret, allowed_hosts=allowed, scan_limit=scan_limit
+        )
+    )
+    app.add_middleware(SecureApp, hosts=HostCheck(allowed))
     return app

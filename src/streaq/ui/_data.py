@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import traceback
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -37,14 +39,19 @@ class ResultStats:
     :param stored: result keys that exist (results expire with their task's ``ttl``)
     :param failed: how many of those hold a failure
     :param buckets: finishes per minute over the last minutes, oldest first
+    :param complete: whether the whole database was scanned; when not, the figures count the
+        results found in the part scanned
     """
 
     stored: int
     failed: int
     buckets: list[Bucket]
+    complete: bool = True
 
 
-async def result_stats(worker: Worker[Any], now_ms: int, minutes: int = 15) -> ResultStats:
+async def result_stats(
+    worker: Worker[Any], now_ms: int, minutes: int = 15, scan_limit: int | None = None
+) -> ResultStats:
     """Count the stored results and bucket their finish times per minute.
 
     Throughput comes from the result records' finish times rather than from a counter: nothing
@@ -56,10 +63,14 @@ async def result_stats(worker: Worker[Any], now_ms: int, minutes: int = 15) -> R
     :param worker: an entered worker
     :param now_ms: the end of the last bucket (the server's time)
     :param minutes: buckets to return
+    :param scan_limit: examine at most about this many keys of the database (``None``: all)
     """
     first_ms = (now_ms // 60_000 - minutes + 1) * 60_000
     counts = [[0, 0] for _ in range(minutes)]
-    finishes = await worker.finish_times()
+    if scan_limit is None:
+        finishes, complete = await worker.finish_times(), True
+    else:
+        finishes, complete = await worker.sample_finish_times(scan_limit)
     failed = 0
     for finish_ms, success in finishes:
         failed += not success
@@ -67,7 +78,34 @@ async def result_stats(worker: Worker[Any], now_ms: int, minutes: int = 15) -> R
         if 0 <= slot < minutes:
             counts[slot][0 if success else 1] += 1
     buckets = [Bucket(first_ms + n * 60_000, ok, bad) for n, (ok, bad) in enumerate(counts)]
-    return ResultStats(len(finishes), failed, buckets)
+    return ResultStats(len(finishes), failed, buckets, complete)
+
+
+class StatsCache:
+    """:func:`result_stats` per worker, reused for ``ttl`` seconds.
+
+    Reading the results walks up to ``scan_limit`` keys of the database; many page views in a
+    few seconds (several people, reloads) share one walk.
+
+    :param ttl: seconds an answer is reused
+    :param scan_limit: see :func:`result_stats`
+    """
+
+    def __init__(self, ttl: float, scan_limit: int | None) -> None:
+        self._ttl = ttl
+        self._scan_limit = scan_limit
+        self._found: weakref.WeakKeyDictionary[Worker[Any], tuple[float, ResultStats]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def get(self, worker: Worker[Any], now_ms: int) -> ResultStats:
+        """The stats of ``worker``'s queue, at most ``ttl`` seconds old."""
+        cached = self._found.get(worker)
+        if cached is not None and time.monotonic() < cached[0]:
+            return cached[1]
+        stats = await result_stats(worker, now_ms, scan_limit=self._scan_limit)
+        self._found[worker] = (time.monotonic() + self._ttl, stats)
+        return stats
 
 
 @dataclass(frozen=True, slots=True)
