@@ -92,6 +92,11 @@ def encode(value: Any) -> bytes:
     return _encode(value)
 
 
+def decode_any(data: bytes) -> Any:
+    """msgpack-decode ``data`` untyped (raises ``msgspec.DecodeError`` when it is not msgpack)."""
+    return _decode_any(data)
+
+
 def decode_record(data: bytes) -> ResultRecord:
     """Decode a stored or published result record."""
     return _record_decoder.decode(data)

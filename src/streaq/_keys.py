@@ -31,6 +31,18 @@ SUFFIXES: Final = {
     "done_channel": "done",
     "abort_channel": "abort",
     "wake_channel": "wake",
+    "limits": "lim",
+    "gate_queue": "gq:",
+    "gate_ring": "gk:",
+    "gated_functions": "gw",
+    "gate_count": "gc:",
+    "admit_window": "ga:",
+    "start_window": "gs:",
+    "gate_block": "gb:",
+    "admitted": "adm",
+    "gated_total": "gn",
+    "gate_timers": "gt",
+    "pause_channel": "pause",
 }
 
 
@@ -106,6 +118,16 @@ class QueueKeys:
     def abort_channel(self) -> str:
         """Channel on which abort requests for running tasks are announced."""
         return self._key("abort_channel")
+
+    @property
+    def limits(self) -> str:
+        """Hash of the flow configuration of each limited or paused function (``*``: the queue)."""
+        return self._key("limits")
+
+    @property
+    def pause_channel(self) -> str:
+        """Channel announcing a function (or ``*``, the queue) paused or resumed."""
+        return self._key("pause_channel")
 
     @property
     def wake_channel(self) -> str:

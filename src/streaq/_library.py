@@ -21,7 +21,7 @@ Arg = str | bytes | int | float
 
 #: the files of the library, in the order they are joined: ``base.lua`` (the shebang, the key
 #: layout, the shared vocabulary and helpers) first, then one file per group of functions
-LIBRARY_PARTS = ("base.lua", "tasks.lua", "claims.lua", "dead_letters.lua")
+LIBRARY_PARTS = ("base.lua", "flow.lua", "tasks.lua", "claims.lua", "dead_letters.lua")
 
 
 def _load() -> tuple[FunctionLibrary, str]:
@@ -188,14 +188,35 @@ class QueueFunctions:
         )
         return int(deleted), int(forgotten)
 
-    async def prepare(self, priorities: Sequence[str]) -> None:
-        """Create the streams and their consumer group."""
-        await self.call("prepare", list(priorities))
+    async def prepare(
+        self, now: int, priorities: Sequence[str], flows: Sequence[tuple[str, bytes]]
+    ) -> None:
+        """Create the streams and their consumer group; write the flow configurations.
+
+        :param flows: (function, configuration) pairs, ``b""`` for a function without limits
+        """
+        args: list[Arg] = [now, len(priorities), *priorities]
+        for fn_name, config in flows:
+            args += [fn_name, config]
+        await self.call("prepare", args)
 
     async def counts(self, priorities: Sequence[str]) -> list[int]:
-        """Queued per priority, then delayed, then all unfinished tasks."""
+        """Queued per priority, then delayed, all unfinished tasks and those waiting at gates."""
         result: list[int] = await self.call_ro("counts", list(priorities))
         return result
+
+    async def pause(self, fn_name: str, now: int, paused: bool) -> bool:
+        """Pause or resume a function (``*``: the queue); whether its state changed."""
+        return bool(await self.call("pause", [fn_name, now, int(paused)]))
+
+    async def start_gated(self, task_id: str, now: int) -> int:
+        """Record the start of a rate-limited task: 0 when it may start, else the ms to wait."""
+        result: int = await self.call("start_gated", [task_id, now])
+        return result
+
+    async def block_gate(self, task_id: str, ms: int, now: int) -> None:
+        """Let the gate of a running task's function (or group) admit nothing for ``ms``."""
+        await self.call("block_gate", [task_id, ms, now])
 
     async def dead_letter(
         self,

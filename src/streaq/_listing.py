@@ -19,7 +19,7 @@ from typing import Any
 from ._codec import KIND_ERROR, decode_record, index_state
 from ._library import _PREFIX, LIBRARY
 from ._queue import QueueClient, build_result
-from ._schema import DELAYED, QUEUED, WAITING
+from ._schema import DELAYED, GATED, QUEUED, WAITING
 from .task import TaskInfo, TaskResult, TaskStatus
 from .types import StreaqError
 
@@ -53,7 +53,7 @@ class _Budget:
 # the index states a status may be found in (the info function tells running from queued)
 _STATES = {
     TaskStatus.SCHEDULED: {DELAYED, WAITING},
-    TaskStatus.QUEUED: {QUEUED},
+    TaskStatus.QUEUED: {QUEUED, GATED},
     TaskStatus.RUNNING: {QUEUED},
 }
 

@@ -36,6 +36,7 @@ from ._schema import (
     F_CRONTAB,
     F_EXPIRE,
     F_FN,
+    F_GROUP,
     F_ID,
     F_LINK,
     F_PAYLOAD,
@@ -125,8 +126,13 @@ class QueueClient:
         self._results = ResultWaiter(client, keys)
 
     async def prepare(self) -> None:
-        """Create the queue's streams and consumer group (idempotent)."""
-        await self.functions.prepare(self.priorities)
+        """Create the queue's streams and consumer group, and write the flow limits of the
+        registered tasks (idempotent)."""
+        flows = [
+            (name, task.flow.config() if task.flow is not None else b"")
+            for name, task in self.registry.items()
+        ]
+        await self.functions.prepare(now_ms(), self.priorities, flows)
 
     def _blob(self, task: Task[Any, Any], now: int, tz: Any, trace: bytes) -> bytes:
         parent = task.parent
@@ -164,6 +170,11 @@ class QueueClient:
             fields += [F_CRONTAB, crontab]
         if trace:
             fields += [F_TRACE, lua_bytes(trace)]
+        group = (
+            None if parent.flow is None else parent.flow.group_key(fn_name, task.args, task.kwargs)
+        )
+        if group is not None:
+            fields += [F_GROUP, group]
         if self.codec.signs:
             signed = dict(zip(fields[::2], fields[1::2], strict=True))
             signed.update({F_PAYLOAD: payload, F_TRACE: trace or None})
@@ -292,8 +303,9 @@ class QueueClient:
         )
 
     async def queue_size(self, include_scheduled: bool) -> int:
-        """Tasks waiting in the streams (and, optionally, delayed or waiting on dependencies)."""
+        """Tasks waiting in the streams or at a gate of flow control (and, optionally, delayed or
+        waiting on dependencies)."""
         counts = await self.functions.counts(self.priorities)
         if include_scheduled:
-            return int(counts[-1])
-        return sum(int(c) for c in counts[: len(self.priorities)])
+            return int(counts[-2])
+        return sum(int(c) for c in counts[: len(self.priorities)]) + int(counts[-1])

@@ -15,11 +15,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Final
 
-# states of a task in the index (hash ``t``): in a stream, delayed, waiting for dependencies
+# states of a task in the index (hash ``t``): in a stream, delayed, waiting for dependencies,
+# waiting at a gate of flow control
 QUEUED: Final = "q"
 DELAYED: Final = "d"
 WAITING: Final = "w"
-STATES: Final = {"queued": QUEUED, "delayed": DELAYED, "waiting": WAITING}
+GATED: Final = "g"
+STATES: Final = {"queued": QUEUED, "delayed": DELAYED, "waiting": WAITING, "gated": GATED}
 
 # outcomes of a claimed message, applied by the ``finish`` server function
 RESULT: Final = "r"  # a result record
@@ -50,6 +52,7 @@ F_PARENT_VALUE: Final = "pv"
 F_PARENT_ID: Final = "pi"
 F_CRONTAB: Final = "cr"
 F_TRACE: Final = "tc"
+F_GROUP: Final = "g"  # the group key of flow control
 FIELDS: Final = {
     "id": F_ID,
     "fn": F_FN,
@@ -65,6 +68,7 @@ FIELDS: Final = {
     "parent_id": F_PARENT_ID,
     "crontab": F_CRONTAB,
     "trace": F_TRACE,
+    "group": F_GROUP,
 }
 
 # link kinds of F_LINK: a `then` link takes its parent's result; an `otherwise` fallback runs

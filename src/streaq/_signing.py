@@ -3,13 +3,14 @@
 Theory of operation. With ``signing_secret`` set, two things are signed with HMAC-SHA256:
 
 * **the task**: every stream field a worker acts on -- id, function, payload, creation time, ttl,
-  expiry, pipeline link, crontab, trace context, tries so far and last error (``SIGNED``, in that
-  order) -- in a canonical encoding (each field's name, then whether it is present, then its
-  length-prefixed value), under a domain string. The signature travels as one more field, ``s``.
-  Whoever changes a signed field signs again: the producer at enqueue, the worker when it
-  schedules a retry or the next run of a repeating task, ``replay_dead_letters`` when it queues a
-  dead letter afresh. The server never changes a signed field. The fields it does write -- the
-  parent result fed to a ``then`` link (``pk``/``pv``/``pi``) -- carry a sealed result (below).
+  expiry, pipeline link, crontab, trace context, tries so far, last error and flow-control group
+  key (``SIGNED``, in that order) -- in a canonical encoding (each field's name, then whether it
+  is present, then its length-prefixed value), under a domain string. The signature travels as
+  one more field, ``s``. Whoever changes a signed field signs again: the producer at enqueue, the
+  worker when it schedules a retry or the next run of a repeating task, ``replay_dead_letters``
+  when it queues a dead letter afresh. The server never changes a signed field. The fields it does
+  write -- the parent result fed to a ``then`` link (``pk``/``pv``/``pi``) -- carry a sealed
+  result (below).
 * **results**: a result's payload (a value, or an exception record) is *sealed*: the signature of
   its kind and bytes, then the bytes. Callers and the worker feeding a ``then`` link check it. The
   failures the server decides itself -- an abort, a failed dependency -- are not sealed (the
@@ -41,6 +42,7 @@ from ._schema import (
     F_CRONTAB,
     F_EXPIRE,
     F_FN,
+    F_GROUP,
     F_ID,
     F_LAST_ERROR,
     F_LINK,
@@ -68,6 +70,7 @@ SIGNED: Final = (
     F_TRACE,
     F_TRIES,
     F_LAST_ERROR,
+    F_GROUP,
 )
 
 _VERSION: Final = b"\x01"

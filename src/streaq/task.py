@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic
 
 from ._codec import CallSpec
+from ._flow import FlowLimits
 from ._generated_chains import ChainMixin
 from .types import (
     AsyncTask,
@@ -127,6 +128,7 @@ class RegisteredTask:
         crontab: str | None,
         worker: Worker[Any],
         retry_timeouts: bool = False,
+        flow: FlowLimits | None = None,
     ) -> None:
         self.expire = expire
         self.max_schedule_drift = max_schedule_drift
@@ -139,6 +141,8 @@ class RegisteredTask:
         self.crontab = crontab
         self.worker = worker
         self.retry_timeouts = retry_timeouts
+        #: the flow limits of the task (``concurrency_limit``, ``rate_limit``, group limits)
+        self.flow = flow
 
     def build_context(
         self, id: str, tries: int = 1, trace_context: dict[str, str] | None = None

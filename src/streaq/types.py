@@ -5,6 +5,7 @@ Error hierarchy::
     Exception
     └── StreaqError            root of streaq's own errors
         ├── StreaqRetry        raised by a task to ask for another try
+        │   └── StreaqRateLimited   ...later, without counting a try (an external limit)
         ├── StreaqCancelled    the task was aborted (held by its failed TaskResult)
         └── RemoteTaskError    a task raised an exception type that is not rebuilt locally
 
@@ -29,10 +30,12 @@ __all__ = [
     "POther",
     "R",
     "ROther",
+    "RateLimit",
     "RemoteTaskError",
     "ReturnCoroutine",
     "StreaqCancelled",
     "StreaqError",
+    "StreaqRateLimited",
     "StreaqRetry",
     "SyncCron",
     "SyncTask",
@@ -74,6 +77,64 @@ class StreaqRetry(StreaqError):
         super().__init__(*args)
         self.delay = delay
         self.schedule = schedule
+
+
+class StreaqRateLimited(StreaqRetry):
+    """Raise inside a task that met an external rate limit (an HTTP 429, say).
+
+    The task runs again after ``delay`` *without counting a try*, and when its function has flow
+    limits (a rate or concurrency limit, group limits), its gate -- its group's, with group
+    limits -- admits no other task of it for ``delay`` either: the whole function (or group) backs
+    off, not just this task. See :doc:`/flow-control`.
+
+    :param delay: how long to back off (a number of seconds or a ``timedelta``)
+    """
+
+    def __init__(self, delay: timedelta | int | float, *args: Any) -> None:
+        super().__init__(*args, delay=delay)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``limit`` starts per ``period``, across every worker of the queue.
+
+    Enforced as a sliding window: in any ``period`` long stretch of time, no more than ``limit``
+    tasks of the function (or of a group, for ``group_rate_limit``) start. ``"100/s"``,
+    ``"10/m"``, ``"5/h"``, ``"1000/d"`` and ``"3/10s"`` (3 per 10 seconds) are accepted where a
+    ``RateLimit`` is.
+
+    :param limit: starts allowed per period (at least 1)
+    :param period: the window's length
+    """
+
+    limit: int
+    period: timedelta
+
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise StreaqError(f"a rate limit allows at least 1 start, not {self.limit}")
+        if self.period.total_seconds() * 1000 < 1:
+            raise StreaqError("a rate limit's period is at least 1 ms")
+
+    @classmethod
+    def parse(cls, text: str | RateLimit) -> RateLimit:
+        """``"<limit>/<period>"``: the period ``s``, ``m``, ``h``, ``d``, optionally with a count.
+
+        :raises StreaqError: for anything else, saying what is expected
+        """
+        if isinstance(text, RateLimit):
+            return text
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        limit, _, period = text.replace(" ", "").partition("/")
+        count = period[:-1] or "1"
+        if not (limit.isdigit() and count.isdigit() and period[-1:] in units):
+            raise StreaqError(
+                f"a rate limit is written like '100/s', '10/m' or '3/10s', not {text!r}"
+            )
+        return cls(int(limit), timedelta(seconds=int(count) * units[period[-1]]))
+
+    def __str__(self) -> str:
+        return f"{self.limit}/{self.period.total_seconds():g}s"
 
 
 class RemoteTaskError(StreaqError):

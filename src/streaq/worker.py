@@ -12,24 +12,23 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import UTC, timedelta, tzinfo
-from typing import Any, Generic, overload
+from typing import Any, Generic
 
 import anyio
 import anyio.abc
 
 from ._codec import Codec, Deserializer, Serializer
-from ._cron import CronSchedule
 from ._dlq import DeadLetter
 from ._inspect import CronInfo, PriorityInfo, QueueSnapshot, WorkerBeat, inspect_worker
 from ._keys import QueueKeys
 from ._queue import QueueClient
 from ._redis import RedisClient
 from ._redis_handle import RedisCommands, RedisPool
+from ._registration import TaskRegistry
 from ._runtime import RunHandle, run_worker
 from ._schema import DEFAULT_TTL
 from .task import (
     AnyRegisteredTask,
-    AsyncRegisteredTask,
     RegisteredMiddleware,
     SyncRegisteredTask,
     Task,
@@ -37,7 +36,8 @@ from .task import (
     TaskResult,
     TaskStatus,
 )
-from .types import AsyncTask, C, P, R, ReturnCoroutine, StreaqError, SyncTask
+from .types import C, StreaqError
+from .utils import now_ms
 
 __all__ = [
     "CronInfo",
@@ -61,7 +61,7 @@ async def _no_lifespan() -> AsyncIterator[None]:
     yield None
 
 
-class Worker(Generic[C]):
+class Worker(TaskRegistry, Generic[C]):
     """A queue's task registry, its producer API and its task runner.
 
     :param redis_url: ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL
@@ -202,141 +202,6 @@ class Worker(Generic[C]):
     def __repr__(self) -> str:
         return f"<Worker {self.id} queue={self.queue_name!r} tasks={len(self.registry)}>"
 
-    # registration
-
-    @overload
-    def task(self, fn: AsyncTask[P, R], /) -> AsyncRegisteredTask[P, R]: ...  # type: ignore[overload-overlap]
-    @overload
-    def task(self, fn: SyncTask[P, R], /) -> SyncRegisteredTask[P, R]: ...
-    @overload
-    def task(
-        self,
-        *,
-        expire: timedelta | int | None = None,
-        max_tries: int | None = 3,
-        name: str | None = None,
-        retry_timeouts: bool = False,
-        silent: bool = False,
-        timeout: timedelta | int | None = None,
-        ttl: timedelta | int | None = DEFAULT_TTL,
-        unique: bool = False,
-    ) -> _TaskDecorator: ...
-    def task(
-        self,
-        fn: Callable[..., Any] | None = None,
-        *,
-        expire: timedelta | int | None = None,
-        max_tries: int | None = 3,
-        name: str | None = None,
-        retry_timeouts: bool = False,
-        silent: bool = False,
-        timeout: timedelta | int | None = None,
-        ttl: timedelta | int | None = DEFAULT_TTL,
-        unique: bool = False,
-    ) -> Any:
-        """Register a task; usable bare (``@worker.task``) or with options.
-
-        :param expire: drop the task (with a failed result) if it has not started in time
-        :param max_tries: deliveries allowed, crash recoveries included; ``None`` = unlimited
-        :param name: registered name (default: the function's qualified name)
-        :param retry_timeouts: retry a try that timed out instead of failing
-        :param silent: log nothing per task
-        :param timeout: time limit of one try
-        :param ttl: result retention; ``None`` keeps forever, ``0`` only wakes waiters
-        :param unique: at most one running instance of the function: an instance that starts
-            while another runs fails with :class:`~streaq.types.StreaqError` (needs a
-            ``timeout``)
-        :raises StreaqError: for ``unique=True`` without a ``timeout``
-        """
-
-        def register(func: Callable[..., Any]) -> Any:
-            return self._register(
-                func,
-                expire=expire,
-                max_tries=max_tries,
-                name=name,
-                retry_timeouts=retry_timeouts,
-                silent=silent,
-                timeout=timeout,
-                ttl=ttl,
-                unique=unique,
-                crontab=None,
-                max_schedule_drift=None,
-            )
-
-        return register if fn is None else register(fn)
-
-    def cron(
-        self,
-        tab: str,
-        *,
-        max_schedule_drift: timedelta | int | None = None,
-        max_tries: int | None = 3,
-        name: str | None = None,
-        retry_timeouts: bool = False,
-        silent: bool = False,
-        timeout: timedelta | int | None = timedelta(hours=1),
-        ttl: timedelta | int | None = DEFAULT_TTL,
-        unique: bool = True,
-    ) -> _TaskDecorator:
-        """Register a function without parameters, fired on the crontab ``tab``.
-
-        :raises StreaqError: for an invalid crontab, or ``timeout=None`` (at decoration time)
-        """
-        CronSchedule(tab, self.tz)
-
-        def register(func: Callable[..., Any]) -> Any:
-            return self._register(
-                func,
-                expire=None,
-                max_tries=max_tries,
-                name=name,
-                retry_timeouts=retry_timeouts,
-                silent=silent,
-                timeout=timeout,
-                ttl=ttl,
-                unique=unique,
-                crontab=tab,
-                max_schedule_drift=max_schedule_drift,
-            )
-
-        return register  # type: ignore[return-value]
-
-    def _register(self, func: Callable[..., Any], *, name: str | None, **options: Any) -> Any:
-        fn_name = name or func.__qualname__
-        if fn_name in self.registry:
-            raise StreaqError(f"a task named {fn_name!r} is registered already")
-        if options["timeout"] is None and (options["unique"] or options["crontab"]):
-            # the unique lock (cron jobs are unique by default) is held at most this long, so
-            # that a run whose worker died does not lock the function out forever
-            kind = "cron job" if options["crontab"] else "unique task"
-            raise StreaqError(f"{kind} {fn_name!r} needs a timeout")
-        cls: Any = AsyncRegisteredTask if _is_async(func) else SyncRegisteredTask
-        registered = cls(fn=func, fn_name=fn_name, worker=self, **options)
-        self.registry[fn_name] = registered
-        return registered
-
-    def middleware(self, fn: Callable[[ReturnCoroutine], ReturnCoroutine]) -> RegisteredMiddleware:
-        """Register a middleware: it takes the next callable and returns an async wrapper.
-
-        The first registered middleware is the outermost.
-        """
-        registered = RegisteredMiddleware(fn)
-        self.middlewares.append(registered)
-        return registered
-
-    def include(self, other: Worker[Any]) -> None:
-        """Take over another worker's tasks, cron jobs and middlewares (modular apps).
-
-        :raises StreaqError: when a task name is registered on both
-        """
-        for fn_name, registered in other.registry.items():
-            if fn_name in self.registry:
-                raise StreaqError(f"a task named {fn_name!r} is registered already")
-            registered.worker = self
-            self.registry[fn_name] = registered
-        self.middlewares.extend(other.middlewares)
-
     # connection
 
     def _open_redis(self, **overrides: Any) -> AbstractAsyncContextManager[RedisClient]:
@@ -432,6 +297,26 @@ class Worker(Generic[C]):
             )
             parent.spec = None  # type: ignore[assignment]
         return Task(args, kwargs, parent, self)
+
+    async def pause(self, task: str | AnyRegisteredTask | None = None) -> bool:
+        """Pause a task function (every task of the queue when ``None``), on every worker.
+
+        Its tasks start no more (within moments: workers hear it on a channel) and new ones wait;
+        running ones go on. See :doc:`/flow-control`.
+
+        :param task: the registered task, or its name
+        :return: whether it was running before (``False``: it was paused already)
+        """
+        name = "*" if task is None else task if isinstance(task, str) else task.fn_name
+        return await self._client.functions.pause(name, now_ms(), True)
+
+    async def resume(self, task: str | AnyRegisteredTask | None = None) -> bool:
+        """Resume a paused task function (the whole queue when ``None``).
+
+        :return: whether it was paused before
+        """
+        name = "*" if task is None else task if isinstance(task, str) else task.fn_name
+        return await self._client.functions.pause(name, now_ms(), False)
 
     async def queue_size(self, include_scheduled: bool = True) -> int:
         """Number of tasks waiting to run (with delayed and dependent ones by default)."""
@@ -599,23 +484,5 @@ class Worker(Generic[C]):
         anyio.run(self.run_async, backend=self.anyio_backend, backend_options=self.anyio_kwargs)
 
 
-class _TaskDecorator:
-    """The decorator returned by ``@worker.task(...)`` (typed in the stub-like overloads)."""
-
-    @overload
-    def __call__(self, fn: AsyncTask[P, R], /) -> AsyncRegisteredTask[P, R]: ...  # type: ignore[overload-overlap]
-    @overload
-    def __call__(self, fn: SyncTask[P, R], /) -> SyncRegisteredTask[P, R]: ...
-    def __call__(self, fn: Callable[..., Any], /) -> Any: ...
-
-
 def _unknown(*args: Any, **kwargs: Any) -> Any:
     raise StreaqError("this task is not registered in this process")
-
-
-def _is_async(func: Callable[..., Any]) -> bool:
-    import inspect
-
-    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-        getattr(func, "__call__", None)  # noqa: B004
-    )

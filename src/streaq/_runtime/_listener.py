@@ -14,6 +14,7 @@ import logging
 import anyio
 import anyio.abc
 
+from .._flow import flow_paused
 from .._redis import Backoff
 from ..types import StreaqCancelled
 from ._finisher import record
@@ -27,19 +28,21 @@ logger = logging.getLogger("streaq")
 async def listener(
     state: WorkerState, runner: Runner, *, task_status: anyio.abc.TaskStatus[None]
 ) -> None:
-    """Apply abort requests and wake the scheduler until cancelled.
+    """Apply abort requests and pauses, and wake the scheduler, until cancelled.
 
     A failure to subscribe at start fails the run's start; later failures are logged and the
     subscription is opened again after a backoff.
     """
     keys = state.worker.keys
     abort_channel = keys.abort_channel.encode()
+    pause_channel = keys.pause_channel.encode()
     backoff = Backoff(initial=0.1, maximum=30.0)
     started = False
     while True:
         try:
             async with state.client.redis.pubsub() as ps:
-                await ps.subscribe(keys.abort_channel, keys.wake_channel)
+                await ps.subscribe(keys.abort_channel, keys.wake_channel, keys.pause_channel)
+                await _read_pauses(state)
                 if not started:
                     started = True
                     task_status.started()
@@ -48,8 +51,11 @@ async def listener(
                 state.wake.set()
                 async for msg in ps:
                     if msg.kind == b"reconnected":
+                        await _read_pauses(state)
                         await _recheck_aborts(state, runner)
                         state.wake.set()
+                    elif msg.channel == pause_channel:
+                        await _read_pauses(state)
                     elif msg.channel == abort_channel:
                         await _abort(state, runner, msg.data.decode())
                     else:
@@ -65,6 +71,16 @@ async def listener(
                 exc_info=e,
             )
             await anyio.sleep(delay)
+
+
+async def _read_pauses(state: WorkerState) -> None:
+    flows = await retrying(
+        state,
+        "cannot read which tasks are paused",
+        lambda: state.client.redis.execute("HGETALL", state.worker.keys.limits),
+    )
+    items = flows.items() if isinstance(flows, dict) else zip(flows[::2], flows[1::2], strict=True)
+    state.set_paused(frozenset(bytes(fn).decode() for fn, cfg in items if flow_paused(bytes(cfg))))
 
 
 async def _recheck_aborts(state: WorkerState, runner: Runner) -> None:

@@ -126,6 +126,9 @@ class Reader:
                         task_status.started()
                     while True:
                         await state.wait_for_capacity()
+                        while state.is_paused(""):
+                            # the queue is paused: nothing is claimed until it is resumed
+                            await state.pauses_changed.wait()
                         claimed = await self._read(conn, state.free(), block=not burst)
                         backoff.reset()
                         state.outage.ok()

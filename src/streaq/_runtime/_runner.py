@@ -51,7 +51,7 @@ from .._schema import (
 )
 from .._signing import F_SIGNATURE, SignatureError
 from ..task import AnyRegisteredTask, AsyncRegisteredTask, _current_context
-from ..types import StreaqCancelled, StreaqError, StreaqRetry
+from ..types import StreaqCancelled, StreaqError, StreaqRateLimited, StreaqRetry
 from ..utils import now_ms, to_ms, to_seconds
 from ._poison import dead_letter, find_poison, undecodable
 from ._retry import retrying
@@ -139,7 +139,8 @@ class Runner:
 
     async def _run(self, job: Job) -> None:
         state = self.state
-        if state.stopping:
+        if state.stopping or state.is_paused(job.fn_name):
+            # paused, it goes back to its stream -- to its gate, where it waits for the resume
             self.hand_back(job)
             return
         task = self.worker.registry.get(job.fn_name)
@@ -232,6 +233,15 @@ class Runner:
         self, job: Job, task: AnyRegisteredTask, args: list[Any], kwargs: dict[str, Any]
     ) -> None:
         call = self._call_for(task)
+        if task.flow is not None and task.flow.rate_limited:
+            # the last step before the call: what the window counts is (nearly) the start
+            wait = await self._start_window(job)
+            if wait:
+                logger.debug(
+                    "task %s %s waits %d ms for its rate limit", task.fn_name, job.task_id, wait
+                )
+                self._defer(job, task, wait)
+                return
         if not task.silent:
             logger.info("task %s □ %s → worker %s", task.fn_name, job.task_id, self.worker.id)
         trace = job.fields.get(F_TRACE)
@@ -272,6 +282,9 @@ class Runner:
             else:
                 self.hand_back(job)
                 return
+        if isinstance(error, StreaqRateLimited):
+            await self._backed_off(job, task, error)
+            return
         if error is not None:
             self._failed(job, task, error, start)
             return
@@ -294,6 +307,37 @@ class Runner:
                 _Short(value),
                 _Took(start),
             )
+
+    async def _start_window(self, job: Job) -> int:
+        """0 when the rate limit lets the task start now, else the ms it must wait."""
+        functions = self.state.client.functions
+        return await retrying(
+            self.state,
+            f"cannot check the rate limit of task {job.task_id}",
+            lambda: functions.start_gated(job.task_id, now_ms()),
+        )
+
+    def _defer(self, job: Job, task: AnyRegisteredTask, ms: int) -> None:
+        """Run the task again in ``ms``, unchanged: without counting a try."""
+        flat = encode_fields(job.flat_fields())
+        job.outcome = (RETRY, flat, now_ms() + ms, self._unique(task))
+
+    async def _backed_off(
+        self, job: Job, task: AnyRegisteredTask, error: StreaqRateLimited
+    ) -> None:
+        """The task met an external limit: it and its gate wait ``error.delay``, no try counted."""
+        ms = max(1, to_ms(error.delay) or 0)
+        if task.flow is not None:
+            functions = self.state.client.functions
+            await retrying(
+                self.state,
+                f"cannot back off task {job.task_id}",
+                lambda: functions.block_gate(job.task_id, ms, now_ms()),
+            )
+        if not task.silent:
+            logger.info("task %s ↻ %s rate limited: again in %s ms", task.fn_name, job.task_id, ms)
+        self._defer(job, task, ms)
+        self.worker.counters["retried"] += 1
 
     def _failed(self, job: Job, task: AnyRegisteredTask, error: BaseException, start: int) -> None:
         retry = isinstance(error, StreaqRetry) or (

@@ -123,6 +123,10 @@ class WorkerState:
     reports: MemoryObjectSendStream[Report] | None = None
     #: jobs whose function was called since the finisher last recorded starts
     starts: list[Job] = field(default_factory=list)
+    #: the paused functions (``*``: the whole queue), as the listener last read them
+    paused: frozenset[str] = frozenset()
+    #: set (and replaced) whenever the paused functions change
+    pauses_changed: anyio.Event = field(default_factory=anyio.Event)
     _changed: anyio.Event = field(default_factory=anyio.Event)
     #: the one warning per Redis outage that every duty reports to
     outage: Outage = field(init=False)
@@ -177,6 +181,17 @@ class WorkerState:
         """The job's outcome is in Redis (or is not this worker's to write): forget it."""
         if self.jobs.get(job.task_id) is job:
             del self.jobs[job.task_id]
+
+    def is_paused(self, fn_name: str) -> bool:
+        """Whether tasks of ``fn_name`` must not start now (it, or the queue, is paused)."""
+        paused = self.paused
+        return bool(paused) and ("*" in paused or fn_name in paused)
+
+    def set_paused(self, paused: frozenset[str]) -> None:
+        """The paused functions changed (or were read again)."""
+        self.paused = paused
+        changed, self.pauses_changed = self.pauses_changed, anyio.Event()
+        changed.set()
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown."""

@@ -44,20 +44,40 @@ local KEY = {
   stream = 's:', tasks = 't', running = 'run:', result = 'r:', delayed = 'z',
   dependencies = 'dp:', dependents = 'dn:', has_dependents = 'hd', abort = 'ab', lock = 'u:',
   workers = 'workers', dead_letters = 'dlq', done_channel = 'done', abort_channel = 'abort',
-  wake_channel = 'wake',
+  wake_channel = 'wake', limits = 'lim', gate_queue = 'gq:', gate_ring = 'gk:',
+  gated_functions = 'gw', gate_count = 'gc:', admit_window = 'ga:', start_window = 'gs:',
+  gate_block = 'gb:', admitted = 'adm', gated_total = 'gn', gate_timers = 'gt',
+  pause_channel = 'pause',
 }
-local STATE = {queued = 'q', delayed = 'd', waiting = 'w'}
+local STATE = {queued = 'q', delayed = 'd', waiting = 'w', gated = 'g'}
 local OUTCOME = {result = 'r', ['repeat'] = 'c', retry = 'y', hand_back = 'h', cancelled = 'x'}
 local FIELD = {
   id = 'i', fn = 'f', payload = 'd', created = 'c', ttl = 'l', tries = 'r', last_error = 'le',
   expire = 'x', link = 'k', parent_kind = 'pk', parent_value = 'pv', parent_id = 'pi',
-  crontab = 'cr', trace = 'tc',
+  crontab = 'cr', trace = 'tc', group = 'g',
 }
 local LINK = {['then'] = 't', otherwise = 'o'}
 -- the kinds of a result record
 local KIND = {value = 0, tuple = 1, error = 2}
 
 local GROUP = 'g'
+
+-- the flow configurations read by this call (flow.lua); each call starts afresh (register)
+local lim_cache = {}
+
+-- register a function of the library; every call of it starts with an empty lim_cache
+local function register(name, callback, read_only)
+  local function entry(keys, args)
+    lim_cache = {}
+    return callback(keys, args)
+  end
+  if read_only then
+    redis.register_function{function_name = '__PREFIX__' .. name, callback = entry,
+      flags = {'no-writes'}}
+  else
+    redis.register_function('__PREFIX__' .. name, entry)
+  end
+end
 
 local function tasks_key(p) return p .. KEY.tasks end
 local function stream_key(p, prio) return p .. KEY.stream .. prio end
@@ -120,7 +140,7 @@ local function load_state(p, id)
   local state = st[1]
   if state == STATE.queued then
     if type(st[3]) ~= 'string' then return nil end
-  elseif state == STATE.delayed or state == STATE.waiting then
+  elseif state == STATE.delayed or state == STATE.waiting or state == STATE.gated then
     if type(st[3]) ~= 'table' then return nil end
   else
     return nil
@@ -175,16 +195,31 @@ local function failure_payload(type_name, message)
   return cmsgpack.pack({type_name, 'streaq.types', message, ''})
 end
 
--- put a task whose fields are known into its stream (or the delayed set) and index it
+-- flow control (flow.lua): whether a function's tasks wait at a gate, and putting them there
+local is_gated, gate_push
+
+-- put a task into the delayed set (due at run_at), announcing it when it is the earliest
+local function delay(p, member, run_at)
+  redis.call('ZADD', p .. KEY.delayed, run_at, member)
+  local first = redis.call('ZRANGE', p .. KEY.delayed, 0, 0)
+  if first[1] == member then redis.call('PUBLISH', p .. KEY.wake_channel, run_at) end
+end
+
+-- put a task into its stream now and index it
+local function add_to_stream(p, id, prio, fields)
+  local msgid = redis.call('XADD', stream_key(p, prio), '*', unpack(fields))
+  redis.call('HSET', tasks_key(p), id, cmsgpack.pack({STATE.queued, prio, msgid}))
+end
+
+-- put a task whose fields are known into its stream, its gate or the delayed set, and index it
 local function place(p, id, prio, fields, run_at, now)
   if run_at > now then
-    redis.call('ZADD', p .. KEY.delayed, run_at, id)
     redis.call('HSET', tasks_key(p), id, cmsgpack.pack({STATE.delayed, prio, fields, run_at}))
-    local first = redis.call('ZRANGE', p .. KEY.delayed, 0, 0)
-    if first[1] == id then redis.call('PUBLISH', p .. KEY.wake_channel, run_at) end
+    delay(p, id, run_at)
+  elseif is_gated(p, field(fields, FIELD.fn)) then
+    gate_push(p, id, prio, fields, now)
   else
-    local msgid = redis.call('XADD', stream_key(p, prio), '*', unpack(fields))
-    redis.call('HSET', tasks_key(p), id, cmsgpack.pack({STATE.queued, prio, msgid}))
+    add_to_stream(p, id, prio, fields)
   end
 end
 

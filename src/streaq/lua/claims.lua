@@ -129,6 +129,7 @@ local function retire(keys, args)
             local st = load_state(p, id)
             if st and st[1] == STATE.queued and st[3] == msgid then
               redis.call('SREM', running_key(p, prio), id)
+              release_admission(p, id, now)
               if redis.call('SISMEMBER', p .. KEY.abort, id) == 1 then
                 -- asked to abort while this worker held it: it ends here, as in finish
                 redis.call('SREM', p .. KEY.abort, id)
@@ -198,7 +199,7 @@ local function prune(keys, args)
   return {deleted, forgotten}
 end
 
-redis.register_function('__PREFIX__reclaim', reclaim)
-redis.register_function('__PREFIX__lease', lease)
-redis.register_function('__PREFIX__retire', retire)
-redis.register_function('__PREFIX__prune', prune)
+register('reclaim', reclaim)
+register('lease', lease)
+register('retire', retire)
+register('prune', prune)

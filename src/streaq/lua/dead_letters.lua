@@ -40,6 +40,7 @@ local function dead_letter(keys, args)
   redis.call('SREM', p .. KEY.abort, id)
   redis.call('SREM', running_key(p, prio), id)
   if unique_fn ~= '' then release_unique(p, unique_fn, id) end
+  release_admission(p, id, now)
   if redis.call('SISMEMBER', p .. KEY.has_dependents, id) == 1 then
     local kind, payload = split_record(rec)
     worklist[1] = {id, kind, payload}
@@ -105,6 +106,6 @@ local function purge_dead_letters(keys, args)
   return gone
 end
 
-redis.register_function('__PREFIX__dead_letter', dead_letter)
-redis.register_function('__PREFIX__replay_dead_letters', replay_dead_letters)
-redis.register_function('__PREFIX__purge_dead_letters', purge_dead_letters)
+register('dead_letter', dead_letter)
+register('replay_dead_letters', replay_dead_letters)
+register('purge_dead_letters', purge_dead_letters)

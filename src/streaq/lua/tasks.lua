@@ -50,7 +50,7 @@ local function enqueue(keys, args)
       out[n] = 0
     elseif #deps == 0 then
       out[n] = 1
-      if run_at > now then
+      if run_at > now or is_gated(p, field(fields, FIELD.fn)) then
         place(p, id, prio, fields, run_at, now)
       else
         local msgid = redis.call('XADD', stream_key(p, prio), '*', unpack(fields))
@@ -148,9 +148,9 @@ local function finish(keys, args)
   local cancelled = {}
   local written, released, skipped = 0, 0, 0
   local held = {}
+  local items = {}
   for n = 4 + 2 * marks, #args, 7 do
-    local id, prio, msgid, outcome = args[n], args[n + 1], args[n + 2], args[n + 3]
-    local a, b, c = args[n + 4], args[n + 5], args[n + 6]
+    local id, prio, msgid = args[n], args[n + 1], args[n + 2]
     local skey = stream_key(p, prio)
     if held[prio] == nil then held[prio] = held_by(skey, worker) or false end
     local mine = held[prio]
@@ -168,34 +168,48 @@ local function finish(keys, args)
       table.insert(acks[prio].ids, msgid)
       table.insert(acks[prio].tasks, id)
       acks[prio].seen[msgid] = true
-      if outcome ~= OUTCOME.result and redis.call('SISMEMBER', p .. KEY.abort, id) == 1 then
-        if outcome == OUTCOME['repeat'] then
-          b = cmsgpack.unpack(b)[1]
-          outcome = OUTCOME.result
-        else
-          cancelled[#cancelled + 1] = {id, cmsgpack.unpack(a)}
-          outcome = OUTCOME.cancelled
-        end
-      end
-      if outcome == OUTCOME.result then
-        store_result(p, id, a, b, published)
-        done_ids[#done_ids + 1] = id
-        done_records[id] = a
-        written = written + 1
-      elseif outcome == OUTCOME['repeat'] then
-        local spec = cmsgpack.unpack(b)
-        store_result(p, id, a, spec[1], published)
-        done_ids[#done_ids + 1] = id
-        done_records[id] = a
-        repeats[#repeats + 1] = {id, prio, spec[3], tonumber(spec[2])}
-        written = written + 1
-      elseif outcome == OUTCOME.retry then
-        place(p, id, prio, cmsgpack.unpack(a), tonumber(b), now)
-      elseif outcome == OUTCOME.hand_back then
-        place(p, id, prio, cmsgpack.unpack(a), 0, now)
-      end
-      if c ~= '' then release_unique(p, c, id) end
+      items[#items + 1] = n
     end
+  end
+  -- the slots of admitted (gated) tasks that end free up first: a retry or hand-back placed
+  -- below is gated anew, and must not find its own old admission counted
+  if #items > 0 and redis.call('EXISTS', p .. KEY.admitted) == 1 then
+    local ids = {}
+    for _, n in ipairs(items) do ids[#ids + 1] = args[n] end
+    for m, value in ipairs(redis.call('HMGET', p .. KEY.admitted, unpack(ids))) do
+      if value then release_admission(p, ids[m], now) end
+    end
+  end
+  for _, n in ipairs(items) do
+    local id, prio, outcome = args[n], args[n + 1], args[n + 3]
+    local a, b, c = args[n + 4], args[n + 5], args[n + 6]
+    if outcome ~= OUTCOME.result and redis.call('SISMEMBER', p .. KEY.abort, id) == 1 then
+      if outcome == OUTCOME['repeat'] then
+        b = cmsgpack.unpack(b)[1]
+        outcome = OUTCOME.result
+      else
+        cancelled[#cancelled + 1] = {id, cmsgpack.unpack(a)}
+        outcome = OUTCOME.cancelled
+      end
+    end
+    if outcome == OUTCOME.result then
+      store_result(p, id, a, b, published)
+      done_ids[#done_ids + 1] = id
+      done_records[id] = a
+      written = written + 1
+    elseif outcome == OUTCOME['repeat'] then
+      local spec = cmsgpack.unpack(b)
+      store_result(p, id, a, spec[1], published)
+      done_ids[#done_ids + 1] = id
+      done_records[id] = a
+      repeats[#repeats + 1] = {id, prio, spec[3], tonumber(spec[2])}
+      written = written + 1
+    elseif outcome == OUTCOME.retry then
+      place(p, id, prio, cmsgpack.unpack(a), tonumber(b), now)
+    elseif outcome == OUTCOME.hand_back then
+      place(p, id, prio, cmsgpack.unpack(a), 0, now)
+    end
+    if c ~= '' then release_unique(p, c, id) end
   end
   for prio, owned in pairs(acks) do
     local skey = stream_key(p, prio)
@@ -254,13 +268,16 @@ local function unique(keys, args)
 end
 
 -- remove a task that is not running from wherever it waits; returns its fields or nil
-local function unlink(p, id, st)
+local function unlink(p, id, st, now)
   local state, prio = st[1], st[2]
   if state == STATE.queued then
     local entries = redis.call('XRANGE', stream_key(p, prio), st[3], st[3])
     redis.call('XDEL', stream_key(p, prio), st[3])
+    release_admission(p, id, now)
     if entries[1] then return entries[1][2] end
     return nil
+  elseif state == STATE.gated then
+    leave_gate(p, id, st[3])
   elseif state == STATE.delayed then
     redis.call('ZREM', p .. KEY.delayed, id)
   elseif state == STATE.waiting then
@@ -289,7 +306,7 @@ local function abort_task(p, id, st, now)
     redis.call('PUBLISH', p .. KEY.abort_channel, id)
     return 2
   end
-  local fields = unlink(p, id, st)
+  local fields = unlink(p, id, st, now)
   if not fields then return -1 end
   local published, worklist = {}, {}
   fail_task(p, id, fields, failure_payload('StreaqCancelled', 'task aborted'), now, published,
@@ -344,6 +361,8 @@ local function status(keys, args)
     -- started, not merely claimed: a prefetched message is still queued
     if redis.call('SISMEMBER', running_key(p, st[2]), id) == 1 then return 'running' end
     return 'queued'
+  elseif st[1] == STATE.gated then
+    return 'queued'
   end
   return 'scheduled'
 end
@@ -382,42 +401,52 @@ local function promote(keys, args)
     local st = load_state(p, id)
     if st and st[1] == STATE.delayed then place(p, id, st[2], st[3], 0, now) end
   end
+  local nxt = fire_timers(p, now) or -1
   local first = redis.call('ZRANGE', p .. KEY.delayed, 0, 0, 'WITHSCORES')
-  local nxt = -1
-  if first[2] then nxt = tonumber(first[2]) end
+  if first[2] and (nxt < 0 or tonumber(first[2]) < nxt) then nxt = tonumber(first[2]) end
   return {#due, nxt}
 end
 
---[[ prepare(KEYS[1]=prefix; ARGV: priorities) creates the streams' consumer group. ]]
+--[[ prepare(KEYS[1]=prefix; ARGV: now, n, n priorities, then pairs fn, msgpack flow
+configuration ('' for a function without limits))
+Creates the streams' consumer group and writes the flow configuration of the functions a worker
+registered (keeping their pause; see flow.lua). ]]
 local function prepare(keys, args)
   local p = keys[1]
-  for _, prio in ipairs(args) do
-    local skey = stream_key(p, prio)
+  local now, n = tonumber(args[1]), tonumber(args[2])
+  for m = 3, 2 + n do
+    local skey = stream_key(p, args[m])
     local ok = pcall(redis.call, 'XGROUP', 'CREATE', skey, GROUP, '0', 'MKSTREAM')
     if not ok and redis.call('EXISTS', skey) == 0 then
       return redis.error_reply('STREAQ cannot create the consumer group of ' .. skey)
     end
   end
-  return #args
+  for m = 3 + n, #args, 2 do
+    local cfg = args[m + 1] ~= '' and cmsgpack.unpack(args[m + 1]) or nil
+    configure(p, args[m], cfg, now)
+  end
+  return n
 end
 
---[[ counts(KEYS[1]=prefix; ARGV: priorities) -> [queued per priority..., delayed, waiting] ]]
+--[[ counts(KEYS[1]=prefix; ARGV: priorities) -> [queued per priority..., delayed, all unfinished,
+  waiting at gates] ]]
 local function counts(keys, args)
   local p = keys[1]
   local out = {}
   for _, prio in ipairs(args) do out[#out + 1] = redis.call('XLEN', stream_key(p, prio)) end
   out[#out + 1] = redis.call('ZCARD', p .. KEY.delayed)
   out[#out + 1] = redis.call('HLEN', tasks_key(p))
+  out[#out + 1] = tonumber(redis.call('GET', p .. KEY.gated_total) or '0')
   return out
 end
 
-redis.register_function('__PREFIX__enqueue', enqueue)
-redis.register_function('__PREFIX__finish', finish)
-redis.register_function('__PREFIX__unique', unique)
-redis.register_function('__PREFIX__abort', abort)
-redis.register_function('__PREFIX__unschedule', unschedule)
-redis.register_function{function_name = '__PREFIX__status', callback = status, flags = {'no-writes'}}
-redis.register_function{function_name = '__PREFIX__info', callback = info, flags = {'no-writes'}}
-redis.register_function('__PREFIX__promote', promote)
-redis.register_function('__PREFIX__prepare', prepare)
-redis.register_function{function_name = '__PREFIX__counts', callback = counts, flags = {'no-writes'}}
+register('enqueue', enqueue)
+register('finish', finish)
+register('unique', unique)
+register('abort', abort)
+register('unschedule', unschedule)
+register('status', status, true)
+register('info', info, true)
+register('promote', promote)
+register('prepare', prepare)
+register('counts', counts, true)
