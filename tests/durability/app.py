@@ -31,6 +31,9 @@ from streaq.task import AsyncRegisteredTask
 from streaq.types import StreaqRetry
 
 RETRY_ATTEMPTS = 3
+#: the concurrency limit of ``limited`` and the rate limit of ``rated``
+LIMITED = 3
+RATE = "20/s"
 #: the cron job fired every second when ``cron`` is on
 CRON_NAME = "tick"
 CRON_TAB = "* * * * * * *"
@@ -52,6 +55,9 @@ class App:
     failing: AsyncRegisteredTask[[int], int]
     fallback: AsyncRegisteredTask[[int], int]
     plain_fallback: AsyncRegisteredTask[[int, float], int]
+    limited: AsyncRegisteredTask[[int, float], int]
+    rated: AsyncRegisteredTask[[int], int]
+    tenant: AsyncRegisteredTask[[str, int], int]
 
 
 def build(
@@ -133,6 +139,32 @@ def build(
         await started(plain_fallback.context.task_id)
         return -n
 
+    async def span(name: str, pause: float) -> None:
+        """Record when a flow-controlled task ran (``<name> <start ms> <end ms>``)."""
+        begin = time.time()
+        await anyio.sleep(pause)
+        if record:
+            entry = f"{name} {begin * 1000:.3f} {time.time() * 1000:.3f}"
+            await execute("RPUSH", prefix + "spans", entry)
+
+    @worker.task(name="limited", max_tries=20, concurrency_limit=LIMITED)
+    async def limited(n: int, pause: float) -> int:
+        await started(limited.context.task_id)
+        await span("limited", pause)
+        return n
+
+    @worker.task(name="rated", max_tries=20, rate_limit=RATE)
+    async def rated(n: int) -> int:
+        await started(rated.context.task_id)
+        await span("rated", 0)
+        return n
+
+    @worker.task(name="tenant", max_tries=20, group_by=lambda key, n: key, concurrency_limit=4)
+    async def tenant(key: str, n: int) -> int:
+        await started(tenant.context.task_id)
+        await span(f"tenant:{key}", 0.01)
+        return n
+
     async def tick() -> None:
         await started(tick_task.context.task_id)
 
@@ -145,7 +177,9 @@ def build(
         register = worker.task(name=CRON_NAME, max_tries=20)
     tick_task: AsyncRegisteredTask[[], None] = register(tick)
 
-    return App(worker, plain, retried, step, failing, fallback, plain_fallback)
+    return App(
+        worker, plain, retried, step, failing, fallback, plain_fallback, limited, rated, tenant
+    )
 
 
 def from_env() -> App:

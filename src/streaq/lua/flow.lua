@@ -105,6 +105,11 @@ local function admit(p, fn, now)
   local fn_gate = gate_name(fn)
   local groups = grouped(cfg)
   while true do
+    if redis.call('LLEN', ring) == 0 then
+      -- nothing waits: no timer and no entry to keep
+      redis.call('SREM', p .. KEY.gated_functions, fn)
+      return
+    end
     local closed = gate_closed(p, fn_gate, cfg.c, cfg.rn, cfg.rp, now)
     if closed then
       if closed ~= true then set_timer(p, fn, closed) end
@@ -124,7 +129,6 @@ local function admit(p, fn, now)
     end
     if picked == nil then
       if soonest then set_timer(p, fn, soonest) end
-      if redis.call('LLEN', ring) == 0 then redis.call('SREM', p .. KEY.gated_functions, fn) end
       return
     end
     local queue = p .. KEY.gate_queue .. gate
