@@ -49,6 +49,8 @@ CONCURRENCY = 8
 IDLE_TIMEOUT = 1.0
 #: tasks per wave running longer than IDLE_TIMEOUT
 LONG_TASKS = 6
+#: tasks per wave of the concurrency-limited task
+LIMITED_TASKS = 10
 #: long enough for any task of the workload: a SIGTERMed worker finishes what it runs
 GRACE_PERIOD = 10.0
 #: a firing this close to the steady process' SIGTERM may have been cancelled mid-enqueue
@@ -129,7 +131,8 @@ class Workload:
         self.ideal[task.id] = runs
 
     async def wave(self) -> None:
-        """Enqueue 216 tasks: plain, long, delayed, retried, 3-link chains, fallbacks.
+        """Enqueue 226 tasks: plain, long, delayed, retried, concurrency-limited, 3-link chains,
+        fallbacks.
 
         The long ones run longer than ``IDLE_TIMEOUT``, so that with prefetch on (the default)
         claimed messages wait longer than a lease behind them: they must run once all the same.
@@ -150,6 +153,11 @@ class Workload:
         for _ in range(20):
             self._n += 1
             batch.append((app.retried.enqueue(self._n), self._n, 3))
+        for _ in range(LIMITED_TASKS):
+            # flow control under kills: a killed worker's admitted task keeps its slot until
+            # another worker has taken it over and finished it
+            self._n += 1
+            batch.append((app.limited.enqueue(self._n, rng.uniform(0, 0.05)), self._n, 1))
         await app.worker.enqueue_many([t for t, _, _ in batch])
         for task, value, runs in batch:
             self._add(task, True, value, runs)

@@ -175,8 +175,10 @@ def queue_leftovers(client: redis.Redis, queue: str) -> list[str]:
             pending: Any = client.xpending(raw, "g")
             if pending["pending"]:
                 bad.append(f"{name}: {pending['pending']} pending")
-        elif name == "workers":
-            continue  # heartbeats of the workers that served the queue, not task state
+        elif name in ("workers", "lim"):
+            # heartbeats of the workers that served the queue, and the flow limits of its tasks:
+            # not task state
+            continue
         else:
             bad.append(f"{name} ({client.type(raw)!r})")
     return bad
