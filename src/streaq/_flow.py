@@ -9,7 +9,8 @@ limit sets it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from ._codec import decode_any, encode
@@ -119,3 +120,58 @@ def flow_paused(config: bytes) -> bool:
     except Exception:
         return False
     return isinstance(decoded, dict) and decoded.get("paused") == 1
+
+
+@dataclass(frozen=True, slots=True)
+class FlowInfo:
+    """The flow control of one task function, as ``streaq info`` shows it.
+
+    :param name: the function's registered name
+    :param concurrency_limit: its ``concurrency_limit``, if any
+    :param rate_limit: its ``rate_limit`` (``"20/1s"``), if any
+    :param group_concurrency: its ``group_concurrency``, if any
+    :param group_rate_limit: its ``group_rate_limit``, if any
+    :param paused: whether it is paused
+    :param admitted: tasks admitted past its gate and not ended (queued or running)
+    :param waiting: tasks waiting at its gate
+    :param groups: waiting tasks per group key (the first few keys, in round-robin order)
+    """
+
+    name: str
+    concurrency_limit: int | None
+    rate_limit: str | None
+    group_concurrency: int | None
+    group_rate_limit: str | None
+    paused: bool
+    admitted: int
+    waiting: int
+    groups: dict[str, int] = field(default_factory=dict)
+
+
+def _rate(config: dict[str, Any], count: str, period: str) -> str | None:
+    if not config.get(count):
+        return None
+    return str(RateLimit(int(config[count]), timedelta(milliseconds=int(config[period]))))
+
+
+def parse_flow_info(reply: list[Any]) -> tuple[bool, list[FlowInfo]]:
+    """Whether the queue is paused, and the flows of a ``flow_info`` server reply."""
+    flows = []
+    for fn, raw, admitted, waiting, groups in reply[1:]:
+        config = decode_any(bytes(raw))
+        flows.append(
+            FlowInfo(
+                name=bytes(fn).decode(),
+                concurrency_limit=config.get("c") or None,
+                rate_limit=_rate(config, "rn", "rp"),
+                group_concurrency=config.get("gc") or None,
+                group_rate_limit=_rate(config, "grn", "grp"),
+                paused=config.get("paused") == 1,
+                admitted=int(admitted),
+                waiting=int(waiting),
+                groups={
+                    bytes(groups[n]).decode(): int(groups[n + 1]) for n in range(0, len(groups), 2)
+                },
+            )
+        )
+    return bool(reply[0]), sorted(flows, key=lambda f: f.name)

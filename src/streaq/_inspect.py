@@ -36,13 +36,18 @@ from datetime import tzinfo
 from typing import TYPE_CHECKING, Any
 
 from ._cron import CronSchedule, cron_firing_id
+from ._flow import FlowInfo, parse_flow_info
 from ._keys import GROUP, QueueKeys
+from ._library import QueueFunctions
 from .utils import to_ms
 
 if TYPE_CHECKING:
     from ._redis import RedisClient
     from .task import AnyRegisteredTask
     from .worker import Worker
+
+#: the group keys listed per function
+FLOW_GROUPS = 20
 
 __all__ = [
     "CronInfo",
@@ -121,6 +126,8 @@ class QueueSnapshot:
     :param workers: heartbeats of the workers that ever served the queue, newest first
     :param crons: registered cron jobs with their next firing, soonest first
     :param dead_letters: messages in the dead-letter stream (``streaq dlq list``)
+    :param paused: whether the whole queue is paused
+    :param flows: the flow control of each function with limits or paused
     """
 
     queue_name: str
@@ -131,6 +138,8 @@ class QueueSnapshot:
     workers: list[WorkerBeat]
     crons: list[CronInfo] = field(default_factory=list)
     dead_letters: int = 0
+    paused: bool = False
+    flows: list[FlowInfo] = field(default_factory=list)
 
     @property
     def queued(self) -> int:
@@ -274,8 +283,19 @@ async def snapshot(
     waiting = max(0, indexed - in_streams - delayed)
     dead = replies[4]
     dead_letters = 0 if isinstance(dead, Exception) else int(dead)
+    paused, flows = parse_flow_info(await QueueFunctions(redis, keys.prefix).flow_info(FLOW_GROUPS))
+    # tasks waiting at gates are in the index too: they show with their function
+    waiting = max(0, waiting - sum(f.waiting for f in flows))
     return QueueSnapshot(
-        keys.queue_name, now, infos, delayed, waiting, workers, dead_letters=dead_letters
+        keys.queue_name,
+        now,
+        infos,
+        delayed,
+        waiting,
+        workers,
+        dead_letters=dead_letters,
+        paused=paused,
+        flows=flows,
     )
 
 
@@ -307,6 +327,19 @@ def _age(ms: int | None) -> str:
     if seconds < 86400:
         return f"{seconds / 3600:.1f}h"
     return f"{seconds / 86400:.1f}d"
+
+
+def _limits(flow: FlowInfo) -> str:
+    parts = []
+    if flow.concurrency_limit:
+        parts.append(f"{flow.concurrency_limit} at once")
+    if flow.rate_limit:
+        parts.append(flow.rate_limit)
+    if flow.group_concurrency:
+        parts.append(f"{flow.group_concurrency} at once per group")
+    if flow.group_rate_limit:
+        parts.append(f"{flow.group_rate_limit} per group")
+    return ", ".join(parts) or "-"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -342,6 +375,24 @@ def render_snapshot(found: QueueSnapshot, tz: tzinfo) -> str:
     lines += _table(["priority", "queued", "prefetched", "running", "lag"], rows)
     lines += ["", f"delayed {found.delayed}, waiting for dependencies {found.waiting}"]
     lines += [f"dead letters {found.dead_letters}"]
+    if found.paused:
+        lines += ["", "the queue is PAUSED: no task starts until `streaq resume`"]
+    if found.flows:
+        lines += ["", f"flow control: {len(found.flows)} task(s)"]
+        lines += _table(
+            ["task", "limits", "paused", "admitted", "waiting", "waiting per group"],
+            [
+                [
+                    f.name,
+                    _limits(f),
+                    "yes" if f.paused else "no",
+                    str(f.admitted),
+                    str(f.waiting),
+                    ", ".join(f"{k}: {n}" for k, n in f.groups.items()) or "-",
+                ]
+                for f in found.flows
+            ],
+        )
     lines += ["", f"workers alive: {found.workers_alive} of {len(found.workers)} seen"]
     if found.workers:
         beats = [

@@ -209,6 +209,12 @@ class QueueFunctions:
         """Pause or resume a function (``*``: the queue); whether its state changed."""
         return bool(await self.call("pause", [fn_name, now, int(paused)]))
 
+    async def flow_info(self, groups: int) -> list[Any]:
+        """Whether the queue is paused, then per limited function its configuration, tasks
+        admitted and waiting, and the waiting of up to ``groups`` group keys (see the Lua)."""
+        result: list[Any] = await self.call_ro("flow_info", [groups])
+        return result
+
     async def start_gated(self, task_id: str, now: int) -> int:
         """Record the start of a rate-limited task: 0 when it may start, else the ms to wait."""
         result: int = await self.call("start_gated", [task_id, now])

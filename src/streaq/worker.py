@@ -19,6 +19,7 @@ import anyio.abc
 
 from ._codec import Codec, Deserializer, Serializer
 from ._dlq import DeadLetter
+from ._flow import FlowInfo
 from ._inspect import CronInfo, PriorityInfo, QueueSnapshot, WorkerBeat, inspect_worker
 from ._keys import QueueKeys
 from ._queue import QueueClient
@@ -41,6 +42,7 @@ from .utils import now_ms
 
 __all__ = [
     "CronInfo",
+    "FlowInfo",
     "PriorityInfo",
     "QueueSnapshot",
     "RedisCommands",

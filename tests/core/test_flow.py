@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from streaq import Worker
+from streaq._inspect import render_snapshot
 from streaq.task import TaskStatus
 from streaq.types import RateLimit, StreaqError, StreaqRateLimited
 
@@ -290,3 +291,27 @@ async def test_limits_are_checked_at_registration(worker: Worker[Any]) -> None:
         async def nothing_to_share(x: int) -> None: ...
 
     assert RateLimit.parse("3/10s") == RateLimit(3, RateLimit.parse("1/10s").period)
+
+
+async def test_info_shows_limits_usage_pauses_and_groups(worker: Worker[Any]) -> None:
+    @worker.task(group_by=lambda key: key, concurrency_limit=2, group_rate_limit="5/s")
+    async def job(key: str) -> None: ...
+
+    async with worker:
+        await worker.pause(job)
+        await worker.enqueue_many([job.enqueue(key) for key in ("a", "a", "b")])
+        found = await worker.inspect()
+        [flow] = found.flows
+        assert flow.name == job.fn_name
+        assert (flow.concurrency_limit, flow.group_rate_limit) == (2, "5/1s")
+        assert flow.paused is True
+        assert (flow.admitted, flow.waiting) == (0, 3)
+        assert flow.groups == {"a": 2, "b": 1}
+        assert found.waiting == 0  # gated tasks show with their function, not as dependencies
+        await worker.pause()
+        text = render_snapshot(await worker.inspect(), worker.tz)
+        assert "PAUSED" in text
+        assert "2 at once, 5/1s per group" in text
+        assert "a: 2, b: 1" in text
+        assert (await worker.inspect()).to_json()["flows"][0]["waiting"] == 3
+        await worker.resume()

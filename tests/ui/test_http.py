@@ -383,3 +383,23 @@ async def test_router_without_a_worker_says_how_to_set_one() -> None:
             answer = await client.get("/queue")
     assert answer.status_code == 412  # as streaq 7.2
     assert "dependency_overrides[get_worker]" in answer.json()["detail"]
+
+
+async def test_overview_shows_flow_control(redis_url: str, clean_queue: str) -> None:
+    worker = make_worker(redis_url, clean_queue)
+
+    @worker.task(name="metered", group_by=lambda key: key, concurrency_limit=2)
+    async def metered(key: str) -> None: ...
+
+    with anyio.fail_after(30):
+        async with serving(worker, run=False) as client:
+            await worker.pause(metered)
+            await worker.pause()
+            await worker.enqueue_many([metered.enqueue(key) for key in ("x", "x", "y")])
+            page = (await client.get("/queue")).text
+            await worker.resume()
+            await worker.resume(metered)
+    assert 'id="paused"' in page
+    table = page[page.index('id="flows"') :]
+    assert "<td>metered</td>" in table
+    assert "x: 2, y: 1" in table

@@ -122,6 +122,12 @@ def _build_parser() -> argparse.ArgumentParser:
     functions.add_argument(
         "worker_path", metavar="module:worker", help="where the Worker object is"
     )
+    for verb, what in (("pause", "stop starting"), ("resume", "start again")):
+        pausing = commands.add_parser(verb, help=f"{what} the queue's tasks, or one task's")
+        pausing.add_argument(
+            "worker_path", metavar="module:worker", help="where the Worker object is"
+        )
+        pausing.add_argument("--task", default=None, metavar="NAME", help="only this task")
     return parser
 
 
@@ -149,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dlq(args.action, args.worker_path, args.ids, args.limit, as_json=args.json)
     if args.command == "functions":
         return _functions(args.action, args.worker_path)
+    if args.command in ("pause", "resume"):
+        return _pause(args.worker_path, args.task, pause=args.command == "pause")
     if args.reload:
         _configure_cli_logging(args.verbose)
         try:
@@ -326,6 +334,34 @@ def _functions(action: str, worker_path: str) -> int:
             print(f"{server}:")
         for name in names:
             print(f"  {'*' if name == LIBRARY.name else ' '} {name}")
+    return 0
+
+
+def _pause(worker_path: str, task: str | None, *, pause: bool) -> int:
+    """``streaq pause|resume module:worker [--task NAME]``: on every worker of the queue.
+
+    Paused, tasks start no more (running ones go on) and new ones wait; resumed, they start as
+    their limits allow (see the flow control documentation).
+    """
+    worker = _import_worker(worker_path)
+    if isinstance(worker, str):
+        return _error(worker)
+    if task is not None and task not in worker.registry:
+        known = ", ".join(sorted(worker.registry)) or "none"
+        return _error(f"no task named {task!r} in {worker_path} (its tasks: {known})")
+
+    async def act() -> bool:
+        async with worker:
+            return bool(await (worker.pause(task) if pause else worker.resume(task)))
+
+    try:
+        changed = anyio.run(act, backend=worker.anyio_backend, backend_options=worker.anyio_kwargs)
+    except (RedisError, OSError) as exc:
+        name = worker.queue_name
+        return _error(f"cannot reach the Redis of queue {name!r}: {exc}{_where(worker)}")
+    target = f"task {task}" if task else f"queue {worker.queue_name}"
+    state = "paused" if pause else "resumed"
+    print(f"{target} {state}" if changed else f"{target} was {state} already")
     return 0
 
 

@@ -299,6 +299,37 @@ local function block_gate(keys, args)
   return 1
 end
 
+-- flow_info(KEYS[1]=prefix; ARGV: groups, the most group keys to list per function), read only:
+-- whether the queue is paused (0/1), then per configured function {fn, msgpack configuration,
+-- admitted and not ended, waiting, {group key, waiting, ...}}
+local function flow_info(keys, args)
+  local p = keys[1]
+  local most = tonumber(args[1])
+  local all = limits_of(p, '*')
+  local out = {(all and all.paused == 1) and 1 or 0}
+  local flat = redis.call('HGETALL', p .. KEY.limits)
+  for n = 1, #flat, 2 do
+    local fn = flat[n]
+    if fn ~= '*' then
+      local cfg = cmsgpack.unpack(flat[n + 1])
+      local groups, waiting = {}, 0
+      for m, key in ipairs(redis.call('LRANGE', p .. KEY.gate_ring .. fn, 0, -1)) do
+        local gate = grouped(cfg) and gate_name(fn, key) or gate_name(fn)
+        local depth = redis.call('LLEN', p .. KEY.gate_queue .. gate)
+        waiting = waiting + depth
+        if grouped(cfg) and m <= most then
+          groups[#groups + 1] = key
+          groups[#groups + 1] = depth
+        end
+      end
+      out[#out + 1] = {fn, flat[n + 1], count(p .. KEY.gate_count .. gate_name(fn)), waiting,
+        groups}
+    end
+  end
+  return out
+end
+
 register('pause', pause)
+register('flow_info', flow_info, true)
 register('start_gated', start_gated)
 register('block_gate', block_gate)
