@@ -376,6 +376,20 @@ def _check_select(replies: list[Any], config: RedisConfig) -> None:
     raise type(error)(f"cannot select db {config.db} on {config.address}: {error}{hint}")
 
 
+def _check_auth(reply: Any, config: RedisConfig) -> None:
+    """Raise a readable error when the server wants a password the config does not give.
+
+    The server's words ("HELLO must be called with the client already authenticated, ...",
+    "Authentication required") name neither the cause nor the fix.
+    """
+    if config.password is None and isinstance(reply, rex.AuthenticationError):
+        raise rex.AuthenticationError(
+            f"{config.address} requires a password and none was given: put it in the URL "
+            "(redis://:PASSWORD@host:port/db, or redis://USER:PASSWORD@... for an ACL user) "
+            "or in redis_kwargs['password']"
+        ) from None
+
+
 async def _handshake(conn: Connection, config: RedisConfig) -> None:
     """Authenticate, name the client, select the db and learn the server version."""
     if config.protocol == 3:
@@ -391,6 +405,7 @@ async def _handshake(conn: Connection, config: RedisConfig) -> None:
         info = replies[0]
         unknown = isinstance(info, rex.ResponseError) and "unknown command" in str(info).lower()
         if not unknown:
+            _check_auth(replies[0], config)
             raise_first_error(replies[:1])
             _check_select(replies[1:], config)
             conn.protocol = 3
@@ -413,6 +428,7 @@ async def _handshake(conn: Connection, config: RedisConfig) -> None:
     first = len(commands) - (2 if config.db else 1)
     raise_first_error(replies[:first])
     _check_select(replies[first:-1], config)
+    _check_auth(replies[-1], config)
     raise_first_error(replies[-1:])
     conn.protocol = 2
     for line in replies[-1].decode().splitlines():

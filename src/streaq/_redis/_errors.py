@@ -29,6 +29,7 @@ Hierarchy (the streaq additions)::
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 
 import anyio
@@ -124,6 +125,9 @@ def _describe(exc: BaseException) -> str:
             return _describe(cause.exceptions[0])
         if exc.strerror is None and isinstance(cause, OSError):
             return _describe(cause)
+        if isinstance(exc, socket.gaierror):
+            # its errno is a resolver code (-2), which os.strerror words as "Unknown error -2"
+            return f"cannot resolve the host name ({exc.strerror or exc})"
         if exc.errno and not isinstance(exc, ssl.SSLError):
             # asyncio words ECONNREFUSED as "Connect call failed (...)"; the errno text is clearer.
             return os.strerror(exc.errno)
