@@ -22,10 +22,11 @@ How the numbers are derived, and why:
   ``TIME`` so a skewed client clock does not distort them.
 - ``waiting`` is the rest of the task index: tasks waiting for dependencies (``after=``) or for a
   ``unique`` lock.
-- A worker is *alive* when its last heartbeat is younger than ``idle_timeout``. Heartbeats come
-  every ``idle_timeout / 4``, and ``idle_timeout`` is exactly when other workers take over a
-  silent worker's tasks, so "alive" here agrees with the queue's own notion of a dead worker.
-  Entries of workers that stopped stay in the hash and are shown as not alive.
+- A worker is *alive* while its heartbeat has not expired (:mod:`._liveness`): it beats every
+  ``idle_timeout / 4`` and is dead after missing two beats, half of ``idle_timeout``, so a crashed
+  worker shows as dead well before other workers take over its tasks (at ``idle_timeout``). A
+  worker that stops retires its heartbeat; entries of workers that crashed stay in the hash for
+  an hour and are shown as dead.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from ._cron import CronSchedule, cron_firing_id
 from ._flow import FlowInfo, parse_flow_info
 from ._keys import GROUP, QueueKeys
 from ._library import QueueFunctions
+from ._liveness import heartbeat_expiry_ms
+from ._words import plural
 from .utils import to_ms
 
 if TYPE_CHECKING:
@@ -56,6 +59,7 @@ __all__ = [
     "WorkerBeat",
     "cron_infos",
     "inspect_worker",
+    "read_beats",
     "render_snapshot",
     "snapshot",
 ]
@@ -86,7 +90,7 @@ class WorkerBeat:
     :param id: the worker's id
     :param last_beat_ms: time of its last heartbeat (ms since the epoch)
     :param age_ms: how long ago that was
-    :param alive: whether the beat is younger than ``idle_timeout``
+    :param alive: whether the beat has not expired yet (:mod:`streaq._liveness`)
     """
 
     id: str
@@ -206,6 +210,37 @@ def _entry_ms(entry_id: Any) -> int:
     return int(_text(entry_id).split("-", 1)[0])
 
 
+def _beats(reply: Any, now: int, idle_timeout_ms: int) -> list[WorkerBeat]:
+    """The ``HGETALL`` of the ``workers`` hash as heartbeats, newest first."""
+    expiry = heartbeat_expiry_ms(idle_timeout_ms)
+    beats = [(_text(wid), int(_text(ms))) for wid, ms in _mapping(reply).items() if ms is not None]
+    return [
+        WorkerBeat(wid, ms, max(0, now - ms), now - ms < expiry)
+        for wid, ms in sorted(beats, key=lambda b: (-b[1], b[0]))
+    ]
+
+
+def _server_ms(reply: Any) -> int:
+    seconds, micros = (int(_text(part)) for part in reply)
+    return seconds * 1000 + micros // 1000
+
+
+async def read_beats(
+    redis: RedisClient, keys: QueueKeys, *, idle_timeout_ms: int
+) -> tuple[int, list[WorkerBeat]]:
+    """The server's time and the heartbeats of a queue's workers (one round trip, no writes).
+
+    :param redis: a connected client
+    :param keys: the queue's keys
+    :param idle_timeout_ms: the workers' ``idle_timeout``, which says when a beat expires
+    :return: the server's time (ms) and the heartbeats, newest first
+    :raises redis.exceptions.RedisError: when Redis cannot be read
+    """
+    now, raw = await redis.pipeline([["TIME"], ["HGETALL", keys.workers]])
+    now_ms = _server_ms(now)
+    return now_ms, _beats(raw, now_ms, idle_timeout_ms)
+
+
 def cron_infos(registry: Iterable[AnyRegisteredTask], tz: tzinfo, now_ms: int) -> list[CronInfo]:
     """Next firings of the cron jobs among ``registry``, soonest first."""
     crons = [
@@ -228,7 +263,7 @@ async def snapshot(
     :param redis: a connected client
     :param keys: the queue's keys
     :param priorities: its priority names, lowest first
-    :param idle_timeout_ms: a worker whose last beat is older than this is not alive
+    :param idle_timeout_ms: the workers' ``idle_timeout``, which says when a beat expires
     :return: the snapshot, without cron jobs (they live in the worker's registry, not in Redis)
     :raises redis.exceptions.RedisError: when Redis cannot be read
     """
@@ -245,8 +280,7 @@ async def snapshot(
     for reply in replies[:4]:
         if isinstance(reply, Exception):
             raise reply
-    seconds, micros = (int(_text(part)) for part in replies[0])
-    now = seconds * 1000 + micros // 1000
+    now = _server_ms(replies[0])
     delayed, indexed = int(replies[1]), int(replies[2])
 
     lengths: list[tuple[str, int, int, int]] = []
@@ -271,13 +305,7 @@ async def snapshot(
         queued = max(0, length - pending)
         infos.append(PriorityInfo(priority, queued, running, lag, pending - running))
 
-    beats = [
-        (_text(wid), int(_text(ms))) for wid, ms in _mapping(replies[3]).items() if ms is not None
-    ]
-    workers = [
-        WorkerBeat(wid, ms, max(0, now - ms), now - ms < idle_timeout_ms)
-        for wid, ms in sorted(beats, key=lambda b: (-b[1], b[0]))
-    ]
+    workers = _beats(replies[3], now, idle_timeout_ms)
     in_streams = sum(length for _, length, _, _ in lengths)
     # the index holds every unfinished task once: in a stream (q), delayed (d), or waiting (w)
     waiting = max(0, indexed - in_streams - delayed)
@@ -314,6 +342,10 @@ async def inspect_worker(worker: Worker[Any]) -> QueueSnapshot:
     async with worker._open_redis() as redis:
         found = await snapshot(redis, worker.keys, worker.priorities, idle_timeout_ms=idle_ms)
     return replace(found, crons=cron_infos(worker.registry.values(), worker.tz, found.now_ms))
+
+
+#: what ``streaq info`` and ``streaq check`` say when no worker of the queue is alive
+NO_WORKER_ALIVE = "no worker of this queue is alive: nothing runs its tasks"
 
 
 def _age(ms: int | None) -> str:
@@ -378,7 +410,7 @@ def render_snapshot(found: QueueSnapshot, tz: tzinfo) -> str:
     if found.paused:
         lines += ["", "the queue is PAUSED: no task starts until `streaq resume`"]
     if found.flows:
-        lines += ["", f"flow control: {len(found.flows)} task(s)"]
+        lines += ["", f"flow control: {plural(len(found.flows), 'task')}"]
         lines += _table(
             ["task", "limits", "paused", "admitted", "waiting", "waiting per group"],
             [
@@ -394,6 +426,8 @@ def render_snapshot(found: QueueSnapshot, tz: tzinfo) -> str:
             ],
         )
     lines += ["", f"workers alive: {found.workers_alive} of {len(found.workers)} seen"]
+    if not found.workers_alive:
+        lines += [f"WARNING: {NO_WORKER_ALIVE}"]
     if found.workers:
         beats = [
             [w.id, when(w.last_beat_ms), _age(w.age_ms), "yes" if w.alive else "no"]

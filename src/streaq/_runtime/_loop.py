@@ -29,7 +29,10 @@ import anyio.abc
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .._liveness import heartbeat_interval
+from .._words import plural
 from ..utils import now_ms, to_seconds
+from ._banner import banner
 from ._cron_fire import fire_cron_jobs
 from ._finisher import finisher, record
 from ._leases import LeaseKeeper
@@ -123,9 +126,9 @@ async def _retire(state: WorkerState) -> None:
             return
         if handed:
             logger.info(
-                "worker %s handed back %d task(s) delivered to it but never received",
+                "worker %s handed back %s delivered to it but never received",
                 worker.id,
-                handed,
+                plural(handed, "task"),
             )
 
 
@@ -174,7 +177,8 @@ async def run_worker(
             handle.context = None
             handle.state = None
         await _retire(state)
-    logger.info("worker %s stopped: %s", worker.id, worker)
+    done = ", ".join(f"{n} {name}" for name, n in worker.counters.items() if n)
+    logger.info("worker %s stopped%s", worker.id, f": {done}" if done else "")
 
 
 async def _serve(
@@ -203,7 +207,7 @@ async def _serve(
 
     try:
         async with anyio.create_task_group() as outer:
-            outer.start_soon(LeaseKeeper(state, max(idle / 4, 0.05)).run)
+            outer.start_soon(LeaseKeeper(state, heartbeat_interval(idle)).run)
             await outer.start(listener, state, runner)
             async with anyio.create_task_group() as finishing:
                 finishing.start_soon(finisher, state, recv_out)
@@ -223,13 +227,7 @@ async def _serve(
                         duties.start_soon(serve("cron", lambda: fire_cron_jobs(state)))
                         if worker.handle_signals:
                             await duties.start(signals, state)
-                        logger.info(
-                            "worker %s started: queue %s, %d tasks, concurrency %d",
-                            worker.id,
-                            worker.queue_name,
-                            len(worker.registry),
-                            worker.concurrency,
-                        )
+                        logger.info("%s", banner(worker))
                         task_status.started()
                         await state.stop_requested.wait()
                         duties.cancel_scope.cancel()

@@ -102,7 +102,11 @@ class Runner:
         aborted = isinstance(exc, StreaqCancelled)
         self.worker.counters["aborted" if aborted else "failed"] += 1
         if aborted and not (task is not None and task.silent):
-            logger.info("task %s × %s aborted", job.fn_name, job.task_id)
+            logger.info("task %s × %s aborted", job.fn_name, job.task_id, extra=self._fields(job))
+
+    def _fields(self, job: Job) -> dict[str, str]:
+        """The task fields of a log record about ``job`` (``streaq run --log-format json``)."""
+        return {"task_id": job.task_id, "task_name": job.fn_name, "worker_id": self.worker.id}
 
     def hand_back(self, job: Job) -> None:
         """Decide that ``job`` goes back to the stream for another worker."""
@@ -171,7 +175,13 @@ class Runner:
             return
         late = self._too_late(job, task)
         if late is not None:
-            logger.warning("cron job %s × %s skipped: %s", task.fn_name, job.task_id, late)
+            logger.warning(
+                "cron job %s × %s skipped: %s",
+                task.fn_name,
+                job.task_id,
+                late,
+                extra=self._fields(job),
+            )
             self.fail(job, StreaqError(f"cron job {task.fn_name} skipped: {late}"))
             return
         if task.unique and not await self._lock(job, task):
@@ -187,7 +197,13 @@ class Runner:
             self._arguments(job, task, args, kwargs)
         except (ArgumentError, SignatureError, DecryptionError) as e:
             if not task.silent:
-                logger.error("task %s × %s failed: %s", task.fn_name, job.task_id, e)
+                logger.error(
+                    "task %s × %s failed: %s",
+                    task.fn_name,
+                    job.task_id,
+                    e,
+                    extra=self._fields(job),
+                )
             self.fail(job, e)
             return
         await self._execute(job, task, args, kwargs)
@@ -238,12 +254,22 @@ class Runner:
             wait = await self._start_window(job)
             if wait:
                 logger.debug(
-                    "task %s %s waits %d ms for its rate limit", task.fn_name, job.task_id, wait
+                    "task %s %s waits %d ms for its rate limit",
+                    task.fn_name,
+                    job.task_id,
+                    wait,
+                    extra=self._fields(job),
                 )
                 self._defer(job, task, wait)
                 return
         if not task.silent:
-            logger.info("task %s □ %s → worker %s", task.fn_name, job.task_id, self.worker.id)
+            logger.info(
+                "task %s □ %s → worker %s",
+                task.fn_name,
+                job.task_id,
+                self.worker.id,
+                extra=self._fields(job),
+            )
         trace = job.fields.get(F_TRACE)
         context = task.build_context(
             job.task_id,
@@ -306,6 +332,7 @@ class Runner:
                 job.task_id,
                 _Short(value),
                 _Took(start),
+                extra=self._fields(job),
             )
 
     async def _start_window(self, job: Job) -> int:
@@ -335,7 +362,13 @@ class Runner:
                 lambda: functions.block_gate(job.task_id, ms, now_ms()),
             )
         if not task.silent:
-            logger.info("task %s ↻ %s rate limited: again in %s ms", task.fn_name, job.task_id, ms)
+            logger.info(
+                "task %s ↻ %s rate limited: again in %s ms",
+                task.fn_name,
+                job.task_id,
+                ms,
+                extra=self._fields(job),
+            )
         self._defer(job, task, ms)
         self.worker.counters["retried"] += 1
 
@@ -358,6 +391,7 @@ class Runner:
                     job.tries,
                     _Took(start),
                     error,
+                    extra=self._fields(job),
                 )
             return
         if not isinstance(error, StreaqCancelled) and not task.silent:
@@ -371,6 +405,7 @@ class Runner:
                 _Took(start),
                 error,
                 exc_info=None if quiet else error,
+                extra=self._fields(job),
             )
         self.fail(job, error, start)
 
