@@ -97,7 +97,7 @@ def test_dlq_list_replay_purge(project: Path, redis_url: str, queue_name: str) -
 
     purged = streaq(project, "dlq", "purge", "dlqapp:worker", "--id", ids[0])
     assert purged.returncode == 0, purged.stderr
-    assert purged.stdout.strip() == "purged 1 dead letters"
+    assert purged.stdout.strip() == "purged 1 dead letter"
     assert _json(streaq(project, "dlq", "purge", "dlqapp:worker", "--json")) == {"purged": 1}
     assert _json(streaq(project, "dlq", "list", "dlqapp:worker", "--json")) == []
 

@@ -40,7 +40,9 @@ from ._signing import F_SIGNATURE
 from .utils import now_ms
 
 if TYPE_CHECKING:
+    from ._keys import QueueKeys
     from ._queue import QueueClient
+    from ._redis import RedisClient
 
 #: reasons a message is dead-lettered (the entry's ``reason`` field starts with one of them)
 REASON_MAX_TRIES = "max_tries exceeded"
@@ -114,13 +116,25 @@ def parse_dead_letter(entry_id: Any, flat: list[Any]) -> DeadLetter:
     )
 
 
-async def list_dead_letters(client: QueueClient, limit: int | None) -> list[DeadLetter]:
-    """The oldest ``limit`` dead letters of the client's queue (all when ``None``)."""
-    args: list[Any] = ["XRANGE", client.keys.dead_letters, "-", "+"]
+async def read_dead_letters(
+    redis: RedisClient, keys: QueueKeys, limit: int | None
+) -> list[DeadLetter]:
+    """The oldest ``limit`` dead letters of a queue (all when ``None``); one read, no writes.
+
+    :param redis: a connected client (it need not have prepared the queue)
+    :param keys: the queue's keys
+    :param limit: the most entries to return
+    """
+    args: list[Any] = ["XRANGE", keys.dead_letters, "-", "+"]
     if limit is not None:
         args += ["COUNT", limit]
-    reply = await client.redis.execute(*args)
+    reply = await redis.execute(*args)
     return [parse_dead_letter(entry_id, flat) for entry_id, flat in reply or []]
+
+
+async def list_dead_letters(client: QueueClient, limit: int | None) -> list[DeadLetter]:
+    """The oldest ``limit`` dead letters of the client's queue (all when ``None``)."""
+    return await read_dead_letters(client.redis, client.keys, limit)
 
 
 async def replay_dead_letters(client: QueueClient, task_ids: Iterable[str] | None) -> list[str]:

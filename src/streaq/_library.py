@@ -133,6 +133,14 @@ class QueueFunctions:
         result: int = await self.call("abort", [task_id, now])
         return result
 
+    async def purge(self, now: int, cursor: bytes | str, count: int) -> tuple[bytes, int]:
+        """One step of purging the tasks no worker holds (see the Lua source).
+
+        :return: the next cursor (``b"0"`` when done) and the tasks removed in this step
+        """
+        cursor_next, removed = await self.call("purge", [now, cursor, count])
+        return bytes(cursor_next), int(removed)
+
     async def status(self, task_id: str) -> str:
         """The task's status as a :class:`~streaq.task.TaskStatus` value."""
         raw: bytes = await self.call_ro("status", [task_id])

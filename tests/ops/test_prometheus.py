@@ -231,7 +231,8 @@ def test_metrics_endpoint_listens_on_loopback_unless_told(
 
 
 def test_metrics_address_reaches_every_worker_process() -> None:
-    from streaq._cli._commands import _build_parser, _child_command
+    from streaq._cli._commands import _build_parser
+    from streaq._cli._run import _child_command
 
     args = _build_parser().parse_args(
         ["run", "app:worker", "--workers", "2", "--metrics-port", "9100", "--metrics-addr", "::"]

@@ -4,6 +4,12 @@ A daemon thread reads the queue every :attr:`BurstProgress.TTY_INTERVAL` seconds
 every :attr:`BurstProgress.LOG_INTERVAL` seconds otherwise, with its own short-lived event loop and
 connection (:meth:`Worker.inspect <streaq.Worker.inspect>`, as ``streaq info`` does), and the
 worker's counters; the worker's loop is never touched. A failed read is logged at DEBUG and skipped.
+
+On a terminal the bar shares stderr with the worker's log lines, which must not run into it:
+:class:`SharedTerminal` stands in for ``sys.stderr`` while the bar is shown, and every line written
+through it (a log record, a warning, a traceback) first erases the bar and then draws it again
+below, so the bar always stays the last line. When stderr is not a terminal, the bar would be
+noise in a log file: progress becomes a log line whenever it changes.
 """
 
 from __future__ import annotations
@@ -16,9 +22,69 @@ import anyio
 
 from ..worker import Worker
 
-__all__ = ["BurstProgress", "render_progress"]
+__all__ = ["BurstProgress", "SharedTerminal", "render_progress"]
 
 logger = logging.getLogger("streaq.cli")
+
+#: back to the start of the line, then erase it (ANSI "erase in line")
+ERASE_LINE = "\r\x1b[K"
+
+
+class SharedTerminal:
+    """A terminal stream shared by a progress bar and everything else written to it.
+
+    Writes pass through; while a bar is shown, a write first erases it and, once the text ends a
+    line, draws it again. Text that does not end a line (``print`` writes the newline apart)
+    leaves the bar off until the line ends. Every other attribute is the stream's.
+
+    :param stream: the terminal (``sys.stderr``)
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._bar = ""
+        self._shown = False
+        self._at_line_start = True
+        self._closed = False
+
+    def write(self, text: str) -> int:
+        """Write ``text`` below the bar (see the class docstring)."""
+        with self._lock:
+            if self._shown:
+                self._stream.write(ERASE_LINE)
+                self._shown = False
+            written = self._stream.write(text)
+            if text:
+                self._at_line_start = text.endswith("\n")
+            self._redraw()
+            return written
+
+    def draw(self, bar: str) -> None:
+        """Show ``bar`` (one line, no newline) as the last line, replacing the previous one."""
+        with self._lock:
+            if not self._closed:
+                self._bar = bar
+                self._redraw()
+
+    def close_bar(self) -> None:
+        """Leave the last bar on the screen, on a line of its own, and draw no more."""
+        with self._lock:
+            if self._shown:
+                self._stream.write("\n")
+                self._stream.flush()
+            self._bar = ""
+            self._shown = False
+            self._closed = True
+
+    def _redraw(self) -> None:
+        if self._bar and self._at_line_start:
+            self._stream.write(ERASE_LINE + self._bar)
+            self._shown = True
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 class BurstProgress:
@@ -37,9 +103,11 @@ class BurstProgress:
 
     def __init__(self, worker: Worker[Any], stream: TextIO) -> None:
         self._worker = worker
-        self._stream = stream
-        self._tty = bool(getattr(stream, "isatty", lambda: False)())
-        self._interval = self.TTY_INTERVAL if self._tty else self.LOG_INTERVAL
+        tty = bool(getattr(stream, "isatty", lambda: False)())
+        #: the stream to write everything else to while the bar is shown (``stream`` itself
+        #: when it is no terminal)
+        self.terminal = SharedTerminal(stream) if tty else None
+        self._interval = self.TTY_INTERVAL if tty else self.LOG_INTERVAL
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="streaq-progress", daemon=True)
         self._last = ""
@@ -52,9 +120,8 @@ class BurstProgress:
         """Stop reporting (ending the bar's line on a terminal)."""
         self._stopped.set()
         self._thread.join(timeout=5)
-        if self._tty and self._last:
-            self._stream.write("\n")
-            self._stream.flush()
+        if self.terminal is not None:
+            self.terminal.close_bar()
 
     def _loop(self) -> None:
         while not self._stopped.wait(self._interval):
@@ -71,9 +138,8 @@ class BurstProgress:
         line = render_progress(
             done, found.queued + found.prefetched + found.running, counters["failed"]
         )
-        if self._tty:
-            self._stream.write("\r" + line)
-            self._stream.flush()
+        if self.terminal is not None:
+            self.terminal.draw(line)
         elif line != self._last:
             logger.info("burst progress: %s", line)
         self._last = line

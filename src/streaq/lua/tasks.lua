@@ -297,8 +297,8 @@ local function is_pending(p, prio, msgid)
 end
 
 -- abort the unfinished task id (index entry st): 1 aborted here (result written), 2 running
--- (abort requested), -1 gone
-local function abort_task(p, id, st, now)
+-- (abort requested), -1 gone; message is its failed result's ('task aborted' by default)
+local function abort_task(p, id, st, now, message)
   if st[1] == STATE.queued and is_pending(p, st[2], st[3]) then
     redis.call('SADD', p .. KEY.abort, id)
     -- a repeating task's previous result must not answer those waiting for this run's end
@@ -309,8 +309,8 @@ local function abort_task(p, id, st, now)
   local fields = unlink(p, id, st, now)
   if not fields then return -1 end
   local published, worklist = {}, {}
-  fail_task(p, id, fields, failure_payload('StreaqCancelled', 'task aborted'), now, published,
-    worklist)
+  fail_task(p, id, fields, failure_payload('StreaqCancelled', message or 'task aborted'), now,
+    published, worklist)
   resolve_dependents(p, now, worklist, published)
   publish(p, published)
   return 1
@@ -346,6 +346,30 @@ local function unschedule(keys, args)
   end
   if abort_task(p, id, st, now) > 0 then return 1 end
   return 0
+end
+
+--[[ purge(KEYS[1]=prefix; ARGV: now, cursor, count) -> [next cursor, tasks removed]
+Ends every task of one HSCAN step of the index (about count ids) that no worker holds: queued but
+unclaimed, waiting at a gate, delayed, or waiting for dependencies. Each ends as an abort does,
+with a StreaqCancelled result ('task purged') that wakes its waiters and fails its dependents;
+claimed tasks (running or prefetched) are left alone. The caller repeats until the cursor is '0';
+a step is bounded so that a large queue never blocks the server for long. ]]
+local function purge(keys, args)
+  local p = keys[1]
+  local now, cursor, count = tonumber(args[1]), args[2], tonumber(args[3])
+  local before = redis.call('HLEN', tasks_key(p))
+  local step = redis.call('HSCAN', tasks_key(p), cursor, 'COUNT', count)
+  local found = step[2]
+  for n = 1, #found, 2 do
+    local id = found[n]
+    -- a dependent failed earlier in this step is gone from the index already
+    local st = load_state(p, id)
+    if st and not (st[1] == STATE.queued and is_pending(p, st[2], st[3])) then
+      abort_task(p, id, st, now, 'task purged')
+    end
+  end
+  -- dependents failed on the way count too: everything that left the index in this call
+  return {step[1], before - redis.call('HLEN', tasks_key(p))}
 end
 
 --[[ status(KEYS[1]=prefix; ARGV: id) -> 'done' | 'running' | 'queued' | 'scheduled' | 'missing' ]]
@@ -445,6 +469,7 @@ register('finish', finish)
 register('unique', unique)
 register('abort', abort)
 register('unschedule', unschedule)
+register('purge', purge)
 register('status', status, true)
 register('info', info, true)
 register('promote', promote)
