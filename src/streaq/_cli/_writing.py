@@ -64,7 +64,7 @@ def _json_option(option: str, text: str | None, kind: type[T]) -> T:
         raise CliError(f"{option} is not valid JSON: {exc}") from None
     if not isinstance(value, kind):
         what = "an array" if kind is list else "an object"
-        raise CliError(f"{option} must be a JSON {what}, got {text!r}")
+        raise CliError(f"{option} must be {what} in JSON, got {text!r}")
     return value
 
 
