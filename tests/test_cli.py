@@ -308,3 +308,61 @@ def test_usage_errors_exit_2(project: Path, args: list[str]) -> None:
     result = streaq_cli(project, *args)
     assert result.returncode == 2
     assert "usage: streaq" in result.stderr
+
+
+#: every command, with the arguments it needs besides the worker
+EVERY_COMMAND = [
+    ["run"],
+    ["info"],
+    ["check"],
+    ["enqueue", "{worker}", "add"],
+    ["purge", "{worker}", "--yes"],
+    ["web", "{worker}", "--port", "1"],
+    ["dlq", "list"],
+    ["dlq", "replay"],
+    ["functions", "list"],
+    ["pause"],
+]
+
+
+def _command(args: list[str], worker: str) -> list[str]:
+    if "{worker}" in args:
+        return [worker if arg == "{worker}" else arg for arg in args]
+    # dlq and functions take an action before the worker
+    return [*args, worker]
+
+
+@pytest.mark.parametrize("command", EVERY_COMMAND, ids=lambda c: " ".join(c[:2]))
+def test_every_command_fails_on_a_bad_setting_in_one_line(
+    project: Path, command: list[str], redis_server: ServerFactory
+) -> None:
+    server = redis_server(password="s3cret")
+    urls = {
+        "down": (f"redis://127.0.0.1:{free_port()}", "Connection refused"),
+        "http": ("http://127.0.0.1:6379", "Redis URL must specify one of the following schemes"),
+        "nopassword": (
+            f"redis://127.0.0.1:{server.port}",
+            f"127.0.0.1:{server.port} requires a password and none was given: put it in the URL",
+        ),
+        "unknownhost": ("redis://no-such-host.invalid:6379", "cannot resolve the host name"),
+    }
+    for name, (url, _) in urls.items():
+        (project / f"bad_{name}.py").write_text(
+            "from streaq import Worker\n"
+            f"worker = Worker(redis_url={url!r}, queue_name='cli-bad')\n"
+            "@worker.task\n"
+            "async def add() -> None: ...\n"
+        )
+    for name, (_, message) in urls.items():
+        result = streaq_cli(project, *_command(command, f"bad_{name}:worker"))
+        assert result.returncode == 1, (name, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert result.stderr.count("\n") == 1, (name, result.stderr)
+        assert result.stderr.startswith("streaq: error: ")
+        assert message in result.stderr, (name, result.stderr)
+        assert "HELLO" not in result.stderr
+        assert "Unknown error" not in result.stderr
+    verbose = streaq_cli(project, *_command(command, "bad_http:worker"), "--verbose")
+    assert verbose.returncode == 1
+    assert verbose.stderr.startswith("Traceback (most recent call last):")
+    assert verbose.stderr.splitlines()[-1].startswith("streaq: error: could not import")

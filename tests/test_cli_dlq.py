@@ -106,3 +106,18 @@ def test_dlq_bad_worker_path(project: Path) -> None:
     proc = streaq(project, "dlq", "list", "nosuchmodule:worker")
     assert proc.returncode == 1
     assert "error" in proc.stderr
+
+
+def test_dlq_replay_of_an_unknown_id_fails(project: Path, redis_url: str, queue_name: str) -> None:
+    [task_id] = _enqueue_unknown(redis_url, queue_name, 1)
+    ran = streaq(project, "run", "dlqapp:worker", "--burst")
+    assert ran.returncode == 0, ran.stderr
+    proc = streaq(project, "dlq", "replay", "dlqapp:worker", "--id", "nosuchid")
+    assert proc.returncode == 1
+    assert proc.stdout == "replayed 0 tasks\n"
+    assert proc.stderr == f"streaq: error: no dead letter with id nosuchid in queue {queue_name}\n"
+    # the known one is replayed, the unknown one still reported
+    both = streaq(project, "dlq", "replay", "dlqapp:worker", "--id", task_id, "--id", "nosuchid")
+    assert both.returncode == 1
+    assert both.stdout == f"replayed 1 task\n{task_id}\n"
+    assert "no dead letter with id nosuchid" in both.stderr
