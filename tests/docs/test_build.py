@@ -33,7 +33,9 @@ def test_docs_build_without_warnings(tmp_path: Path) -> None:
     assert (out / "api.html").exists()
 
 
-@pytest.mark.parametrize("command", ["run", "info"])
+@pytest.mark.parametrize(
+    "command", ["run", "info", "check", "enqueue", "purge", "web", "dlq", "functions", "pause"]
+)
 def test_every_cli_option_is_documented(command: str) -> None:
     help_text = subprocess.run(
         [sys.executable, "-m", "streaq", command, "--help"],
