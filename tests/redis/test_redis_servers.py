@@ -91,7 +91,10 @@ async def test_wrong_password(redis_server: ServerFactory) -> None:
         with pytest.raises(rex.AuthenticationError):
             async with open_client(server.url, password="wrong", protocol=protocol):
                 pass
-        with pytest.raises(rex.AuthenticationError):
+        # no password: the error says so in words, not in the server's ("HELLO must be called
+        # with the client already authenticated" on RESP3, "Authentication required" on RESP2)
+        address = f"127.0.0.1:{server.port}"
+        with pytest.raises(rex.AuthenticationError, match=f"^{address} requires a password and "):
             async with open_client(server.url, protocol=protocol):
                 pass
         async with open_client(server.url, password="s3cret", protocol=protocol) as client:
@@ -106,6 +109,16 @@ async def test_acl_user_in_url(redis_server: ServerFactory) -> None:
     with pytest.raises(rex.AuthenticationError):
         async with open_client(url.replace("wonder", "blunder")):
             pass
+
+
+async def test_unknown_host_is_said_in_words() -> None:
+    # the resolver's error code (-2) is no errno: os.strerror would say "Unknown error -2"
+    with pytest.raises(rex.ConnectionError) as caught:
+        async with open_client("redis://no-such-host.invalid:6379"):
+            pass
+    message = str(caught.value)
+    assert message.startswith("Error connecting to no-such-host.invalid:6379: cannot resolve ")
+    assert "Unknown error" not in message
 
 
 async def test_unreachable_port() -> None:
