@@ -196,6 +196,9 @@ def test_verbose_logs_the_connection_with_the_password_masked(
         r"\(Redis \d+\.\d+\.\d+\) for queue 'cli-verbose'"
     )
     assert re.fullmatch(expected, line.group(1)), line.group(1)
+    # the start-up banner names the server the same way, with the db and the backend
+    assert f"  redis       redis://:***@127.0.0.1:{server.port}/0 (db 0)\n" in verbose.stderr
+    assert f"  backend     {backend}\n" in verbose.stderr
     assert "s3cret" not in verbose.stderr
     quiet = streaq_cli(project, "run", "guarded:worker", "--burst")
     assert quiet.returncode == 0, quiet.stderr

@@ -312,7 +312,8 @@ def test_run_options_and_the_banner(project: Path, queue_name: str, redis_url: s
     try:
         assert ran.returncode == 0, ran.stderr
         banner = ran.stderr.split("\n[")[0]
-        assert re.search(rf"started in burst mode: queue {other}, 3 tasks, concurrency 3\n", banner)
+        first = f"started: queue {other}, 3 tasks, concurrency 3, until the queue is empty (burst)"
+        assert f"{first}\n" in banner
         assert "prefetch    3, 3 threads for sync tasks" in banner
         assert "priorities  low < high" in banner
         assert "tasks       add, hold" in banner
@@ -341,3 +342,22 @@ def test_log_format_json(project: Path, backend: str) -> None:
     assert [r["message"].split()[2] for r in done] == ["□", "■"]
     assert {r["task_name"] for r in done} == {"add"}
     assert len({r["worker_id"] for r in done}) == 1
+
+
+def test_banner_names_uvloop(tmp_path: Path, redis_url: str, queue_name: str) -> None:
+    pytest.importorskip("uvloop")
+    (tmp_path / "fast.py").write_text(
+        "from streaq import Worker\n"
+        f"worker = Worker(redis_url={redis_url!r}, queue_name={queue_name!r}, "
+        "anyio_kwargs={'use_uvloop': True})\n"
+    )
+    try:
+        ran = cli(tmp_path, "run", "fast:worker", "--burst")
+        assert ran.returncode == 0, ran.stderr
+        assert "  backend     asyncio+uvloop\n" in ran.stderr
+        assert "0 tasks, concurrency 16, until the queue is empty (burst)\n" in ran.stderr
+    finally:
+        with redis.Redis.from_url(redis_url) as client:
+            keys = queue_keys(client, queue_name)
+            if keys:
+                client.delete(*keys)

@@ -53,12 +53,12 @@ def banner(worker: Worker[Any]) -> str:
         ("tasks", ", ".join(tasks) or "-"),
         ("cron jobs", ", ".join(f"{t.fn_name} ({t.crontab})" for t in crons) or "-"),
     ]
-    mode = " in burst mode" if worker.burst else ""
     # the first line alone says the worker runs (and log watchers look for "started:")
     count = plural(len(worker.registry), "task")
+    mode = ", until the queue is empty (burst)" if worker.burst else ""
     lines = [
-        f"worker {worker.id} started{mode}: queue {worker.queue_name}, {count}, "
-        f"concurrency {worker.concurrency}"
+        f"worker {worker.id} started: queue {worker.queue_name}, {count}, "
+        f"concurrency {worker.concurrency}{mode}"
     ]
     width = max(len(label) for label, _ in rows)
     lines += [f"  {label.ljust(width)}  {value}" for label, value in rows]

@@ -22,6 +22,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .._dlq import REASON_UNRECORDABLE
 from .._schema import RETRY
+from .._words import plural
 from ..types import StreaqError
 from ..utils import now_ms
 from ._crashpoints import ARMED, crashpoint
@@ -76,7 +77,7 @@ async def _apply(state: WorkerState, started: list[str], todo: list[Job]) -> Non
         elif todo:
             await _unrecordable(state, todo[0], e)
         else:
-            logger.warning("cannot mark %d tasks as started: %s", len(started) // 2, e)
+            logger.warning("cannot mark %s as started: %s", plural(len(started) // 2, "task"), e)
 
 
 async def _finish(state: WorkerState, started: list[str], todo: list[Job]) -> None:
@@ -96,7 +97,8 @@ async def _finish(state: WorkerState, started: list[str], todo: list[Job]) -> No
         crashpoint("during_finish")
     if skipped:
         logger.warning(
-            "%d outcome(s) not recorded: another worker took over their tasks meanwhile", skipped
+            "%s not recorded: another worker took over their tasks meanwhile",
+            plural(skipped, "outcome"),
         )
 
 

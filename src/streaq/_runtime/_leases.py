@@ -42,6 +42,7 @@ import anyio
 
 from .._library import QueueFunctions
 from .._redis import RECOVERABLE, Backoff, RedisClient
+from .._words import plural
 from ..utils import now_ms
 from ._state import NO_OUTCOME
 
@@ -160,7 +161,7 @@ class LeaseKeeper:
             await redis.execute("HSET", worker.keys.workers, worker.id, now_ms())
             self.state.outage.ok()
             if pairs:
-                logger.debug("renewing the leases of %d message(s)", len(pairs) // 2)
+                logger.debug("renewing the leases of %s", plural(len(pairs) // 2, "message"))
                 lost = {bytes(m).decode() for m in await functions.lease(worker.id, pairs)}
                 if lost:
                     with self._lock:

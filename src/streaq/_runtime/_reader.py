@@ -23,6 +23,7 @@ from redis import exceptions as rex
 from .._keys import GROUP
 from .._redis import Backoff, Connection, is_transient
 from .._schema import F_ID, F_TRIES
+from .._words import plural
 from ..utils import now_ms
 from ._crashpoints import ARMED, crashpoint
 from ._state import Job, WorkerState, parse_fields
@@ -107,7 +108,7 @@ class Reader:
                 )
                 claimed += 1
         if claimed:
-            logger.debug("worker %s claimed %d message(s)", self.state.worker.id, claimed)
+            logger.debug("worker %s claimed %s", self.state.worker.id, plural(claimed, "message"))
         if ARMED:
             crashpoint("after_claim", claimed > 0)
         return claimed

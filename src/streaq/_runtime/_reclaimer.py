@@ -27,6 +27,7 @@ import anyio
 from redis import exceptions as rex
 
 from .._schema import F_ID, F_TRIES
+from .._words import plural
 from ..utils import now_ms
 from ._crashpoints import ARMED, crashpoint
 from ._retry import retrying
@@ -126,7 +127,9 @@ class Reclaimer:
         )
         if deleted or forgotten:
             logger.debug(
-                "pruned %d consumer(s) and %d heartbeat(s) of stopped workers", deleted, forgotten
+                "pruned %s and %s of stopped workers",
+                plural(deleted, "consumer"),
+                plural(forgotten, "heartbeat"),
             )
 
 
