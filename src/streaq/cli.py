@@ -1,5 +1,5 @@
-"""The ``streaq`` command line: ``streaq run``, ``info``, ``web``, ``dlq``, ``functions`` and
-``streaq --version``.
+"""The ``streaq`` command line: ``streaq run``, ``info``, ``check``, ``enqueue``, ``purge``,
+``web``, ``dlq``, ``functions``, ``pause``/``resume`` and ``streaq --version``.
 
 Process model of ``streaq run module:worker``:
 
@@ -24,15 +24,20 @@ rebinding (by default a request reaching a loopback address must name ``localhos
 ``127.0.0.1`` or ``[::1]``).
 
 ``streaq info module:worker [--json]`` prints a snapshot of the worker's queue
-(:meth:`Worker.inspect <streaq.Worker.inspect>`): it reads Redis only and never runs or prepares
-the queue.
+(:meth:`Worker.inspect <streaq.Worker.inspect>`) and ``streaq check module:worker`` exits with 0
+when a worker of the queue is alive (a health probe); like ``dlq list`` and ``functions list``
+they read Redis only and never prepare the queue, so they create no key.
+
+Every command fails on a setting it cannot use (Redis down, a bad URL, a missing password, an
+unknown host) with one ``streaq: error: ...`` line and status 1; ``--verbose`` adds the traceback.
 
 Children run in their own process group, so a Ctrl-C at the terminal reaches only the parent,
 which forwards it once: a worker must not see the same interrupt twice (a second signal may
 mean "stop now" to it).
 
-The implementation lives in ``streaq._cli``: one module for the commands, one each for the
-supervisor, the reloader and the burst progress.
+The implementation lives in ``streaq._cli``: the parser, ``run``, the read-only and the writing
+commands, errors, log formats, and one module each for the supervisor, the reloader and the burst
+progress.
 """
 
 from ._cli._commands import main as main
