@@ -16,11 +16,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 import redis
 
 import streaq
+from streaq import Worker
+from streaq.task import TaskResult
+from streaq.types import StreaqCancelled
 
 SRC = str(Path(streaq.__file__).resolve().parent.parent)
 DEADLINE = 30.0
@@ -251,8 +256,13 @@ def test_enqueue_refuses_clearly(
     assert not client.exists(f"streaq:{{{queue_name}}}:t")
 
 
+async def _result(redis_url: str, queue_name: str, task_id: str) -> TaskResult[Any]:
+    async with Worker(redis_url=redis_url, queue_name=queue_name) as producer:
+        return await producer.result_by_id(task_id, timeout=5)
+
+
 def test_purge_asks_then_removes_what_no_worker_holds(
-    project: Path, queue_name: str, client: redis.Redis
+    project: Path, queue_name: str, client: redis.Redis, redis_url: str
 ) -> None:
     tasks = f"streaq:{{{queue_name}}}:t"
     worker = start_worker(project, "--concurrency", "1")  # runs 1, prefetches 1
@@ -264,8 +274,10 @@ def test_purge_asks_then_removes_what_no_worker_holds(
         deadline = time.monotonic() + DEADLINE
         while json.loads(cli(project, "info", "app:worker", "--json").stdout)["prefetched"] != 1:
             assert time.monotonic() < deadline, "the worker did not prefetch"
-        for args in (["add", "--args", "[2]"], ["add", "--args", "[3]", "--delay", "3600"]):
-            assert cli(project, "enqueue", "app:worker", *args).returncode == 0
+        purgeable = [
+            cli(project, "enqueue", "app:worker", *args).stdout.strip()
+            for args in (["add", "--args", "[2]"], ["add", "--args", "[3]", "--delay", "3600"])
+        ]
         refused = cli(project, "purge", "app:worker", stdin="n\n")
         assert refused.returncode == 1
         question = f"purge 2 tasks of queue {queue_name} (1 queued, 1 delayed, 0 waiting)? [y/N] "
@@ -278,6 +290,12 @@ def test_purge_asks_then_removes_what_no_worker_holds(
         # the running and the prefetched task are left alone
         assert set(client.hkeys(tasks)) == {held.encode(), prefetched.encode()}
         assert client.zcard(f"streaq:{{{queue_name}}}:z") == 0
+        # each purged task ended with a result, as an aborted one does: its waiters wake
+        for task_id in purgeable:
+            result = anyio.run(_result, redis_url, queue_name, task_id)
+            assert result.success is False
+            assert isinstance(result.exception, StreaqCancelled)
+            assert "task purged" in str(result.exception)
         none = cli(project, "purge", "app:worker")
         assert none.stdout == f"queue {queue_name} has no task to purge\n"
         assert cli(project, "purge", "app:worker", "--yes").stdout == (
