@@ -112,7 +112,10 @@ def purge(worker_path: str, *, yes: bool) -> int:
     worker = import_worker(worker_path)
     name = worker.queue_name
     if not yes:
-        found = read(worker, f"cannot read queue {name!r}", lambda _: worker.inspect())
+        with reaching(worker, f"cannot read queue {name!r}"):
+            found = anyio.run(
+                worker.inspect, backend=worker.anyio_backend, backend_options=worker.anyio_kwargs
+            )
         gated = sum(flow.waiting for flow in found.flows)
         parts = [f"{found.queued} queued", f"{found.delayed} delayed"]
         parts.append(f"{found.waiting + gated} waiting")
