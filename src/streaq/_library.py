@@ -215,9 +215,11 @@ class QueueFunctions:
         result: list[Any] = await self.call_ro("flow_info", [groups])
         return result
 
-    async def start_gated(self, task_id: str, now: int) -> int:
-        """Record the start of a rate-limited task: 0 when it may start, else the ms to wait."""
-        result: int = await self.call("start_gated", [task_id, now])
+    async def start_gated(self, task_id: str) -> int:
+        """Record the start of a rate-limited task: 0 when it may start, else the ms to wait.
+
+        The windows of starts run on the server's clock, so hosts' clocks may differ."""
+        result: int = await self.call("start_gated", [task_id])
         return result
 
     async def block_gate(self, task_id: str, ms: int, now: int) -> None:

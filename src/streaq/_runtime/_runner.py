@@ -314,7 +314,7 @@ class Runner:
         return await retrying(
             self.state,
             f"cannot check the rate limit of task {job.task_id}",
-            lambda: functions.start_gated(job.task_id, now_ms()),
+            lambda: functions.start_gated(job.task_id),
         )
 
     def _defer(self, job: Job, task: AnyRegisteredTask, ms: int) -> None:
