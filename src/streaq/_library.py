@@ -21,7 +21,14 @@ Arg = str | bytes | int | float
 
 #: the files of the library, in the order they are joined: ``base.lua`` (the shebang, the key
 #: layout, the shared vocabulary and helpers) first, then one file per group of functions
-LIBRARY_PARTS = ("base.lua", "flow.lua", "tasks.lua", "claims.lua", "dead_letters.lua")
+LIBRARY_PARTS = (
+    "base.lua",
+    "flow.lua",
+    "tasks.lua",
+    "dedup.lua",
+    "claims.lua",
+    "dead_letters.lua",
+)
 
 
 def _load() -> tuple[FunctionLibrary, str]:
@@ -100,9 +107,10 @@ class QueueFunctions:
         """Call the read-only library function ``name`` with ``args``."""
         return await self._client.fcall_ro(LIBRARY, _PREFIX + name, keys=self._keys, args=args)
 
-    async def enqueue(self, now: int, tasks: Sequence[bytes]) -> list[int]:
-        """Store tasks (msgpack blobs, see the Lua source); one status per task."""
-        result: list[int] = await self.call("enqueue", [now, *tasks])
+    async def enqueue(self, now: int, tasks: Sequence[bytes]) -> list[int | list[Any]]:
+        """Store tasks (msgpack blobs, see the Lua source); one answer per task: a status, or
+        ``[outcome, other id]`` for a task with a dedup key."""
+        result: list[int | list[Any]] = await self.call("enqueue", [now, *tasks])
         return result
 
     async def finish(
