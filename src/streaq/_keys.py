@@ -45,6 +45,8 @@ SUFFIXES: Final = {
     "pause_channel": "pause",
     "dedup": "dd:",
     "dedup_index": "ddi",
+    "scale": "cc",
+    "scale_channel": "scale",
 }
 
 
@@ -139,6 +141,16 @@ class QueueKeys:
     def dedup_index(self) -> str:
         """Hash of the live tasks holding (or following) a dedup key: id -> key name."""
         return self._key("dedup_index")
+
+    @property
+    def scale(self) -> str:
+        """The last fleet-wide concurrency command (``Worker.scale``): ``<n>:<nonce>``."""
+        return self._key("scale")
+
+    @property
+    def scale_channel(self) -> str:
+        """Channel announcing a fleet-wide concurrency command."""
+        return self._key("scale_channel")
 
     @property
     def wake_channel(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
@@ -216,6 +217,10 @@ class QueueFunctions:
     async def pause(self, fn_name: str, now: int, paused: bool) -> bool:
         """Pause or resume a function (``*``: the queue); whether its state changed."""
         return bool(await self.call("pause", [fn_name, now, int(paused)]))
+
+    async def scale(self, concurrency: int) -> None:
+        """Set the concurrency of every running worker of the queue (see the Lua source)."""
+        await self.call("scale", [concurrency, uuid.uuid4().hex])
 
     async def flow_info(self, groups: int) -> list[Any]:
         """Whether the queue is paused, then per limited function its configuration, tasks

@@ -23,10 +23,12 @@ All keys of a queue share the prefix KEYS[1] = "streaq:{<queue>}:" (one cluster 
   ab             set of running ids asked to abort
   u:<fn>         unique lock of a function, value = id of the running holder, TTL = its lease
   dd:<name>      record of a dedup key (dedup.lua);  ddi  hash id -> dedup key name
+  cc             the last fleet-wide concurrency command, '<n>:<nonce>' (flow.lua: scale)
   workers        hash worker id -> last heartbeat (ms)
   dlq            stream of dead letters: original fields + reason, time, priority, tries, worker
 Channels: done (msgpack array of [id, record | nil] after results are written), abort (task id),
-wake (due time of a delayed task that became the earliest).
+wake (due time of a delayed task that became the earliest), pause (a function paused or resumed),
+scale (a concurrency command, as in cc).
 
 Ownership: a claimed message belongs to the consumer (worker) in whose pending list it is. Only
 that consumer applies an outcome to it (finish, dead_letter check it first), so an outcome sent
@@ -49,7 +51,8 @@ local KEY = {
   wake_channel = 'wake', limits = 'lim', gate_queue = 'gq:', gate_ring = 'gk:',
   gated_functions = 'gw', gate_count = 'gc:', admit_window = 'ga:', start_window = 'gs:',
   gate_block = 'gb:', admitted = 'adm', gated_total = 'gn', gate_timers = 'gt',
-  pause_channel = 'pause', dedup = 'dd:', dedup_index = 'ddi',
+  pause_channel = 'pause', dedup = 'dd:', dedup_index = 'ddi', scale = 'cc',
+  scale_channel = 'scale',
 }
 local STATE = {queued = 'q', delayed = 'd', waiting = 'w', gated = 'g'}
 local OUTCOME = {result = 'r', ['repeat'] = 'c', retry = 'y', hand_back = 'h', cancelled = 'x'}
