@@ -31,6 +31,7 @@ from ._library import QueueFunctions
 from ._redis import RedisClient
 from ._results import ResultWaiter
 from ._schema import (
+    DEDUP_DEBOUNCE,
     DEDUP_MODES,
     DEDUPED,
     DEFAULT_TTL_MS,
@@ -175,9 +176,14 @@ class QueueClient:
         fields += [F_CREATED, now]
         ttl = ttl_ms(parent.ttl) if parent.ttl is not None or spec else DEFAULT_TTL_MS
         fields += [F_TTL, ttl]
-        if parent.expire is not None:
-            fields += [F_EXPIRE, max(run_at, now) + (to_ms(parent.expire) or 0)]
         deps = [str(dep) for dep in task.after]
+        dedup = None if task.dedup_key is None else self._dedup_spec(task, deps, crontab)
+        if parent.expire is not None:
+            start = max(run_at, now)
+            if dedup is not None and dedup[1] == DEDUP_DEBOUNCE:
+                # a debounced task starts a window later: its time to expire counts from then
+                start = max(start, now + dedup[2])
+            fields += [F_EXPIRE, start + (to_ms(parent.expire) or 0)]
         if task._after is not None:
             deps.append(str(task._after.id))
             fields += [F_LINK, LINK_OTHERWISE if task._fails_over else LINK_THEN]
@@ -200,8 +206,8 @@ class QueueClient:
         else:
             origin = ID_FIRING if task_id.startswith("cron:") else ID_GIVEN
         blob: list[Any] = [task_id, priority, run_at, deps, origin, fields]
-        if task.dedup_key is not None:
-            blob.append(self._dedup_spec(task, deps, crontab))
+        if dedup is not None:
+            blob.append(dedup)
         # every other leaf is a str or an int: one msgspec call encodes the whole blob
         return encode(blob)
 
@@ -214,7 +220,7 @@ class QueueClient:
         if not isinstance(dedup, Dedup):
             dedup = Dedup.throttle(dedup)
         # a dropped or superseded task would leave the tasks linked to it without their parent
-        if deps or task._triggers is not None or crontab:
+        if deps or task._after is not None or task._triggers is not None or crontab:
             raise StreaqError(
                 f"task {task.id}: a task with a dedup key cannot be part of a pipeline, depend "
                 "on other tasks, or repeat on a crontab"

@@ -455,3 +455,19 @@ async def test_dedup_options_are_checked(worker: Worker[Any]) -> None:
             await parent.then(then).start(dedup_key="k", dedup=Dedup.keep_last())
         with pytest.raises(StreaqError, match="pipeline"):
             await noop.enqueue().start(dedup_key="k", dedup=Dedup.keep_last(), schedule="* * * * *")
+
+
+async def test_a_debounced_task_expires_counting_from_its_start(
+    worker: Worker[Any], run_worker: RunWorker
+) -> None:
+    @worker.task(expire=timedelta(milliseconds=100))
+    async def fresh(n: int) -> int:
+        return n
+
+    async with run_worker(worker):
+        with anyio.fail_after(10):
+            task = await fresh.enqueue(1).start(
+                dedup_key="k", dedup=Dedup.debounce(timedelta(milliseconds=300))
+            )
+            # it waits the window, longer than its expiry, and still runs
+            assert (await task.result()).result == 1
