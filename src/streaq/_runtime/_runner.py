@@ -73,6 +73,7 @@ class Runner:
         self.worker = state.worker
         self.codec = state.client.codec
         self.limiter = anyio.CapacityLimiter(self.worker.sync_concurrency)
+        state.sync_limiter = self.limiter
         # the threads themselves are bounded by ``limiter``, whose slots outlive cancellation
         self._threads = anyio.CapacityLimiter(math.inf)
         self._calls: dict[str, Call] = {}

@@ -339,7 +339,24 @@ local function flow_info(keys, args)
   return out
 end
 
+-- a concurrency command outlives its delivery this long (ms): a worker that was not subscribed
+-- when it was sent reads it once it subscribes again
+local SCALE_TTL = 86400000
+
+--[[ scale(KEYS[1]=prefix; ARGV: concurrency, nonce)
+Every running worker of the queue sets its concurrency (it hears the scale channel, or reads cc
+when it subscribes again). The nonce makes each command distinct, so that a worker applies a
+command once and never one older than its own start. ]]
+local function scale(keys, args)
+  local p = keys[1]
+  local command = args[1] .. ':' .. args[2]
+  redis.call('SET', p .. KEY.scale, command, 'PX', SCALE_TTL)
+  redis.call('PUBLISH', p .. KEY.scale_channel, command)
+  return 1
+end
+
 register('pause', pause)
+register('scale', scale)
 register('flow_info', flow_info, true)
 register('start_gated', start_gated)
 register('block_gate', block_gate)
