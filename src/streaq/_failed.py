@@ -53,7 +53,10 @@ async def kept_arguments(
         return None
     fields = _fields(kept[1])
     client.codec.verify_task(task_id, fields)
-    args, kwargs = client.codec.decode_call(task_id, fields[F_PAYLOAD])
+    payload = fields.get(F_PAYLOAD)
+    if payload is None:  # a dead letter may be any message at all
+        raise StreaqError(f"task {task_id} was kept without arguments")
+    args, kwargs = client.codec.decode_call(task_id, payload)
     return tuple(args), kwargs
 
 
