@@ -89,8 +89,9 @@ def leftovers(redis_url: str, queue: str) -> list[str]:
             key = raw.decode()
             name = key[len(prefix) :]
             kind = str(client.type(raw), "ascii")  # type: ignore[arg-type]
-            if name.startswith(("r:", "fc:")):
-                # results, and the calls of failed tasks kept as long as their results
+            if name.startswith(("r:", "fc:", "wi:")):
+                # results, the calls of failed tasks kept as long as their results, and the
+                # reports of workers (a retiring worker deletes its own)
                 if client.pttl(raw) <= 0:
                     bad.append(f"{name}: result without a TTL")
             elif name.startswith("s:"):
