@@ -256,3 +256,27 @@ async def test_live_refresh_script_and_chart_axes(redis_url: str, clean_queue: s
             assert "tasks/min" in chart
             assert "minute (UTC)" in chart
             assert len(re.findall(r'<text class="x"', chart)) == 4  # 3 minutes + the title
+
+
+async def test_new_actions_are_behind_host_check_auth_and_csrf(
+    redis_url: str, clean_queue: str
+) -> None:
+    def key_needed(request: Request) -> None:
+        if request.headers.get("x-key") != "k":
+            raise HTTPException(401)
+
+    worker = make_worker(redis_url, clean_queue)
+    actions = ["/task/x/retry", "/task/x/delete", "/dead-letters/x/purge", "/dead-letters/purge"]
+    with anyio.fail_after(30):
+        async with client_of(
+            mounted(worker, auth=key_needed, allowed_hosts=["ui.example"]), "http://ui.example"
+        ) as client:
+            for path in actions:
+                refused = await client.post("/streaq" + path, headers={"x-key": "k", "Host": "x"})
+                assert refused.status_code == 400, path  # the Host check comes first
+                assert (await client.post("/streaq" + path)).status_code == 401, path
+                forged = await client.post("/streaq" + path, headers={"x-key": "k"})
+                assert forged.status_code == 403, path  # no CSRF token
+                assert_secured(forged)
+            search = await client.get("/streaq/search?task_id=x")
+            assert search.status_code == 401
