@@ -153,7 +153,7 @@ class Chart:
 
 
 #: room for the axes' labels: left of the plot, below it, above it
-_LEFT, _BELOW, _ABOVE = 34.0, 30.0, 8.0
+_LEFT, _BELOW, _ABOVE = 34.0, 30.0, 18.0
 
 
 def _nice_top(most: int) -> int:
