@@ -173,6 +173,8 @@ class Worker(TaskRegistry, Generic[C]):
         if not self.priorities or len(set(self.priorities)) != len(self.priorities):
             raise StreaqError("priorities must be a non-empty list of distinct names")
         self.prefetch = concurrency if prefetch is None else prefetch
+        # what follows the concurrency when set_concurrency changes it
+        self._derived = (prefetch is None, sync_concurrency is None)
         if self.prefetch < 0:
             raise StreaqError("prefetch must not be negative")
         self.lifespan: Callable[[], AbstractAsyncContextManager[Any]] = lifespan or _no_lifespan
@@ -319,6 +321,44 @@ class Worker(TaskRegistry, Generic[C]):
         """
         name = "*" if task is None else task if isinstance(task, str) else task.fn_name
         return await self._client.functions.pause(name, now_ms(), False)
+
+    def set_concurrency(self, concurrency: int) -> None:
+        """Change how many tasks this worker runs at once, while it runs (or for its next run).
+
+        The prefetch and ``sync_concurrency`` follow when they were not given (they default to
+        the concurrency). Lowered, running tasks finish and no new one starts until fewer than
+        ``concurrency`` run; raised, more start at once. To change every running worker of the
+        queue, use :meth:`scale` (or ``streaq scale``). See :doc:`/flow-control`.
+
+        :param concurrency: tasks running at once (at least 1)
+        :raises StreaqError: for less than 1
+        """
+        if concurrency < 1:
+            raise StreaqError("concurrency must be at least 1")
+        self.concurrency = concurrency
+        prefetch_derived, sync_derived = self._derived
+        if prefetch_derived:
+            self.prefetch = concurrency
+        if sync_derived:
+            self.sync_concurrency = concurrency
+        state = self._run.state
+        if state is not None:
+            state.set_concurrency(concurrency, self.prefetch, self.sync_concurrency)
+            logger.info("worker %s runs %d task(s) at once now", self.id, concurrency)
+
+    async def scale(self, concurrency: int) -> None:
+        """Set the concurrency of every worker of the queue running now, as
+        :meth:`set_concurrency` does in each (a worker started later keeps its own).
+
+        Workers hear it on a channel, and a worker whose subscription was down reads it when it
+        subscribes again.
+
+        :param concurrency: tasks running at once in each worker (at least 1)
+        :raises StreaqError: for less than 1
+        """
+        if concurrency < 1:
+            raise StreaqError("concurrency must be at least 1")
+        await self._client.functions.scale(concurrency)
 
     async def queue_size(self, include_scheduled: bool = True) -> int:
         """Number of tasks waiting to run (with delayed and dependent ones by default)."""

@@ -404,3 +404,33 @@ async def test_overview_shows_flow_control(redis_url: str, clean_queue: str) -> 
     table = page[page.index('id="flows"') :]
     assert "<td>metered</td>" in table
     assert "x: 2, y: 1" in table
+
+
+async def test_scale_from_the_workers_page(redis_url: str, clean_queue: str) -> None:
+    worker = make_worker(redis_url, clean_queue)
+    with anyio.fail_after(30):
+        async with serving(worker) as client:
+            page = await client.get("/workers")
+            assert 'id="scale"' in page.text
+            token = TOKEN.search(page.text)
+            assert token is not None
+            answer = await client.post(
+                "/workers/scale", data={"csrf_token": token.group(1), "concurrency": "3"}
+            )
+            assert answer.status_code == 303
+            after = await client.get(answer.headers["location"])
+            assert "runs 3 at once now" in after.text
+
+            async def scaled() -> bool:
+                return worker.concurrency == 3
+
+            # the running worker hears the command on its channel
+            await wait_until(scaled)
+            for bad in ("0", "x", "10001"):
+                refused = await client.post(
+                    "/workers/scale", data={"csrf_token": token.group(1), "concurrency": bad}
+                )
+                assert "must be a number" in (await client.get(refused.headers["location"])).text
+            assert worker.concurrency == 3
+            forged = await client.post("/workers/scale", data={"concurrency": "1"})
+            assert forged.status_code == 403

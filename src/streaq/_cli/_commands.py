@@ -128,6 +128,11 @@ def _build_parser() -> argparse.ArgumentParser:
             "worker_path", metavar="module:worker", help="where the Worker object is"
         )
         pausing.add_argument("--task", default=None, metavar="NAME", help="only this task")
+    scaling = commands.add_parser(
+        "scale", help="set how many tasks each running worker of the queue runs at once"
+    )
+    scaling.add_argument("worker_path", metavar="module:worker", help="where the Worker object is")
+    scaling.add_argument("concurrency", type=_positive_int, help="tasks at once, per worker")
     return parser
 
 
@@ -157,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _functions(args.action, args.worker_path)
     if args.command in ("pause", "resume"):
         return _pause(args.worker_path, args.task, pause=args.command == "pause")
+    if args.command == "scale":
+        return _scale(args.worker_path, args.concurrency)
     if args.reload:
         _configure_cli_logging(args.verbose)
         try:
@@ -362,6 +369,26 @@ def _pause(worker_path: str, task: str | None, *, pause: bool) -> int:
     target = f"task {task}" if task else f"queue {worker.queue_name}"
     state = "paused" if pause else "resumed"
     print(f"{target} {state}" if changed else f"{target} was {state} already")
+    return 0
+
+
+def _scale(worker_path: str, concurrency: int) -> int:
+    """``streaq scale module:worker N``: every running worker of the queue runs N tasks at once
+    (``Worker.scale``); workers started later keep their own concurrency."""
+    worker = _import_worker(worker_path)
+    if isinstance(worker, str):
+        return _error(worker)
+
+    async def act() -> None:
+        async with worker:
+            await worker.scale(concurrency)
+
+    try:
+        anyio.run(act, backend=worker.anyio_backend, backend_options=worker.anyio_kwargs)
+    except (RedisError, OSError) as exc:
+        name = worker.queue_name
+        return _error(f"cannot reach the Redis of queue {name!r}: {exc}{_where(worker)}")
+    print(f"the workers of queue {worker.queue_name} run {concurrency} task(s) at once now")
     return 0
 
 

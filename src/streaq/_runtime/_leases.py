@@ -186,8 +186,12 @@ class LeaseKeeper:
                     pairs += [job.priority, job.msgid]
                     if job.started and job.outcome is None:
                         running.append(job.task_id)
+            # concurrency read each time: set_concurrency / scale change it while it runs
             report = msgspec.structs.replace(
-                self._report, running=running[:REPORTED_RUNNING], running_count=len(running)
+                self._report,
+                concurrency=worker.concurrency,
+                running=running[:REPORTED_RUNNING],
+                running_count=len(running),
             )
             # the plain heartbeat (what every reader knows), and the report beside it
             await redis.pipeline(

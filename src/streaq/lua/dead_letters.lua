@@ -11,7 +11,7 @@ local DLQ_MAXLEN = 10000
 --[[ dead_letter(KEYS[1]=prefix; ARGV: worker, now, id, priority, msgid, record, ttl ms,
   unique fn or '', reason, tries)
 Moves the claimed message msgid to the dead-letter stream, writes the failed result `record`
-(waking waiters, failing dependents) and releases the task's unique lock.
+(waking waiters, failing dependents) and releases the task's unique lock and dedup key.
 Returns 1, or 0 when the worker does not own the message (any more): nothing is written. ]]
 local function dead_letter(keys, args)
   local p = keys[1]
@@ -42,6 +42,7 @@ local function dead_letter(keys, args)
   redis.call('SREM', running_key(p, prio), id)
   if unique_fn ~= '' then release_unique(p, unique_fn, id) end
   release_admission(p, id, now)
+  dedup_ended(p, id, now, true)
   if redis.call('SISMEMBER', p .. KEY.has_dependents, id) == 1 then
     local kind, payload = split_record(rec)
     worklist[1] = {id, kind, payload}

@@ -1,11 +1,13 @@
 -- Tasks: enqueue, finish, abort, status and scheduling (after base.lua).
 
 --[[ enqueue(KEYS[1]=prefix; ARGV: now, then one msgpack blob per task:
-  [id, priority, run_at, dependencies, origin, fields])
+  [id, priority, run_at, dependencies, origin, fields, dedup])
 origin says where the id comes from: ID_GIVEN (the caller chose it), ID_FIRING (a cron firing:
 skipped when a task or result of that id exists) or ID_FRESH (a random id made by the producer,
-which no other task can hold: nothing to check).
-Returns one integer per task: 1 enqueued, 0 skipped (id exists), 2 failed at once (dependency failed).
+which no other task can hold: nothing to check). dedup is absent, or {key, mode, window ms} for a
+task with a dedup key (dedup.lua; such a task has no dependencies).
+Returns one answer per task: 1 enqueued, 0 skipped (id exists), 2 failed at once (dependency
+failed); for a task with a dedup key {DEDUPED.*, the other task's id or ''}.
 Errors (nothing written) on an unknown dependency, on a given id that a live task (one in the
 index) holds, and on an id the batch holds twice: a live task is never overwritten. A finished
 task's id may be given again: its old result is deleted, so that waiters wait for the new run. ]]
@@ -26,6 +28,9 @@ local function enqueue(keys, args)
       return redis.error_reply('STREAQ task id ' .. id .. ' is taken by a task that has not ' ..
         'finished (queued, scheduled or running); abort it or wait for its result first')
     end
+    if t[7] and #t[4] > 0 then
+      return redis.error_reply('STREAQ task ' .. id .. ' has a dedup key and dependencies')
+    end
     for _, dep in ipairs(t[4]) do
       if not batch_ids[dep] and redis.call('HEXISTS', tasks_key(p), dep) == 0
           and redis.call('EXISTS', p .. KEY.result .. dep) == 0 then
@@ -36,6 +41,7 @@ local function enqueue(keys, args)
   end
   local out = {}
   local published = {}
+  local superseded = {}
   local pending_ids, pending_vals = {}, {}
   for n, t in ipairs(tasks) do
     local id, prio, run_at, deps, origin, fields = t[1], t[2], tonumber(t[3]), t[4], t[5], t[6]
@@ -48,6 +54,9 @@ local function enqueue(keys, args)
     end
     if skip then
       out[n] = 0
+    elseif t[7] then
+      -- placed (and indexed) at once: a later task of this batch may find it holding its key
+      out[n] = dedup_enqueue(p, id, prio, fields, run_at, t[7], now, published, superseded)
     elseif #deps == 0 then
       out[n] = 1
       if run_at > now or is_gated(p, field(fields, FIELD.fn)) then
@@ -115,6 +124,7 @@ local function enqueue(keys, args)
     for m = 1, #pending_ids do flat[#flat + 1] = pending_ids[m]; flat[#flat + 1] = pending_vals[m] end
     redis.call('HSET', tasks_key(p), unpack(flat))
   end
+  resolve_dependents(p, now, superseded, published)
   publish(p, published)
   return out
 end
@@ -225,6 +235,12 @@ local function finish(keys, args)
     redis.call('SREM', running_key(p, prio), unpack(owned.tasks))
   end
   if #done_ids > 0 then
+    if redis.call('EXISTS', p .. KEY.dedup_index) == 1 then
+      for _, id in ipairs(done_ids) do
+        local kind = split_record(done_records[id])
+        dedup_ended(p, id, now, kind == KIND.error)
+      end
+    end
     redis.call('HDEL', tasks_key(p), unpack(done_ids))
     redis.call('SREM', p .. KEY.abort, unpack(done_ids))
     local parents = redis.call('SMISMEMBER', p .. KEY.has_dependents, unpack(done_ids))

@@ -99,6 +99,10 @@ class _Csrf:
             raise HTTPException(403, "missing or wrong CSRF token: reload the page and retry")
 
 
+#: the largest concurrency the UI sets (a typo must not start a million runners)
+MAX_SCALE = 10_000
+
+
 def _templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     install(templates.env)
@@ -340,6 +344,19 @@ def _build_router(
         """Workers that served the queue, with their last heartbeat."""
         found = await worker.inspect()
         return render(request, worker, "workers.html", snap=found)
+
+    @router.post("/workers/scale", name="streaq_scale", dependencies=[Depends(csrf.check)])
+    async def scale(request: Request, worker: Worker[Any] = worker_dep) -> Response:
+        """Set the concurrency of every running worker (``Worker.scale``); back to the workers."""
+        form = await request.form()
+        raw = form.get("concurrency")
+        text = raw.strip() if isinstance(raw, str) else ""
+        if not text.isdigit() or not 1 <= int(text) <= MAX_SCALE:
+            return back_to(
+                request, "streaq_workers", f"concurrency must be a number from 1 to {MAX_SCALE}"
+            )
+        await worker.scale(int(text))
+        return back_to(request, "streaq_workers", f"every running worker runs {text} at once now")
 
     @router.get("/dead-letters", name="streaq_dead_letters")
     async def dead_letters(
