@@ -229,3 +229,20 @@ async def test_task_info_names_the_crontab_of_a_repeating_task(worker: Worker[An
         assert info.crontab is None
         await repeating.unschedule()
         await once.abort()
+
+
+async def test_heartbeats_without_a_report_still_read(worker: Worker[Any], redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        async with worker:
+            now = (await worker.inspect()).now_ms
+            # a worker of an older streaq: a plain heartbeat; another with an unreadable report
+            client.hset(worker.keys.workers, mapping={"old": now, "odd": now - 1})
+            client.set(worker.keys.worker_info("odd"), b"not json", px=60_000)
+            beats = {b.id: b for b in (await worker.inspect()).workers}
+    finally:
+        client.close()
+    for name in ("old", "odd"):
+        assert beats[name].alive
+        assert beats[name].host is None
+        assert beats[name].running == ()
