@@ -26,6 +26,11 @@ How the numbers are derived, and why:
   every ``idle_timeout / 4``, and ``idle_timeout`` is exactly when other workers take over a
   silent worker's tasks, so "alive" here agrees with the queue's own notion of a dead worker.
   Entries of workers that stopped stay in the hash and are shown as not alive.
+- With each heartbeat a worker also writes a :class:`WorkerReport` of itself (host, pid, async
+  backend, concurrency, the ids of the tasks it runs) to a key of its own (``wi:<worker>``,
+  expiring an hour after the last beat). The ``workers`` hash keeps its plain ``id -> ms`` shape,
+  so readers that know only the heartbeat go on working; a worker of a version that writes no
+  report shows without these details.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from ._cron import CronSchedule, cron_firing_id
 from ._flow import FlowInfo, parse_flow_info
@@ -54,7 +61,9 @@ __all__ = [
     "PriorityInfo",
     "QueueSnapshot",
     "WorkerBeat",
+    "WorkerReport",
     "cron_infos",
+    "decode_report",
     "inspect_worker",
     "render_snapshot",
     "snapshot",
@@ -79,20 +88,71 @@ class PriorityInfo:
     prefetched: int = 0
 
 
+class WorkerReport(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=False):
+    """What a worker writes of itself with each heartbeat (JSON, so that any tool can read it;
+    fields may be added, never renamed).
+
+    :param host: the host name of its machine
+    :param pid: its process id
+    :param backend: its async backend (``asyncio``, ``asyncio+uvloop``, ``trio``)
+    :param concurrency: the tasks it runs at once at most
+    :param running: the ids of tasks it runs now (at most :data:`REPORTED_RUNNING`)
+    :param running_count: how many it runs now (``running`` may list fewer)
+    :param started_ms: when it started (ms since the epoch)
+    """
+
+    host: str = ""
+    pid: int = 0
+    backend: str = ""
+    concurrency: int = 0
+    running: list[str] = msgspec.field(default_factory=list)
+    running_count: int = 0
+    started_ms: int = 0
+
+
+#: the most running task ids a worker report lists
+REPORTED_RUNNING = 100
+_report_decoder = msgspec.json.Decoder(WorkerReport)
+
+
+def decode_report(raw: Any) -> WorkerReport | None:
+    """The report of a ``wi:`` key's value, or ``None`` when absent or unreadable."""
+    if raw is None or isinstance(raw, Exception):
+        return None
+    try:
+        return _report_decoder.decode(bytes(raw))
+    except msgspec.DecodeError:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerBeat:
-    """A worker's last heartbeat.
+    """A worker's last heartbeat, and what it reported of itself with it.
 
     :param id: the worker's id
     :param last_beat_ms: time of its last heartbeat (ms since the epoch)
     :param age_ms: how long ago that was
     :param alive: whether the beat is younger than ``idle_timeout``
+    :param host: the host name of its machine (``None``: the worker reported nothing)
+    :param pid: its process id
+    :param backend: its async backend
+    :param concurrency: the tasks it runs at once at most
+    :param running: the ids of tasks it was running at its last beat (at most 100 listed)
+    :param running_count: how many tasks it was running then
+    :param started_ms: when it started (ms since the epoch)
     """
 
     id: str
     last_beat_ms: int
     age_ms: int
     alive: bool
+    host: str | None = None
+    pid: int | None = None
+    backend: str | None = None
+    concurrency: int | None = None
+    running: tuple[str, ...] = ()
+    running_count: int = 0
+    started_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +266,24 @@ def _entry_ms(entry_id: Any) -> int:
     return int(_text(entry_id).split("-", 1)[0])
 
 
+def _beat(
+    wid: str, ms: int, now: int, idle_timeout_ms: int, report: WorkerReport | None
+) -> WorkerBeat:
+    beat = WorkerBeat(wid, ms, max(0, now - ms), now - ms < idle_timeout_ms)
+    if report is None:
+        return beat
+    return replace(
+        beat,
+        host=report.host,
+        pid=report.pid,
+        backend=report.backend,
+        concurrency=report.concurrency,
+        running=tuple(report.running),
+        running_count=report.running_count,
+        started_ms=report.started_ms or None,
+    )
+
+
 def cron_infos(registry: Iterable[AnyRegisteredTask], tz: tzinfo, now_ms: int) -> list[CronInfo]:
     """Next firings of the cron jobs among ``registry``, soonest first."""
     crons = [
@@ -249,6 +327,9 @@ async def snapshot(
     now = seconds * 1000 + micros // 1000
     delayed, indexed = int(replies[1]), int(replies[2])
 
+    beats = [
+        (_text(wid), int(_text(ms))) for wid, ms in _mapping(replies[3]).items() if ms is not None
+    ]
     lengths: list[tuple[str, int, int, int]] = []
     oldest: list[list[str]] = []
     for n, priority in enumerate(priorities):
@@ -261,7 +342,12 @@ async def snapshot(
         last = _text(group.get(b"last-delivered-id", b"0-0")) if group is not None else "0-0"
         # "(" makes the start exclusive: the first entry the group has not delivered
         oldest.append(["XRANGE", keys.stream(priority), f"({last}", "+", "COUNT", "1"])
-    firsts = await redis.pipeline(oldest, raise_on_error=False)
+    reports = [["GET", keys.worker_info(wid)] for wid, _ in beats]
+    replies_2 = await redis.pipeline(oldest + reports, raise_on_error=False)
+    firsts = replies_2[: len(oldest)]
+    reported = {
+        wid: decode_report(r) for (wid, _), r in zip(beats, replies_2[len(oldest) :], strict=True)
+    }
 
     infos: list[PriorityInfo] = []
     for (priority, length, pending, running), first in zip(lengths, firsts, strict=True):
@@ -271,11 +357,8 @@ async def snapshot(
         queued = max(0, length - pending)
         infos.append(PriorityInfo(priority, queued, running, lag, pending - running))
 
-    beats = [
-        (_text(wid), int(_text(ms))) for wid, ms in _mapping(replies[3]).items() if ms is not None
-    ]
     workers = [
-        WorkerBeat(wid, ms, max(0, now - ms), now - ms < idle_timeout_ms)
+        _beat(wid, ms, now, idle_timeout_ms, reported.get(wid))
         for wid, ms in sorted(beats, key=lambda b: (-b[1], b[0]))
     ]
     in_streams = sum(length for _, length, _, _ in lengths)

@@ -47,6 +47,8 @@ SUFFIXES: Final = {
     "dedup_index": "ddi",
     "scale": "cc",
     "scale_channel": "scale",
+    "worker_info": "wi:",
+    "failed_call": "fc:",
 }
 
 
@@ -107,6 +109,14 @@ class QueueKeys:
     def workers(self) -> str:
         """Hash of live workers: id -> last heartbeat (ms)."""
         return self._key("workers")
+
+    def worker_info(self, worker_id: str) -> str:
+        """What a worker reports of itself with each heartbeat (JSON; see ``WorkerReport``)."""
+        return self._key("worker_info", worker_id)
+
+    def failed_call(self, task_id: str) -> str:
+        """The call (priority and stream fields) of a failed task, kept as long as its result."""
+        return self._key("failed_call", task_id)
 
     @property
     def dead_letters(self) -> str:

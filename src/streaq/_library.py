@@ -269,3 +269,21 @@ class QueueFunctions:
         """Delete dead letters of ``task_ids`` (all when empty); the number deleted."""
         result: int = await self.call("purge_dead_letters", list(task_ids))
         return result
+
+    async def kept_call(self, task_id: str) -> tuple[str, list[Any]] | None:
+        """The priority and stream fields (flat) kept with a failed task's result, or ``None``."""
+        reply: list[Any] | None = await self.call_ro("kept_call", [task_id])
+        if not reply:
+            return None
+        return bytes(reply[0]).decode(), list(reply[1])
+
+    async def retry_failed(self, task_id: str, now: int, priority: str, fields: bytes) -> int:
+        """Queue a failed task again with ``fields`` (packed); 1 queued, 0 nothing kept, -1 a
+        live task holds the id."""
+        result: int = await self.call("retry_failed", [task_id, now, priority, fields])
+        return result
+
+    async def delete_result(self, task_id: str) -> int:
+        """Delete a finished task's result and kept call; 1 deleted, 0 none, -1 the id is live."""
+        result: int = await self.call("delete_result", [task_id])
+        return result

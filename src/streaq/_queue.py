@@ -343,6 +343,7 @@ class QueueClient:
             dependencies={bytes(d).decode() for d in deps},
             dependents={bytes(d).decode() for d in dependents},
             status=TaskStatus(bytes(state).decode()),
+            crontab=bytes(fields[F_CRONTAB]).decode() if F_CRONTAB in fields else None,
         )
 
     async def queue_size(self, include_scheduled: bool) -> int:

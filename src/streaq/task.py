@@ -74,6 +74,8 @@ class TaskInfo:
     dependencies: set[str] = field(default_factory=set)
     dependents: set[str] = field(default_factory=set)
     status: TaskStatus = TaskStatus.NOT_FOUND
+    #: the crontab of a task repeating on a schedule (``start(schedule="...")``), else ``None``
+    crontab: str | None = None
 
 
 @dataclass

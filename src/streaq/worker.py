@@ -419,6 +419,63 @@ class Worker(TaskRegistry, Generic[C]):
 
         return await tasks_by_status(self._client, status, priority, limit, scan_limit)
 
+    async def finished_tasks(
+        self,
+        limit: int = 100,
+        *,
+        offset: int = 0,
+        failed_only: bool = False,
+        scan_limit: int | None = None,
+    ) -> list[TaskResult[Any]]:
+        """Stored results, most recently finished first (``limit`` of them from ``offset`` on).
+
+        :param failed_only: only failures (errors, timeouts, aborts, failed dependencies)
+        :param scan_limit: examine about this many keys of the database at most (``SCAN``
+            walks it whole): the answer then sorts the results found in that part only
+        :raises ValueError: for a ``scan_limit`` below 1, a negative ``limit`` or ``offset``
+        """
+        from ._listing import recent_results
+
+        return await recent_results(self._client, limit, offset, failed_only, scan_limit)
+
+    async def arguments_by_id(self, task_id: str) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        """The arguments ``task_id`` was called with: an unfinished task's, or a failed task's
+        while its result is kept (see :meth:`retry_by_id`); ``None`` otherwise.
+
+        :raises StreaqError: when they cannot be decoded, decrypted or verified
+        """
+        from ._failed import kept_arguments
+
+        kept = await kept_arguments(self._client, task_id)
+        if kept is not None:
+            return kept
+        info = await self.info_by_id(task_id)
+        return None if info is None else (info.args, info.kwargs)
+
+    async def retry_by_id(self, task_id: str) -> bool:
+        """Queue the failed task ``task_id`` again, under its id, with the same arguments.
+
+        A failed task's call is kept as long as its result; the retry starts with no tries so far
+        and deletes the failed result, so that waiters wait for the new run.
+
+        :return: ``False`` when there is nothing to retry (it did not fail, its result expired or
+            was deleted, or it was retried already)
+        :raises StreaqError: when a live task holds the id, or the kept call fails verification
+        """
+        from ._failed import retry_failed
+
+        return await retry_failed(self._client, task_id)
+
+    async def delete_by_id(self, task_id: str) -> bool:
+        """Delete the stored result of the finished task ``task_id`` (and its kept call).
+
+        :return: ``False`` when there was no result
+        :raises StreaqError: when the task is not finished (abort it instead)
+        """
+        from ._failed import delete_result
+
+        return await delete_result(self._client, task_id)
+
     async def finish_times(self) -> list[tuple[int, bool]]:
         """When each stored result finished, and whether it succeeded.
 

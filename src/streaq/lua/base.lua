@@ -25,6 +25,11 @@ All keys of a queue share the prefix KEYS[1] = "streaq:{<queue>}:" (one cluster 
   dd:<name>      record of a dedup key (dedup.lua);  ddi  hash id -> dedup key name
   cc             the last fleet-wide concurrency command, '<n>:<nonce>' (flow.lua: scale)
   workers        hash worker id -> last heartbeat (ms)
+  wi:<worker>    what a worker reports of itself with each heartbeat (JSON: host, pid, backend,
+                 concurrency, running task ids); TTL an hour, deleted when the worker retires
+  fc:<id>        the call of a failed task: msgpack {priority, fields} of its last stream entry,
+                 kept while its failed result is (TTL from the task's ttl, at most KEPT_CALL_MAX
+                 when results are kept forever), so that it can be shown and retried
   dlq            stream of dead letters: original fields + reason, time, priority, tries, worker
 Channels: done (msgpack array of [id, record | nil] after results are written), abort (task id),
 wake (due time of a delayed task that became the earliest), pause (a function paused or resumed),
@@ -52,7 +57,7 @@ local KEY = {
   gated_functions = 'gw', gate_count = 'gc:', admit_window = 'ga:', start_window = 'gs:',
   gate_block = 'gb:', admitted = 'adm', gated_total = 'gn', gate_timers = 'gt',
   pause_channel = 'pause', dedup = 'dd:', dedup_index = 'ddi', scale = 'cc',
-  scale_channel = 'scale',
+  scale_channel = 'scale', worker_info = 'wi:', failed_call = 'fc:',
 }
 local STATE = {queued = 'q', delayed = 'd', waiting = 'w', gated = 'g'}
 local OUTCOME = {result = 'r', ['repeat'] = 'c', retry = 'y', hand_back = 'h', cancelled = 'x'}
@@ -275,12 +280,26 @@ end
 
 local resolve_dependents
 
+-- the longest the call of a failed task is kept (ms) when its result is kept forever: arguments
+-- may be personal data, and nothing of a queue should stay without an expiry
+local KEPT_CALL_MAX = 7 * 24 * 3600 * 1000
+
+-- keep the call (priority and fields) of the failed task id as long as its result (ttl ms: -1
+-- forever, 0 not stored); the fields are kept as written, so encrypted arguments stay encrypted
+local function keep_call(p, id, prio, fields, ttl)
+  ttl = tonumber(ttl)
+  if ttl == nil or ttl == 0 or not fields then return end
+  if ttl < 0 or ttl > KEPT_CALL_MAX then ttl = KEPT_CALL_MAX end
+  redis.call('SET', p .. KEY.failed_call .. id, cmsgpack.pack({prio or '', fields}), 'PX', ttl)
+end
+
 -- write a failed result decided here (abort, failed dependency) and cascade to dependents
-local function fail_task(p, id, fields, payload, now, published, worklist)
+local function fail_task(p, id, fields, payload, now, published, worklist, prio)
   local rec = '\153' .. cmsgpack.pack(field(fields, FIELD.fn),
     tonumber(field(fields, FIELD.created)), now, KIND.error, 0, now,
     tonumber(field(fields, FIELD.tries) or '0'), '') .. payload
   store_result(p, id, rec, field(fields, FIELD.ttl), published)
+  keep_call(p, id, prio, fields, field(fields, FIELD.ttl))
   redis.call('HDEL', tasks_key(p), id)
   redis.call('DEL', p .. KEY.dependencies .. id)
   dedup_ended(p, id, now, true)
@@ -305,7 +324,7 @@ resolve_dependents = function(p, now, worklist, published)
         local link = field(fields, FIELD.link)
         if kind == KIND.error and link ~= LINK.otherwise then
           fail_task(p, child, fields, failure_payload('StreaqError',
-            'dependency ' .. parent .. ' failed'), now, published, worklist)
+            'dependency ' .. parent .. ' failed'), now, published, worklist, st[2])
         elseif kind ~= KIND.error and link == LINK.otherwise then
           -- the fallback is not needed: it ends with its parent's result
           local rec = '\153' .. cmsgpack.pack(field(fields, FIELD.fn),

@@ -36,6 +36,7 @@ local function dead_letter(keys, args)
   redis.call('XDEL', skey, msgid)
   local published, worklist = {}, {}
   store_result(p, id, rec, ttl, published)
+  keep_call(p, id, prio, entries[1][2], ttl)
   redis.call('HDEL', tasks_key(p), id)
   redis.call('SREM', p .. KEY.abort, id)
   redis.call('SREM', running_key(p, prio), id)
@@ -83,7 +84,7 @@ local function replay_dead_letters(keys, args)
     local entry, id, prio = args[n], args[n + 1], args[n + 2]
     if redis.call('XDEL', p .. KEY.dead_letters, entry) == 1
         and redis.call('HEXISTS', tasks_key(p), id) == 0 then
-      redis.call('DEL', p .. KEY.result .. id)
+      redis.call('DEL', p .. KEY.result .. id, p .. KEY.failed_call .. id)
       place(p, id, prio, cmsgpack.unpack(args[n + 3]), 0, now)
       replayed[#replayed + 1] = id
     end

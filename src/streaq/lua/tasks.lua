@@ -50,7 +50,7 @@ local function enqueue(keys, args)
       skip = redis.call('HEXISTS', tasks_key(p), id) == 1
         or redis.call('EXISTS', p .. KEY.result .. id) == 1
     elseif origin == ID_GIVEN then
-      redis.call('DEL', p .. KEY.result .. id)
+      redis.call('DEL', p .. KEY.result .. id, p .. KEY.failed_call .. id)
     end
     if skip then
       out[n] = 0
@@ -111,7 +111,7 @@ local function enqueue(keys, args)
       if failed_dep then
         out[n] = 2
         fail_task(p, id, fields, failure_payload('StreaqError',
-          'dependency ' .. failed_dep .. ' failed'), now, published, {})
+          'dependency ' .. failed_dep .. ' failed'), now, published, {}, prio)
       elseif waiting > 0 then
         redis.call('HSET', tasks_key(p), id, cmsgpack.pack({STATE.waiting, prio, fields, run_at}))
       else
@@ -198,12 +198,19 @@ local function finish(keys, args)
         b = cmsgpack.unpack(b)[1]
         outcome = OUTCOME.result
       else
-        cancelled[#cancelled + 1] = {id, cmsgpack.unpack(a)}
+        cancelled[#cancelled + 1] = {id, cmsgpack.unpack(a), prio}
         outcome = OUTCOME.cancelled
       end
     end
     if outcome == OUTCOME.result then
       store_result(p, id, a, b, published)
+      -- pcall: a record this library cannot read must not stop the outcome from being applied
+      local read, kind = pcall(split_record, a)
+      if read and kind == KIND.error then
+        -- a failure keeps its call, read from its entry before the entry is deleted below
+        local entries = redis.call('XRANGE', stream_key(p, prio), args[n + 2], args[n + 2])
+        if entries[1] then keep_call(p, id, prio, entries[1][2], b) end
+      end
       done_ids[#done_ids + 1] = id
       done_records[id] = a
       written = written + 1
@@ -250,7 +257,7 @@ local function finish(keys, args)
     released = released + redis.call('SISMEMBER', p .. KEY.has_dependents, item[1])
     redis.call('SREM', p .. KEY.abort, item[1])
     fail_task(p, item[1], item[2], failure_payload('StreaqCancelled', 'task aborted'), now,
-      published, worklist)
+      published, worklist, item[3])
     written = written + 1
   end
   resolve_dependents(p, now, worklist, published)
@@ -326,7 +333,7 @@ local function abort_task(p, id, st, now)
   if not fields then return -1 end
   local published, worklist = {}, {}
   fail_task(p, id, fields, failure_payload('StreaqCancelled', 'task aborted'), now, published,
-    worklist)
+    worklist, st[2])
   resolve_dependents(p, now, worklist, published)
   publish(p, published)
   return 1
@@ -456,7 +463,47 @@ local function counts(keys, args)
   return out
 end
 
+--[[ kept_call(KEYS[1]=prefix; ARGV: id) -> nil | [priority, fields]
+The call kept with the failed result of id (see keep_call): its priority and stream fields. ]]
+local function kept_call(keys, args)
+  local raw = redis.call('GET', keys[1] .. KEY.failed_call .. args[1])
+  if not raw then return nil end
+  return cmsgpack.unpack(raw)
+end
+
+--[[ retry_failed(KEYS[1]=prefix; ARGV: id, now, priority, msgpack fields)
+Queues the failed task id again under its id, with the fields the caller made of its kept call
+(no tries so far, no last error, no expiry deadline; signed afresh when signing is on). Its failed
+result and kept call are deleted, so that waiters wait for the new run; dependents failed with it
+stay failed. Returns 1 queued, 0 nothing kept (not failed, expired, retried or deleted already),
+-1 a live task holds the id. ]]
+local function retry_failed(keys, args)
+  local p = keys[1]
+  local id, now, prio = args[1], tonumber(args[2]), args[3]
+  if redis.call('HEXISTS', tasks_key(p), id) == 1 then return -1 end
+  if redis.call('EXISTS', p .. KEY.failed_call .. id) == 0 then return 0 end
+  redis.call('DEL', p .. KEY.result .. id, p .. KEY.failed_call .. id)
+  place(p, id, prio, cmsgpack.unpack(args[4]), 0, now)
+  return 1
+end
+
+--[[ delete_result(KEYS[1]=prefix; ARGV: id)
+Deletes the stored result of the finished task id and its kept call. A task that is live again
+(a repeating task between runs, a retry) keeps its result. Returns 1 deleted, 0 nothing to delete,
+-1 a live task holds the id. ]]
+local function delete_result(keys, args)
+  local p = keys[1]
+  local id = args[1]
+  if redis.call('HEXISTS', tasks_key(p), id) == 1 then return -1 end
+  local gone = redis.call('DEL', p .. KEY.result .. id)
+  redis.call('DEL', p .. KEY.failed_call .. id)
+  return gone
+end
+
 register('enqueue', enqueue)
+register('kept_call', kept_call, true)
+register('retry_failed', retry_failed)
+register('delete_result', delete_result)
 register('finish', finish)
 register('unique', unique)
 register('abort', abort)
