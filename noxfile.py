@@ -62,16 +62,22 @@ def _compile_bytecode(session: nox.Session) -> None:
 @nox.session(python=PYTHONS)
 @nox.parametrize("backend", [*BACKENDS, "asyncio+uvloop"])
 def tests(session: nox.Session, backend: str) -> None:
-    """Run the test suite on one Python and one event loop backend (slow tests on 3.11 only)."""
+    """Run the test suite on one Python and one event loop backend (slow tests on 3.11 only,
+    not with uvloop)."""
     if backend == "asyncio+uvloop" and session.python != PYTHONS[0]:
         session.skip("uvloop runs on one Python only")
     _install(session, "test", extras="trio,uvloop")
     _compile_bytecode(session)
     # the slow tests (kill suite, Redis faults, Sentinel failover, browser) run on the first
     # Python only: they exercise processes and servers, not the interpreter version
-    markers = [] if session.python == PYTHONS[0] else ["-m", "not slow"]
+    slow = session.python == PYTHONS[0] and backend != "asyncio+uvloop"
+    markers = [] if slow else ["-m", "not slow"]
+    # tests mostly wait on Redis, workers and timeouts (a third of the wall time is CPU): four
+    # pytest processes side by side (each test has its own queue and servers) take half the time
     session.run(
         "pytest",
+        "-n",
+        "4",
         *markers,
         *session.posargs,
         env={"STREAQ_TEST_BACKEND": backend, "PYTHONDONTWRITEBYTECODE": "1"},

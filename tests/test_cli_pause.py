@@ -43,3 +43,27 @@ def test_pause_and_resume_from_the_command_line(
         client.delete(*client.keys(f"streaq:{{{queue_name}}}:*"))
     finally:
         client.close()
+
+
+def test_scale_from_the_command_line(tmp_path: Path, redis_url: str, queue_name: str) -> None:
+    (tmp_path / "scaleapp.py").write_text(MODULE.format(url=redis_url, queue=queue_name))
+    client = redis.Redis.from_url(redis_url)
+    pubsub = client.pubsub()
+    channel = f"streaq:{{{queue_name}}}:scale"
+    try:
+        pubsub.subscribe(channel)
+        assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+        scaled = streaq(tmp_path, "scale", "scaleapp:worker", "3")
+        assert scaled.returncode == 0, scaled.stderr
+        assert scaled.stdout == f"the workers of queue {queue_name} run 3 tasks at once now\n"
+        # what running workers hear, and what one that was not subscribed reads afterwards
+        heard = pubsub.get_message(timeout=5)
+        assert heard is not None
+        assert heard["data"].startswith(b"3:")
+        assert client.get(f"streaq:{{{queue_name}}}:cc") == heard["data"]
+        refused = streaq(tmp_path, "scale", "scaleapp:worker", "0")
+        assert refused.returncode != 0
+    finally:
+        pubsub.close()
+        client.delete(*client.keys(f"streaq:{{{queue_name}}}:*"))
+        client.close()

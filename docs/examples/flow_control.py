@@ -1,14 +1,16 @@
-"""Flow control: concurrency and rate limits across the fleet, fair groups, pause, back-off."""
+"""Flow control: concurrency and rate limits across the fleet, fair groups, pause, back-off,
+dedup keys on enqueue and a worker's concurrency changed while it runs."""
 
 from __future__ import annotations
 
 import os
 import time
+from datetime import timedelta
 
 import anyio
 
 from streaq import Worker
-from streaq.types import StreaqRateLimited
+from streaq.types import Dedup, DedupOutcome, StreaqRateLimited
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379")
 QUEUE = os.environ.get("STREAQ_QUEUE", "docs")
@@ -60,6 +62,41 @@ async def call_partner(order: int) -> int:
 # --8<-- [end:backoff]
 
 
+indexed: list[str] = []
+
+
+@worker.task()
+async def reindex(doc: str, version: int) -> int:
+    indexed.append(f"{doc}@{version}")
+    return version
+
+
+async def dedup_examples() -> None:
+    # --8<-- [start:dedup]
+    # throttle: while the key's task is live (or for 1 minute after it was enqueued), another
+    # enqueue of the key is dropped; its handle names the task that holds the key
+    first = await reindex.enqueue("a", 1).start(dedup_key="a", dedup=Dedup.throttle(60))
+    again = await reindex.enqueue("a", 2).start(dedup_key="a", dedup=Dedup.throttle(60))
+    assert again.dedup_outcome is DedupOutcome.DROPPED
+    assert again.id == first.id
+    assert (await again.result()).result == 1
+
+    # debounce: each enqueue replaces the key's task that has not started and pushes the
+    # start out by the window: edits in a burst run once, with the last arguments
+    settle = Dedup.debounce(timedelta(milliseconds=200))
+    edits = [await reindex.enqueue("b", v).start(dedup_key="b", dedup=settle) for v in range(5)]
+    assert (await edits[-1].result()).result == 4
+    assert not (await edits[0].result()).success  # superseded: StreaqCancelled
+
+    # keep last: while the key's task runs, one follow-up waits, with the latest arguments
+    latest = await reindex.enqueue("c", 1).start(dedup_key="c", dedup=Dedup.keep_last())
+    assert latest.dedup_outcome is DedupOutcome.ENQUEUED
+    # --8<-- [end:dedup]
+    await latest.result()
+    assert indexed.count("b@4") == 1
+    assert "b@0" not in indexed
+
+
 async def main() -> None:
     async with anyio.create_task_group() as tg:
         await tg.start(worker.run_async)
@@ -93,6 +130,14 @@ async def main() -> None:
 
             assert (await (await call_partner.enqueue(7)).result()).result == 7
             assert calls[0] == 2
+
+            await dedup_examples()
+
+            # --8<-- [start:scale]
+            worker.set_concurrency(4)  # this process's running worker, at once
+            assert worker.running() <= worker.concurrency == 4
+            await worker.scale(8)  # every running worker of the queue (streaq scale, the UI)
+            # --8<-- [end:scale]
         tg.cancel_scope.cancel()
 
 

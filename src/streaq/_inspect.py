@@ -27,6 +27,11 @@ How the numbers are derived, and why:
   worker shows as dead well before other workers take over its tasks (at ``idle_timeout``). A
   worker that stops retires its heartbeat; entries of workers that crashed stay in the hash for
   an hour and are shown as dead.
+- With each heartbeat a worker also writes a :class:`WorkerReport` of itself (host, pid, async
+  backend, concurrency, the ids of the tasks it runs) to a key of its own (``wi:<worker>``,
+  expiring an hour after the last beat). The ``workers`` hash keeps its plain ``id -> ms`` shape,
+  so readers that know only the heartbeat go on working; a worker of a version that writes no
+  report shows without these details.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from ._cron import CronSchedule, cron_firing_id
 from ._flow import FlowInfo, parse_flow_info
@@ -57,7 +64,9 @@ __all__ = [
     "PriorityInfo",
     "QueueSnapshot",
     "WorkerBeat",
+    "WorkerReport",
     "cron_infos",
+    "decode_report",
     "inspect_worker",
     "read_beats",
     "render_snapshot",
@@ -83,20 +92,71 @@ class PriorityInfo:
     prefetched: int = 0
 
 
+class WorkerReport(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=False):
+    """What a worker writes of itself with each heartbeat (JSON, so that any tool can read it;
+    fields may be added, never renamed).
+
+    :param host: the host name of its machine
+    :param pid: its process id
+    :param backend: its async backend (``asyncio``, ``asyncio+uvloop``, ``trio``)
+    :param concurrency: the tasks it runs at once at most
+    :param running: the ids of tasks it runs now (at most :data:`REPORTED_RUNNING`)
+    :param running_count: how many it runs now (``running`` may list fewer)
+    :param started_ms: when it started (ms since the epoch)
+    """
+
+    host: str = ""
+    pid: int = 0
+    backend: str = ""
+    concurrency: int = 0
+    running: list[str] = msgspec.field(default_factory=list)
+    running_count: int = 0
+    started_ms: int = 0
+
+
+#: the most running task ids a worker report lists
+REPORTED_RUNNING = 100
+_report_decoder = msgspec.json.Decoder(WorkerReport)
+
+
+def decode_report(raw: Any) -> WorkerReport | None:
+    """The report of a ``wi:`` key's value, or ``None`` when absent or unreadable."""
+    if raw is None or isinstance(raw, Exception):
+        return None
+    try:
+        return _report_decoder.decode(bytes(raw))
+    except msgspec.DecodeError:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerBeat:
-    """A worker's last heartbeat.
+    """A worker's last heartbeat, and what it reported of itself with it.
 
     :param id: the worker's id
     :param last_beat_ms: time of its last heartbeat (ms since the epoch)
     :param age_ms: how long ago that was
     :param alive: whether the beat has not expired yet (:mod:`streaq._liveness`)
+    :param host: the host name of its machine (``None``: the worker reported nothing)
+    :param pid: its process id
+    :param backend: its async backend
+    :param concurrency: the tasks it runs at once at most
+    :param running: the ids of tasks it was running at its last beat (at most 100 listed)
+    :param running_count: how many tasks it was running then
+    :param started_ms: when it started (ms since the epoch)
     """
 
     id: str
     last_beat_ms: int
     age_ms: int
     alive: bool
+    host: str | None = None
+    pid: int | None = None
+    backend: str | None = None
+    concurrency: int | None = None
+    running: tuple[str, ...] = ()
+    running_count: int = 0
+    started_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,14 +270,29 @@ def _entry_ms(entry_id: Any) -> int:
     return int(_text(entry_id).split("-", 1)[0])
 
 
-def _beats(reply: Any, now: int, idle_timeout_ms: int) -> list[WorkerBeat]:
-    """The ``HGETALL`` of the ``workers`` hash as heartbeats, newest first."""
-    expiry = heartbeat_expiry_ms(idle_timeout_ms)
+def _beat(
+    wid: str, ms: int, now: int, idle_timeout_ms: int, report: WorkerReport | None
+) -> WorkerBeat:
+    alive = now - ms < heartbeat_expiry_ms(idle_timeout_ms)
+    beat = WorkerBeat(wid, ms, max(0, now - ms), alive)
+    if report is None:
+        return beat
+    return replace(
+        beat,
+        host=report.host,
+        pid=report.pid,
+        backend=report.backend,
+        concurrency=report.concurrency,
+        running=tuple(report.running),
+        running_count=report.running_count,
+        started_ms=report.started_ms or None,
+    )
+
+
+def _heartbeats(reply: Any) -> list[tuple[str, int]]:
+    """The ``HGETALL`` of the ``workers`` hash as (id, last beat ms), newest first."""
     beats = [(_text(wid), int(_text(ms))) for wid, ms in _mapping(reply).items() if ms is not None]
-    return [
-        WorkerBeat(wid, ms, max(0, now - ms), now - ms < expiry)
-        for wid, ms in sorted(beats, key=lambda b: (-b[1], b[0]))
-    ]
+    return sorted(beats, key=lambda b: (-b[1], b[0]))
 
 
 def _server_ms(reply: Any) -> int:
@@ -238,7 +313,7 @@ async def read_beats(
     """
     now, raw = await redis.pipeline([["TIME"], ["HGETALL", keys.workers]])
     now_ms = _server_ms(now)
-    return now_ms, _beats(raw, now_ms, idle_timeout_ms)
+    return now_ms, [_beat(wid, ms, now_ms, idle_timeout_ms, None) for wid, ms in _heartbeats(raw)]
 
 
 def cron_infos(registry: Iterable[AnyRegisteredTask], tz: tzinfo, now_ms: int) -> list[CronInfo]:
@@ -283,6 +358,7 @@ async def snapshot(
     now = _server_ms(replies[0])
     delayed, indexed = int(replies[1]), int(replies[2])
 
+    beats = _heartbeats(replies[3])
     lengths: list[tuple[str, int, int, int]] = []
     oldest: list[list[str]] = []
     for n, priority in enumerate(priorities):
@@ -295,7 +371,12 @@ async def snapshot(
         last = _text(group.get(b"last-delivered-id", b"0-0")) if group is not None else "0-0"
         # "(" makes the start exclusive: the first entry the group has not delivered
         oldest.append(["XRANGE", keys.stream(priority), f"({last}", "+", "COUNT", "1"])
-    firsts = await redis.pipeline(oldest, raise_on_error=False)
+    reports = [["GET", keys.worker_info(wid)] for wid, _ in beats]
+    replies_2 = await redis.pipeline(oldest + reports, raise_on_error=False)
+    firsts = replies_2[: len(oldest)]
+    reported = {
+        wid: decode_report(r) for (wid, _), r in zip(beats, replies_2[len(oldest) :], strict=True)
+    }
 
     infos: list[PriorityInfo] = []
     for (priority, length, pending, running), first in zip(lengths, firsts, strict=True):
@@ -305,7 +386,7 @@ async def snapshot(
         queued = max(0, length - pending)
         infos.append(PriorityInfo(priority, queued, running, lag, pending - running))
 
-    workers = _beats(replies[3], now, idle_timeout_ms)
+    workers = [_beat(wid, ms, now, idle_timeout_ms, reported.get(wid)) for wid, ms in beats]
     in_streams = sum(length for _, length, _, _ in lengths)
     # the index holds every unfinished task once: in a stream (q), delayed (d), or waiting (w)
     waiting = max(0, indexed - in_streams - delayed)

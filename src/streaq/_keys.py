@@ -43,6 +43,12 @@ SUFFIXES: Final = {
     "gated_total": "gn",
     "gate_timers": "gt",
     "pause_channel": "pause",
+    "dedup": "dd:",
+    "dedup_index": "ddi",
+    "scale": "cc",
+    "scale_channel": "scale",
+    "worker_info": "wi:",
+    "failed_call": "fc:",
 }
 
 
@@ -104,6 +110,14 @@ class QueueKeys:
         """Hash of live workers: id -> last heartbeat (ms)."""
         return self._key("workers")
 
+    def worker_info(self, worker_id: str) -> str:
+        """What a worker reports of itself with each heartbeat (JSON; see ``WorkerReport``)."""
+        return self._key("worker_info", worker_id)
+
+    def failed_call(self, task_id: str) -> str:
+        """The call (priority and stream fields) of a failed task, kept as long as its result."""
+        return self._key("failed_call", task_id)
+
     @property
     def dead_letters(self) -> str:
         """The stream of dead letters."""
@@ -128,6 +142,25 @@ class QueueKeys:
     def pause_channel(self) -> str:
         """Channel announcing a function (or ``*``, the queue) paused or resumed."""
         return self._key("pause_channel")
+
+    def dedup(self, mode: str, fn_name: str, key: str) -> str:
+        """The record of a dedup key of ``fn_name`` in ``mode`` (a letter of ``DEDUP_MODES``)."""
+        return self._key("dedup", f"{mode}:{len(fn_name)}:{fn_name}:{key}")
+
+    @property
+    def dedup_index(self) -> str:
+        """Hash of the live tasks holding (or following) a dedup key: id -> key name."""
+        return self._key("dedup_index")
+
+    @property
+    def scale(self) -> str:
+        """The last fleet-wide concurrency command (``Worker.scale``): ``<n>:<nonce>``."""
+        return self._key("scale")
+
+    @property
+    def scale_channel(self) -> str:
+        """Channel announcing a fleet-wide concurrency command."""
+        return self._key("scale_channel")
 
     @property
     def wake_channel(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import uuid
 from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
@@ -21,7 +22,14 @@ Arg = str | bytes | int | float
 
 #: the files of the library, in the order they are joined: ``base.lua`` (the shebang, the key
 #: layout, the shared vocabulary and helpers) first, then one file per group of functions
-LIBRARY_PARTS = ("base.lua", "flow.lua", "tasks.lua", "claims.lua", "dead_letters.lua")
+LIBRARY_PARTS = (
+    "base.lua",
+    "flow.lua",
+    "tasks.lua",
+    "dedup.lua",
+    "claims.lua",
+    "dead_letters.lua",
+)
 
 
 def _load() -> tuple[FunctionLibrary, str]:
@@ -100,9 +108,10 @@ class QueueFunctions:
         """Call the read-only library function ``name`` with ``args``."""
         return await self._client.fcall_ro(LIBRARY, _PREFIX + name, keys=self._keys, args=args)
 
-    async def enqueue(self, now: int, tasks: Sequence[bytes]) -> list[int]:
-        """Store tasks (msgpack blobs, see the Lua source); one status per task."""
-        result: list[int] = await self.call("enqueue", [now, *tasks])
+    async def enqueue(self, now: int, tasks: Sequence[bytes]) -> list[int | list[Any]]:
+        """Store tasks (msgpack blobs, see the Lua source); one answer per task: a status, or
+        ``[outcome, other id]`` for a task with a dedup key."""
+        result: list[int | list[Any]] = await self.call("enqueue", [now, *tasks])
         return result
 
     async def finish(
@@ -217,15 +226,21 @@ class QueueFunctions:
         """Pause or resume a function (``*``: the queue); whether its state changed."""
         return bool(await self.call("pause", [fn_name, now, int(paused)]))
 
+    async def scale(self, concurrency: int) -> None:
+        """Set the concurrency of every running worker of the queue (see the Lua source)."""
+        await self.call("scale", [concurrency, uuid.uuid4().hex])
+
     async def flow_info(self, groups: int) -> list[Any]:
         """Whether the queue is paused, then per limited function its configuration, tasks
         admitted and waiting, and the waiting of up to ``groups`` group keys (see the Lua)."""
         result: list[Any] = await self.call_ro("flow_info", [groups])
         return result
 
-    async def start_gated(self, task_id: str, now: int) -> int:
-        """Record the start of a rate-limited task: 0 when it may start, else the ms to wait."""
-        result: int = await self.call("start_gated", [task_id, now])
+    async def start_gated(self, task_id: str) -> int:
+        """Record the start of a rate-limited task: 0 when it may start, else the ms to wait.
+
+        The windows of starts run on the server's clock, so hosts' clocks may differ."""
+        result: int = await self.call("start_gated", [task_id])
         return result
 
     async def block_gate(self, task_id: str, ms: int, now: int) -> None:
@@ -261,4 +276,22 @@ class QueueFunctions:
     async def purge_dead_letters(self, task_ids: Sequence[str]) -> int:
         """Delete dead letters of ``task_ids`` (all when empty); the number deleted."""
         result: int = await self.call("purge_dead_letters", list(task_ids))
+        return result
+
+    async def kept_call(self, task_id: str) -> tuple[str, list[Any]] | None:
+        """The priority and stream fields (flat) kept with a failed task's result, or ``None``."""
+        reply: list[Any] | None = await self.call_ro("kept_call", [task_id])
+        if not reply:
+            return None
+        return bytes(reply[0]).decode(), list(reply[1])
+
+    async def retry_failed(self, task_id: str, now: int, priority: str, fields: bytes) -> int:
+        """Queue a failed task again with ``fields`` (packed); 1 queued, 0 nothing kept, -1 a
+        live task holds the id."""
+        result: int = await self.call("retry_failed", [task_id, now, priority, fields])
+        return result
+
+    async def delete_result(self, task_id: str) -> int:
+        """Delete a finished task's result and kept call; 1 deleted, 0 none, -1 the id is live."""
+        result: int = await self.call("delete_result", [task_id])
         return result

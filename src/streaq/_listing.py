@@ -14,6 +14,7 @@ of the database it covered; without one the walk goes on until the cursor comes 
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 from ._codec import KIND_ERROR, decode_record, index_state
@@ -117,6 +118,56 @@ async def _finished(client: QueueClient, limit: int, budget: _Budget) -> list[Ta
         if int(cursor) == 0:
             break
     return found
+
+
+async def recent_results(
+    client: QueueClient,
+    limit: int,
+    offset: int = 0,
+    failed_only: bool = False,
+    scan_limit: int | None = None,
+) -> list[TaskResult[Any]]:
+    """Stored results, most recently finished first: ``limit`` of them from ``offset`` on, among
+    those found within ``scan_limit`` keys examined (all of them without a limit).
+
+    Sorting needs every result of the part scanned, so the scan goes on to its end (the cursor, or
+    ``scan_limit``) whatever ``limit`` is. Only record headers are decoded while scanning and only
+    the ids and finish times of the best ``offset + limit`` are kept; the page's records are read
+    again at the end (one that expired meanwhile is left out).
+
+    :raises ValueError: for a ``scan_limit`` below 1, or a negative ``limit`` or ``offset``
+    """
+    if limit < 0 or offset < 0:
+        raise ValueError(f"limit and offset must not be negative, not {limit!r} and {offset!r}")
+    budget = _Budget(scan_limit)
+    best: list[tuple[int, str]] = []  # a min-heap of the newest offset + limit so far
+    keep = offset + limit
+    cursor: Any = 0
+    while keep and not budget.spent:
+        cursor, page = await _results_page(client, cursor, budget.take())
+        for task_id, record in page:
+            try:
+                header = decode_record(bytes(record))
+            except Exception:
+                continue  # not a result record (a foreign key matching the pattern)
+            if failed_only and header.kind != KIND_ERROR:
+                continue
+            entry = (header.finish, task_id)
+            if len(best) < keep:
+                heapq.heappush(best, entry)
+            elif entry > best[0]:
+                heapq.heapreplace(best, entry)
+        if int(cursor) == 0:
+            break
+    wanted = sorted(best, reverse=True)[offset:]
+    if not wanted:
+        return []
+    records = await client.redis.execute("MGET", *(client.keys.result(i) for _, i in wanted))
+    return [
+        build_result(task_id, record, None, client.codec)
+        for (_, task_id), record in zip(wanted, records, strict=True)
+        if record is not None
+    ]
 
 
 async def finish_times(

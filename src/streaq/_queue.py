@@ -31,6 +31,9 @@ from ._library import QueueFunctions
 from ._redis import RedisClient
 from ._results import ResultWaiter
 from ._schema import (
+    DEDUP_DEBOUNCE,
+    DEDUP_MODES,
+    DEDUPED,
     DEFAULT_TTL_MS,
     F_CREATED,
     F_CRONTAB,
@@ -48,7 +51,7 @@ from ._schema import (
 )
 from ._signing import F_SIGNATURE
 from .task import GeneratedId, RegisteredTask, Task, TaskInfo, TaskResult, TaskStatus
-from .types import StreaqCancelled, StreaqError
+from .types import Dedup, DedupOutcome, StreaqCancelled, StreaqError
 from .utils import now_ms, to_ms, to_seconds
 
 if TYPE_CHECKING:
@@ -94,6 +97,19 @@ def build_result(task_id: str, record: bytes, task: RegisteredTask | None, codec
         worker_id=rec.worker_id,
         _result=value,
     )
+
+
+_OUTCOME_OF = {code: DedupOutcome(name) for name, code in DEDUPED.items()}
+
+
+def _deduped(task: Task[Any, Any], code: int, other: str) -> None:
+    """Tell a task with a dedup key what the server made of it."""
+    outcome = _OUTCOME_OF[code]
+    task.dedup_outcome = outcome
+    task.dedup_other = other or None
+    if outcome is DedupOutcome.DROPPED:
+        # the handle becomes one of the task that holds the key: its result is the one to await
+        task.id = other
 
 
 class QueueClient:
@@ -160,9 +176,14 @@ class QueueClient:
         fields += [F_CREATED, now]
         ttl = ttl_ms(parent.ttl) if parent.ttl is not None or spec else DEFAULT_TTL_MS
         fields += [F_TTL, ttl]
-        if parent.expire is not None:
-            fields += [F_EXPIRE, max(run_at, now) + (to_ms(parent.expire) or 0)]
         deps = [str(dep) for dep in task.after]
+        dedup = None if task.dedup_key is None else self._dedup_spec(task, deps, crontab)
+        if parent.expire is not None:
+            start = max(run_at, now)
+            if dedup is not None and dedup[1] == DEDUP_DEBOUNCE:
+                # a debounced task starts a window later: its time to expire counts from then
+                start = max(start, now + dedup[2])
+            fields += [F_EXPIRE, start + (to_ms(parent.expire) or 0)]
         if task._after is not None:
             deps.append(str(task._after.id))
             fields += [F_LINK, LINK_OTHERWISE if task._fails_over else LINK_THEN]
@@ -184,8 +205,27 @@ class QueueClient:
             origin = ID_FRESH
         else:
             origin = ID_FIRING if task_id.startswith("cron:") else ID_GIVEN
+        blob: list[Any] = [task_id, priority, run_at, deps, origin, fields]
+        if dedup is not None:
+            blob.append(dedup)
         # every other leaf is a str or an int: one msgspec call encodes the whole blob
-        return encode([task_id, priority, run_at, deps, origin, fields])
+        return encode(blob)
+
+    @staticmethod
+    def _dedup_spec(task: Task[Any, Any], deps: list[str], crontab: str) -> list[Any]:
+        """The ``[key, mode, window ms]`` of a task with a dedup key, for the server."""
+        dedup = task.dedup
+        if dedup is None:
+            raise StreaqError(f"task {task.id} has a dedup key but no dedup mode")
+        if not isinstance(dedup, Dedup):
+            dedup = Dedup.throttle(dedup)
+        # a dropped or superseded task would leave the tasks linked to it without their parent
+        if deps or task._after is not None or task._triggers is not None or crontab:
+            raise StreaqError(
+                f"task {task.id}: a task with a dedup key cannot be part of a pipeline, depend "
+                "on other tasks, or repeat on a crontab"
+            )
+        return [task.dedup_key, DEDUP_MODES[dedup.mode.value], to_ms(dedup.window) or 0]
 
     async def enqueue_many(
         self,
@@ -217,11 +257,14 @@ class QueueClient:
         blobs = [self._blob(task, now, tz, trace) for task in ordered]
         for start in range(0, len(blobs), ENQUEUE_CHUNK):
             try:
-                await self.functions.enqueue(now, blobs[start : start + ENQUEUE_CHUNK])
+                answers = await self.functions.enqueue(now, blobs[start : start + ENQUEUE_CHUNK])
             except rex.ResponseError as e:
                 if "STREAQ" in str(e):
                     raise StreaqError(str(e).split("STREAQ ", 1)[-1]) from None
                 raise
+            for task, answer in zip(ordered[start : start + ENQUEUE_CHUNK], answers, strict=True):
+                if isinstance(answer, list):
+                    _deduped(task, int(answer[0]), bytes(answer[1]).decode())
         for task in ordered:
             task._enqueued = True
 
@@ -300,6 +343,7 @@ class QueueClient:
             dependencies={bytes(d).decode() for d in deps},
             dependents={bytes(d).decode() for d in dependents},
             status=TaskStatus(bytes(state).decode()),
+            crontab=bytes(fields[F_CRONTAB]).decode() if F_CRONTAB in fields else None,
         )
 
     async def queue_size(self, include_scheduled: bool) -> int:

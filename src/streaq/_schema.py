@@ -1,10 +1,11 @@
 """The vocabulary a queue's data is written in, shared with the server-side library.
 
 Python and ``lua/*.lua`` must agree on every letter below: the one-letter states of the task
-index, the outcome codes the worker hands to ``finish``, the field names of a stream entry and the
-link kinds of pipelines. The Lua library declares the same names in tables at its top (``STATE``,
-``OUTCOME``, ``FIELD``, ``LINK``; key suffixes in ``KEY``, mirrored by :mod:`._keys`), and
-``tests/test_schema.py`` checks that both sides agree. Code on either side uses these names, never
+index, the outcome codes the worker hands to ``finish``, the field names of a stream entry, the
+link kinds of pipelines, and the dedup modes and answers of ``enqueue``. The Lua library declares
+the same names in tables at its top (``STATE``, ``OUTCOME``, ``FIELD``, ``LINK``, ``DEDUP``,
+``DEDUPED``; key suffixes in ``KEY``, mirrored by :mod:`._keys`), and ``tests/test_schema.py``
+checks that both sides agree. Code on either side uses these names, never
 the letters themselves.
 
 The values are short because every stream entry and index entry carries them.
@@ -76,6 +77,28 @@ FIELDS: Final = {
 LINK_THEN: Final = "t"
 LINK_OTHERWISE: Final = "o"
 LINKS: Final = {"then": LINK_THEN, "otherwise": LINK_OTHERWISE}
+
+# dedup modes of a task's dedup key, as the enqueue server function takes them (Lua DEDUP)
+DEDUP_THROTTLE: Final = "t"
+DEDUP_DEBOUNCE: Final = "d"
+DEDUP_KEEP_LAST: Final = "l"
+DEDUP_MODES: Final = {
+    "throttle": DEDUP_THROTTLE,
+    "debounce": DEDUP_DEBOUNCE,
+    "keep_last": DEDUP_KEEP_LAST,
+}
+# what enqueue answers for a task with a dedup key, with the other task's id (Lua DEDUPED);
+# 1 is "enqueued", as for any task
+DEDUPED_ENQUEUED: Final = 1
+DEDUPED_DROPPED: Final = 3
+DEDUPED_REPLACED: Final = 4
+DEDUPED_FOLLOWS: Final = 5
+DEDUPED: Final = {
+    "enqueued": DEDUPED_ENQUEUED,
+    "dropped": DEDUPED_DROPPED,
+    "replaced": DEDUPED_REPLACED,
+    "follows": DEDUPED_FOLLOWS,
+}
 
 #: how long a result is kept when the task does not say (``ttl=``)
 DEFAULT_TTL: Final = timedelta(minutes=5)

@@ -19,6 +19,8 @@ from ._flow import FlowLimits
 from ._generated_chains import ChainMixin
 from .types import (
     AsyncTask,
+    Dedup,
+    DedupOutcome,
     P,
     R,
     StreaqError,
@@ -72,6 +74,8 @@ class TaskInfo:
     dependencies: set[str] = field(default_factory=set)
     dependents: set[str] = field(default_factory=set)
     status: TaskStatus = TaskStatus.NOT_FOUND
+    #: the crontab of a task repeating on a schedule (``start(schedule="...")``), else ``None``
+    crontab: str | None = None
 
 
 @dataclass
@@ -258,6 +262,11 @@ class Task(ChainMixin[P, R], Generic[P, R]):
 
     Tasks are hashable and compare by id: two handles of one task are equal, so tasks can be
     set members, dict keys, or passed to ``asyncio.gather``.
+
+    With ``dedup_key`` and ``dedup`` (set here or by :meth:`start`), the task meets the live task
+    of its key as :class:`~streaq.types.Dedup` says; once enqueued, :attr:`dedup_outcome` tells
+    what happened, and a throttled (dropped) task's handle takes the id of the task that holds the
+    key, so that ``result()`` waits for that one. See :doc:`/flow-control`.
     """
 
     args: tuple[Any, ...]
@@ -273,6 +282,15 @@ class Task(ChainMixin[P, R], Generic[P, R]):
     _triggers: Task[Any, Any] | None = None
     _fails_over: bool = False
     _prev_source: str | None = None
+    #: the dedup key (scoped to the task's function and the mode), or ``None``
+    dedup_key: str | None = None
+    #: the dedup mode and window; a ``timedelta`` (or seconds) is a throttle window
+    dedup: Dedup | timedelta | None = None
+    #: after the enqueue of a task with a dedup key: what became of it
+    dedup_outcome: DedupOutcome | None = field(default=None, init=False)
+    #: after the enqueue of a task with a dedup key: the task it was dropped for, superseded, or
+    #: follows (``None`` when it was enqueued as any task)
+    dedup_other: str | None = field(default=None, init=False)
     _enqueued: bool = field(default=False, repr=False)
 
     def __eq__(self, other: object) -> bool:
@@ -291,6 +309,9 @@ class Task(ChainMixin[P, R], Generic[P, R]):
         delay: timedelta | int | None = None,
         schedule: datetime | str | None = None,
         priority: str | None = None,
+        *,
+        dedup_key: str | None = None,
+        dedup: Dedup | timedelta | None = None,
     ) -> Task[P, R]:
         """Configure the task to modify schedule, queue, or dependencies.
 
@@ -298,9 +319,17 @@ class Task(ChainMixin[P, R], Generic[P, R]):
         :param delay: duration to wait before running the task
         :param schedule: datetime at which to run the task, or a crontab to run it repeatedly
         :param priority: priority queue to insert the task
+        :param dedup_key: the task's dedup key (given with ``dedup``)
+        :param dedup: how the task meets the live task of its key: a
+            :class:`~streaq.types.Dedup`, or a ``timedelta`` for ``Dedup.throttle(window)``
         :return: self
-        :raises StreaqError: when ``delay`` and ``schedule`` are combined or the priority is unknown
+        :raises StreaqError: when ``delay`` and ``schedule`` are combined, the priority is
+            unknown, or only one of ``dedup_key`` and ``dedup`` is given
         """
+        if (dedup_key is None) != (dedup is None):
+            raise StreaqError("give 'dedup_key' and 'dedup' together")
+        if dedup_key is not None:
+            self.dedup_key, self.dedup = dedup_key, dedup
         if delay is not None and schedule is not None:
             raise StreaqError("use either 'delay' or 'schedule' when enqueuing a task, not both")
         if priority is not None and priority not in self.worker.priorities:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, ParamSpec, TypeAlias, TypeVar, TypeVarTuple
 
 from typing_extensions import TypeVar as TypeVarDefault
@@ -25,6 +26,9 @@ __all__ = [
     "AsyncCron",
     "AsyncTask",
     "C",
+    "Dedup",
+    "DedupMode",
+    "DedupOutcome",
     "Middleware",
     "P",
     "POther",
@@ -135,6 +139,82 @@ class RateLimit:
 
     def __str__(self) -> str:
         return f"{self.limit}/{self.period.total_seconds():g}s"
+
+
+class DedupMode(StrEnum):
+    """How a task with a dedup key meets a live task of the same key (see :class:`Dedup`)."""
+
+    #: drop the new task while the key's task is live, or within the window of its enqueue
+    THROTTLE = "throttle"
+    #: the new task replaces the key's task that has not started, and starts a window later
+    DEBOUNCE = "debounce"
+    #: while the key's task runs, keep one follow-up holding the latest arguments
+    KEEP_LAST = "keep_last"
+
+
+class DedupOutcome(StrEnum):
+    """What became of an enqueued task with a dedup key (``Task.dedup_outcome``)."""
+
+    #: it was enqueued as any task is: no live task held its key
+    ENQUEUED = "enqueued"
+    #: throttled: it was not enqueued; the handle now names the task that holds the key
+    DROPPED = "dropped"
+    #: it was enqueued and the key's task that had not started (``Task.dedup_other``) ended
+    #: with a ``StreaqCancelled`` result saying it was superseded
+    REPLACED = "replaced"
+    #: keep-last: it waits for the key's running task (``Task.dedup_other``) to end
+    FOLLOWS = "follows"
+
+
+@dataclass(frozen=True, slots=True)
+class Dedup:
+    """A dedup mode and its window, given with a dedup key on enqueue.
+
+    Keys are scoped to the task's function and to the mode: ``Dedup.throttle`` and
+    ``Dedup.debounce`` on the same key do not meet. Everything is decided atomically on the
+    server; see :doc:`/flow-control`.
+
+    :param mode: the mode (build it with :meth:`throttle`, :meth:`debounce` or
+        :meth:`keep_last`)
+    :param window: the throttle or debounce window (a ``timedelta`` or seconds)
+    """
+
+    mode: DedupMode
+    window: timedelta | int | float = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mode, DedupMode):
+            raise StreaqError(f"unknown dedup mode {self.mode!r}")
+        window = self.window
+        seconds = window.total_seconds() if isinstance(window, timedelta) else window
+        if seconds < 0:
+            raise StreaqError("a dedup window must not be negative")
+        if self.mode is DedupMode.DEBOUNCE and seconds <= 0:
+            raise StreaqError("debounce needs a window longer than 0")
+
+    @classmethod
+    def throttle(cls, window: timedelta | int | float = 0) -> Dedup:
+        """While the key's task is live (queued, scheduled or running) or less than ``window``
+        has passed since it was enqueued, a new task of the key is dropped and its handle names
+        the key's task instead. A task that fails, is aborted or dead-lettered frees the key at
+        once."""
+        return cls(DedupMode.THROTTLE, window)
+
+    @classmethod
+    def debounce(cls, window: timedelta | int | float) -> Dedup:
+        """A new task of the key starts ``window`` after it is enqueued, and supersedes the key's
+        task that has not started yet (claimed by a worker counts as started): that one ends
+        with a ``StreaqCancelled`` result naming its successor. A key's task that started runs
+        on; the new one is enqueued besides it."""
+        return cls(DedupMode.DEBOUNCE, window)
+
+    @classmethod
+    def keep_last(cls) -> Dedup:
+        """While the key's task runs, a new task of the key waits for it to end, as its one
+        follow-up: a later one supersedes the follow-up (latest arguments win). When nothing of
+        the key runs, a new task supersedes the key's task that has not started, or runs as any
+        task does. Tasks of one key therefore never run at once."""
+        return cls(DedupMode.KEEP_LAST)
 
 
 class RemoteTaskError(StreaqError):

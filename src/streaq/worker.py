@@ -173,6 +173,8 @@ class Worker(TaskRegistry, Generic[C]):
         if not self.priorities or len(set(self.priorities)) != len(self.priorities):
             raise StreaqError("priorities must be a non-empty list of distinct names")
         self.prefetch = concurrency if prefetch is None else prefetch
+        # what follows the concurrency when set_concurrency changes it
+        self._derived = (prefetch is None, sync_concurrency is None)
         if self.prefetch < 0:
             raise StreaqError("prefetch must not be negative")
         self.lifespan: Callable[[], AbstractAsyncContextManager[Any]] = lifespan or _no_lifespan
@@ -320,6 +322,44 @@ class Worker(TaskRegistry, Generic[C]):
         name = "*" if task is None else task if isinstance(task, str) else task.fn_name
         return await self._client.functions.pause(name, now_ms(), False)
 
+    def set_concurrency(self, concurrency: int) -> None:
+        """Change how many tasks this worker runs at once, while it runs (or for its next run).
+
+        The prefetch and ``sync_concurrency`` follow when they were not given (they default to
+        the concurrency). Lowered, running tasks finish and no new one starts until fewer than
+        ``concurrency`` run; raised, more start at once. To change every running worker of the
+        queue, use :meth:`scale` (or ``streaq scale``). See :doc:`/flow-control`.
+
+        :param concurrency: tasks running at once (at least 1)
+        :raises StreaqError: for less than 1
+        """
+        if concurrency < 1:
+            raise StreaqError("concurrency must be at least 1")
+        self.concurrency = concurrency
+        prefetch_derived, sync_derived = self._derived
+        if prefetch_derived:
+            self.prefetch = concurrency
+        if sync_derived:
+            self.sync_concurrency = concurrency
+        state = self._run.state
+        if state is not None:
+            state.set_concurrency(concurrency, self.prefetch, self.sync_concurrency)
+            logger.info("worker %s runs %d task(s) at once now", self.id, concurrency)
+
+    async def scale(self, concurrency: int) -> None:
+        """Set the concurrency of every worker of the queue running now, as
+        :meth:`set_concurrency` does in each (a worker started later keeps its own).
+
+        Workers hear it on a channel, and a worker whose subscription was down reads it when it
+        subscribes again.
+
+        :param concurrency: tasks running at once in each worker (at least 1)
+        :raises StreaqError: for less than 1
+        """
+        if concurrency < 1:
+            raise StreaqError("concurrency must be at least 1")
+        await self._client.functions.scale(concurrency)
+
     async def queue_size(self, include_scheduled: bool = True) -> int:
         """Number of tasks waiting to run (with delayed and dependent ones by default)."""
         return await self._client.queue_size(include_scheduled)
@@ -378,6 +418,63 @@ class Worker(TaskRegistry, Generic[C]):
         from ._listing import tasks_by_status
 
         return await tasks_by_status(self._client, status, priority, limit, scan_limit)
+
+    async def finished_tasks(
+        self,
+        limit: int = 100,
+        *,
+        offset: int = 0,
+        failed_only: bool = False,
+        scan_limit: int | None = None,
+    ) -> list[TaskResult[Any]]:
+        """Stored results, most recently finished first (``limit`` of them from ``offset`` on).
+
+        :param failed_only: only failures (errors, timeouts, aborts, failed dependencies)
+        :param scan_limit: examine about this many keys of the database at most (``SCAN``
+            walks it whole): the answer then sorts the results found in that part only
+        :raises ValueError: for a ``scan_limit`` below 1, a negative ``limit`` or ``offset``
+        """
+        from ._listing import recent_results
+
+        return await recent_results(self._client, limit, offset, failed_only, scan_limit)
+
+    async def arguments_by_id(self, task_id: str) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        """The arguments ``task_id`` was called with: an unfinished task's, or a failed task's
+        while its result is kept (see :meth:`retry_by_id`); ``None`` otherwise.
+
+        :raises StreaqError: when they cannot be decoded, decrypted or verified
+        """
+        from ._failed import kept_arguments
+
+        kept = await kept_arguments(self._client, task_id)
+        if kept is not None:
+            return kept
+        info = await self.info_by_id(task_id)
+        return None if info is None else (info.args, info.kwargs)
+
+    async def retry_by_id(self, task_id: str) -> bool:
+        """Queue the failed task ``task_id`` again, under its id, with the same arguments.
+
+        A failed task's call is kept as long as its result; the retry starts with no tries so far
+        and deletes the failed result, so that waiters wait for the new run.
+
+        :return: ``False`` when there is nothing to retry (it did not fail, its result expired or
+            was deleted, or it was retried already)
+        :raises StreaqError: when a live task holds the id, or the kept call fails verification
+        """
+        from ._failed import retry_failed
+
+        return await retry_failed(self._client, task_id)
+
+    async def delete_by_id(self, task_id: str) -> bool:
+        """Delete the stored result of the finished task ``task_id`` (and its kept call).
+
+        :return: ``False`` when there was no result
+        :raises StreaqError: when the task is not finished (abort it instead)
+        """
+        from ._failed import delete_result
+
+        return await delete_result(self._client, task_id)
 
     async def finish_times(self) -> list[tuple[int, bool]]:
         """When each stored result finished, and whether it succeeded.

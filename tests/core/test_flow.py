@@ -102,7 +102,11 @@ async def test_rate_limit_bounds_starts_in_every_window(
                 await task.result()
             took = time.monotonic() - began
     assert len(starts) == 30
-    assert _max_in_window(starts, 1.0) <= 10
+    # the server grants at most 10 starts per 1.05 s; a body begins after its grant by as long
+    # as its event loop takes to get to it, which on a loaded test host can exceed the 50 ms the
+    # margin absorbs: measured in the bodies, allow 200 ms of such delay (a fixed window or a
+    # skipped check still shows up: up to 20 starts bunched around a window's edge)
+    assert _max_in_window(starts, 0.8) <= 10
     # 30 starts at 10 per second cannot take less than 2 s: the limit was not skipped
     assert took >= 2.0
     assert _leftovers(redis_url, producer) == []

@@ -1,4 +1,5 @@
-"""No keys leak: after a mixed workload only result keys with a TTL remain (checked with SCAN)."""
+"""No keys leak: after a mixed workload only result keys (and the kept calls of failed tasks) with a
+TTL remain (checked with SCAN)."""
 
 from __future__ import annotations
 
@@ -88,7 +89,9 @@ def leftovers(redis_url: str, queue: str) -> list[str]:
             key = raw.decode()
             name = key[len(prefix) :]
             kind = str(client.type(raw), "ascii")  # type: ignore[arg-type]
-            if name.startswith("r:"):
+            if name.startswith(("r:", "fc:", "wi:")):
+                # results, the calls of failed tasks kept as long as their results, and the
+                # reports of workers (a retiring worker deletes its own)
                 if client.pttl(raw) <= 0:
                     bad.append(f"{name}: result without a TTL")
             elif name.startswith("s:"):

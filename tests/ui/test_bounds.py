@@ -158,5 +158,6 @@ async def test_scan_limit_of_the_ui(
             for task in [await small.registry["boom"].enqueue() for _ in range(2)]:
                 await task.result(10)
             overview = await client_of_ui.get("/queue")
-            assert '<b id="count-done">2</b>done (2 failed)' in overview.text
+            assert '<b id="count-done">2</b>done' in overview.text
+            assert '<b id="count-failed">2</b>failed' in overview.text
             assert 'id="partial"' not in overview.text

@@ -11,6 +11,7 @@ the tests' backend, and the browser is the slow part.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -230,3 +231,193 @@ def test_pages_abort_and_replay_in_chromium(
             browser.close()
     for name in ["overview", "task-aborted", "dead-letters"]:
         assert (tmp_path / f"{name}.png").stat().st_size > 1000
+
+
+APP_MODULE = '''
+"""An application of its own mounting the UI under /streaq (written into the test's tmp dir)."""
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from streaq.ui import create_router
+from ui_worker import worker
+
+
+@asynccontextmanager
+async def lifespan(app):
+    async with worker:
+        yield
+
+
+app = FastAPI(lifespan=lifespan)
+app.include_router(create_router(worker, scan_limit=None), prefix="/streaq")
+'''
+
+
+@pytest.fixture
+def mounted_ui(
+    tmp_path: Path, redis_url: str, clean_queue: str
+) -> Iterator[tuple[str, Worker[Any], int]]:
+    """``streaq run``, and uvicorn serving an app that mounts the UI under ``/streaq``; the UI's
+    base URL, a producer and the worker process's pid."""
+    (tmp_path / "ui_worker.py").write_text(WORKER_MODULE)
+    (tmp_path / "ui_app.py").write_text(APP_MODULE)
+    env = dict(os.environ, REDIS_URL=redis_url, STREAQ_QUEUE=clean_queue)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [SRC, env.get("PYTHONPATH", "")] if p)
+    port = free_port()
+    run = spawn(tmp_path, env, "run", "ui_worker:worker", log=tmp_path / "run.log")
+    with (tmp_path / "web.log").open("wb") as out:
+        web = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "ui_app:app", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+    base = f"http://127.0.0.1:{port}/streaq"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert web.poll() is None, (tmp_path / "web.log").read_text()
+            try:
+                if httpx.get(base + "/workers", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.1)
+        producer: Worker[Any] = Worker(
+            redis_url=redis_url, queue_name=clean_queue, priorities=["low", "high"]
+        )
+        yield base, producer, run.pid
+    finally:
+        stop(web)
+        stop(run)
+
+
+def delayed(producer: Worker[Any], seconds: float) -> str:
+    """Enqueue ``sleeper(seconds)`` due in an hour; its id."""
+
+    async def go() -> str:
+        async with producer:
+            task = await producer.enqueue_unsafe("sleeper", seconds).start(delay=3600)
+            return task.id
+
+    task_id: str = _in_thread(go)
+    return task_id
+
+
+def test_failed_tasks_dead_letters_workers_search_and_live_refresh_under_a_prefix(
+    mounted_ui: tuple[str, Worker[Any], int], tmp_path: Path
+) -> None:
+    base, producer, worker_pid = mounted_ui
+    failed, poison = enqueue(producer, ("boom", ()), ("no_such_function", ()))
+    later = delayed(producer, 5)
+    deadline = time.monotonic() + 15
+    while status(producer, failed) != TaskStatus.DONE:
+        assert time.monotonic() < deadline, "the worker did not run the task"
+        time.sleep(0.1)
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.set_default_timeout(10_000)
+            refused: list[str] = []
+            page.on(
+                "console",
+                lambda message: (
+                    refused.append(message.text)
+                    if "Content Security Policy" in message.text
+                    else None
+                ),
+            )
+
+            # the overview's chart has axes with labels; the script is allowed by the CSP
+            page.goto(base + "/queue")
+            sync_api.expect(page.locator("#throughput #x-axis")).to_be_attached()
+            sync_api.expect(page.locator("#throughput #y-axis")).to_be_attached()
+            sync_api.expect(page.locator("#throughput text.x").first).to_have_text(
+                re.compile(r"^\d\d:\d\d$")
+            )
+            sync_api.expect(page.locator("#throughput")).to_contain_text("tasks/min")
+            sync_api.expect(page.locator("body")).to_have_attribute("data-live", "on")
+            page.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
+
+            # live refresh: a task enqueued now shows without a reload...
+            sync_api.expect(page.locator("#count-scheduled")).to_have_text("1")
+            delayed(producer, 1)
+            sync_api.expect(page.locator("#count-scheduled")).to_have_text("2")
+            # ...until paused: time passes (ticks), nothing is fetched
+            page.click("#live-toggle")
+            sync_api.expect(page.locator("body")).to_have_attribute("data-live", "paused")
+            fetched = page.locator("body").get_attribute("data-refreshes")
+            ticks = int(page.locator("body").get_attribute("data-ticks") or "0")
+            delayed(producer, 2)
+            # two ticks of the timer (the CSP forbids wait_for_function's eval): it only counts up
+            for seen in (ticks, ticks + 1):
+                sync_api.expect(page.locator("body")).not_to_have_attribute("data-ticks", str(seen))
+            assert page.locator("body").get_attribute("data-refreshes") == fetched
+            sync_api.expect(page.locator("#count-scheduled")).to_have_text("2")
+            page.click("#live-toggle")  # resumed: it catches up
+            sync_api.expect(page.locator("#count-scheduled")).to_have_text("3")
+
+            # search by id, through relative links under the prefix
+            page.fill("#search input[name=task_id]", failed)
+            page.click("#search button")
+            sync_api.expect(page).to_have_url(f"{base}/task/{failed}")
+            sync_api.expect(page.locator("#status")).to_have_text("done (failed)")
+
+            # the failed list, the kept arguments, retry
+            page.goto(base + "/tasks/failed")
+            sync_api.expect(page.locator("h1")).to_have_text("Failed tasks")
+            page.click(f"#tasks a:has-text('{failed}')")
+            sync_api.expect(page.locator("#args")).to_contain_text("args = []")
+            first_finish = page.locator("#finished").inner_text()
+            page.click("#retry")
+            sync_api.expect(page.locator("#message")).to_have_text("retried: queued again")
+            # it ran (and failed) again: the live page shows the new finish
+            sync_api.expect(page.locator("#finished")).not_to_have_text(first_finish)
+            sync_api.expect(page.locator("#status")).to_have_text("done (failed)")
+            page.screenshot(path=str(tmp_path / "task-retried.png"), full_page=True)
+            page.click("#delete")
+            sync_api.expect(page.locator("#message")).to_have_text(f"deleted {failed}")
+            sync_api.expect(page).to_have_url(re.compile(r"/streaq/tasks/failed\?msg="))
+
+            # a delayed task that does not repeat has no Unschedule; aborted, it never ran
+            page.goto(f"{base}/task/{later}")
+            sync_api.expect(page.locator("#abort")).to_be_visible()
+            assert page.locator("#unschedule").count() == 0
+            page.click("#abort")
+            sync_api.expect(page.locator("#message")).to_have_text("aborted")
+            sync_api.expect(page.locator("#started")).to_have_text("never")
+            sync_api.expect(page.locator("#facts")).not_to_contain_text("ran ")
+            sync_api.expect(page.locator("#args")).to_contain_text("args = [5]")
+
+            # the done list, newest first
+            page.goto(base + "/tasks/done")
+            first_row = page.locator("#tasks tr").nth(1)
+            sync_api.expect(first_row).to_contain_text(later)
+
+            # workers: host, pid, backend, concurrency
+            page.goto(base + "/workers")
+            row = page.locator("#workers tr").nth(1)
+            sync_api.expect(row).to_contain_text(socket.gethostname())
+            sync_api.expect(row).to_contain_text(str(worker_pid))
+            sync_api.expect(row).to_contain_text("asyncio")
+            page.screenshot(path=str(tmp_path / "workers.png"), full_page=True)
+
+            # dead letters as a table, purged with a click
+            page.goto(base + "/dead-letters")
+            sync_api.expect(page.locator("#dead-letters")).to_contain_text(poison)
+            sync_api.expect(page.locator("#dead-letters")).to_contain_text("unknown function")
+            row = page.locator("#dead-letters tr", has_text=poison).first
+            row.locator("button:has-text('Purge')").click()
+            sync_api.expect(page.locator("#message")).to_have_text(
+                f"purged 1 dead letter(s) of {poison}"
+            )
+            sync_api.expect(page.locator("#empty")).to_be_visible()
+            page.screenshot(path=str(tmp_path / "dead-letters.png"), full_page=True)
+            assert not refused, refused
+        finally:
+            browser.close()

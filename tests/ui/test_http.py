@@ -141,9 +141,9 @@ async def test_every_page_renders_real_data(redis_url: str, clean_queue: str) ->
             assert "raise ValueError(&#34;kaboom&#34;)" in page.text  # the worker's traceback
             page = await client.get(f"/task/{child.id}")
             assert "scheduled" in page.text
-            assert f'href="http://ui.test/task/{long.id}"' in page.text  # its dependency
+            assert f'href="./{long.id}"' in page.text  # its dependency, relative
             page = await client.get(f"/task/{long.id}")
-            assert f'href="http://ui.test/task/{child.id}"' in page.text  # its dependent
+            assert f'href="./{child.id}"' in page.text  # its dependent
             assert "args = [30]" in page.text
             assert (await client.get("/task/no-such-task")).status_code == 404
 
@@ -244,7 +244,8 @@ async def test_abort_via_post_changes_the_status(redis_url: str, clean_queue: st
                 f"/task/{task.id}/abort", data={"csrf_token": token.group(1)}
             )
             assert answer.status_code == 303
-            after = await client.get(answer.headers["location"])
+            # the location is relative to the action's URL, as a browser reads it
+            after = await client.get(answer.request.url.join(answer.headers["location"]))
             assert 'id="message">aborted<' in after.text
             assert "done (failed)" in after.text
             assert "StreaqCancelled" in after.text
@@ -320,7 +321,7 @@ async def test_root_redirects_to_the_overview(redis_url: str, clean_queue: str) 
         async with serving(worker, run=False) as client:
             root = await client.get("/")
             assert root.status_code == 303  # as streaq 7.2's UI
-            assert root.headers["location"] == "/queue"
+            assert root.headers["location"] == "./queue"  # relative, as every link
             overview = await client.get("/", follow_redirects=True)
             assert overview.status_code == 200
             assert f"Queue {clean_queue}" in overview.text
@@ -361,7 +362,7 @@ async def test_router_mounted_the_72_way(redis_url: str, clean_queue: str) -> No
                 await failed.result(10)
                 root = await client.get("/streaq/")
                 assert root.status_code == 303
-                assert root.headers["location"] == "/streaq/queue"
+                assert root.headers["location"] == "./queue"
                 overview = await client.get("/streaq/queue")
                 assert overview.status_code == 200
                 assert f"Queue {clean_queue}" in overview.text
@@ -403,3 +404,33 @@ async def test_overview_shows_flow_control(redis_url: str, clean_queue: str) -> 
     table = page[page.index('id="flows"') :]
     assert "<td>metered</td>" in table
     assert "x: 2, y: 1" in table
+
+
+async def test_scale_from_the_workers_page(redis_url: str, clean_queue: str) -> None:
+    worker = make_worker(redis_url, clean_queue)
+    with anyio.fail_after(30):
+        async with serving(worker) as client:
+            page = await client.get("/workers")
+            assert 'id="scale"' in page.text
+            token = TOKEN.search(page.text)
+            assert token is not None
+            answer = await client.post(
+                "/workers/scale", data={"csrf_token": token.group(1), "concurrency": "3"}
+            )
+            assert answer.status_code == 303
+            after = await client.get(answer.headers["location"])
+            assert "runs 3 at once now" in after.text
+
+            async def scaled() -> bool:
+                return worker.concurrency == 3
+
+            # the running worker hears the command on its channel
+            await wait_until(scaled)
+            for bad in ("0", "x", "10001"):
+                refused = await client.post(
+                    "/workers/scale", data={"csrf_token": token.group(1), "concurrency": bad}
+                )
+                assert "must be a number" in (await client.get(refused.headers["location"])).text
+            assert worker.concurrency == 3
+            forged = await client.post("/workers/scale", data={"concurrency": "1"})
+            assert forged.status_code == 403

@@ -20,7 +20,7 @@ from ._errors import CliError, import_worker, reaching, report
 from ._logs import LEVELS
 from ._reading import check, dlq_list, functions_list, info
 from ._run import run
-from ._writing import dlq_purge, dlq_replay, enqueue, functions_prune, pause, purge
+from ._writing import dlq_purge, dlq_replay, enqueue, functions_prune, pause, purge, scale
 
 __all__ = ["main"]
 
@@ -140,6 +140,8 @@ def _build_parser() -> argparse.ArgumentParser:
     for verb, what in (("pause", "stop starting"), ("resume", "start again")):
         pausing = command(verb, f"{what} the queue's tasks, or one task's")
         pausing.add_argument("--task", default=None, metavar="NAME", help="only this task")
+    scaling = command("scale", "set how many tasks each running worker of the queue runs at once")
+    scaling.add_argument("concurrency", type=_positive_int, help="tasks at once, per worker")
     return parser
 
 
@@ -188,6 +190,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
     if command in ("pause", "resume"):
         return pause(args.worker_path, args.task, paused=command == "pause")
+    if command == "scale":
+        return scale(args.worker_path, args.concurrency)
     worker = import_worker(args.worker_path)
     if command == "functions":
         return functions_list(worker) if args.action == "list" else functions_prune(worker)

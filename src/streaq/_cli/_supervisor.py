@@ -24,8 +24,10 @@ __all__ = ["Supervisor"]
 
 logger = logging.getLogger("streaq.cli")
 
-#: a child exiting with an error this soon after starting counts as failing at start
-STARTUP_WINDOW = 2.0
+#: a child exiting with an error this soon after starting counts as failing at start: generous,
+#: since on a loaded host merely importing the app can take seconds, and a child that fails at
+#: import must be recognised as such every time or the supervisor retries it forever
+STARTUP_WINDOW = 10.0
 #: give up after this many consecutive failures at start of one child
 MAX_STARTUP_FAILURES = 3
 #: a child that ran this long before crashing starts its backoff afresh

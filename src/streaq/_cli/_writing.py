@@ -1,5 +1,5 @@
-"""The commands that change a queue: ``enqueue``, ``purge``, ``pause``/``resume``, ``dlq
-replay|purge`` and ``functions prune``.
+"""The commands that change a queue: ``enqueue``, ``purge``, ``pause``/``resume``, ``scale``,
+``dlq replay|purge`` and ``functions prune``.
 
 Each one enters the worker as a producer (``async with worker:``, which prepares the queue) on
 the worker's ``anyio_backend``, and never runs tasks.
@@ -28,6 +28,7 @@ __all__ = [
     "functions_prune",
     "pause",
     "purge",
+    "scale",
 ]
 
 T = TypeVar("T")
@@ -157,6 +158,16 @@ def pause(worker_path: str, task: str | None, *, paused: bool) -> int:
     target = f"task {task}" if task else f"queue {worker.queue_name}"
     state = "paused" if paused else "resumed"
     print(f"{target} {state}" if changed else f"{target} was {state} already")
+    return 0
+
+
+def scale(worker_path: str, concurrency: int) -> int:
+    """``streaq scale module:worker N``: every running worker of the queue runs N tasks at once
+    (``Worker.scale``); workers started later keep their own concurrency."""
+    worker = import_worker(worker_path)
+    _as_producer(worker, lambda: worker.scale(concurrency))
+    at_once = plural(concurrency, "task")
+    print(f"the workers of queue {worker.queue_name} run {at_once} at once now")
     return 0
 
 

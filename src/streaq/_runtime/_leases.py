@@ -9,12 +9,13 @@ the same consumer, through the ``lease`` server function).
 with its *own* event loop and its *own* Redis client (streaq's connection layer, opened with the
 worker's URL, Sentinel or Cluster settings, so TLS and ACL users work as for the worker). Every
 ``idle_timeout / 4`` it snapshots the jobs the worker holds, renews their leases and writes the
-worker's heartbeat (``streaq info`` lists live workers from it). A task that blocks the worker's
-event loop -- ``time.sleep`` or CPU-bound code in an ``async def`` -- therefore cannot make its own
-message look abandoned: while the *process* lives, its leases live, so the task is not run a
-second time by another worker (streaq 7.2 renewed leases on the event loop and, after such a
-block, reclaimed and re-ran its own task). A dead process stops renewing at once, and its messages
-are reclaimed after ``idle_timeout`` as before.
+worker's heartbeat (``streaq info`` lists live workers from it) with its report (host, pid,
+backend, concurrency, running tasks: ``WorkerReport`` of :mod:`streaq._inspect`). A task that
+blocks the worker's event loop -- ``time.sleep`` or CPU-bound code in an ``async def`` --
+therefore cannot make its own message look abandoned: while the *process* lives, its leases
+live, so the task is not run a second time by another worker (streaq 7.2 renewed leases on the
+event loop and, after such a block, reclaimed and re-ran its own task). A dead process stops
+renewing at once, and its messages are reclaimed after ``idle_timeout`` as before.
 
 **Blocked-loop detection.** A small duty on the event loop (:meth:`LeaseKeeper.run`) beats every
 ``HEARTBEAT`` seconds (a monotonic timestamp). The thread watches the beat: when it is older than
@@ -33,13 +34,18 @@ other workers' reclaimers (which wait ``idle_timeout`` after an outage) could ta
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import msgspec
 
+from .._inspect import REPORTED_RUNNING, WorkerReport
 from .._library import QueueFunctions
 from .._redis import RECOVERABLE, Backoff, RedisClient
 from .._words import plural
@@ -57,6 +63,18 @@ HEARTBEAT = 0.1
 BLOCKED_AFTER = 1.0
 #: how long stopping waits for the thread (seconds)
 JOIN_TIMEOUT = 10.0
+#: how long a worker's report outlives its last heartbeat (ms): as long as ``streaq info`` and
+#: the UI list a stopped worker (the reclaimer forgets heartbeats older than that)
+REPORT_TTL_MS = 3_600_000
+
+
+def backend_name() -> str:
+    """The async backend running the caller (``asyncio``, ``asyncio+uvloop`` or ``trio``)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return "trio"  # anyio's only other backend
+    return "asyncio+uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
 class LeaseKeeper:
@@ -73,6 +91,12 @@ class LeaseKeeper:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._lost: set[str] = set()
+        self._report = WorkerReport(
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            concurrency=state.worker.concurrency,
+            started_ms=now_ms(),
+        )
         self._thread = threading.Thread(
             target=self._thread_main, name=f"streaq-leases-{state.worker.id}", daemon=True
         )
@@ -80,6 +104,8 @@ class LeaseKeeper:
     async def run(self) -> None:
         """Start the thread, beat and apply lost leases until cancelled; then stop the thread."""
         self._beat = time.monotonic()
+        # known only on the worker's own loop; the thread runs a loop of its own
+        self._report = msgspec.structs.replace(self._report, backend=backend_name())
         self._thread.start()
         try:
             while True:
@@ -153,12 +179,34 @@ class LeaseKeeper:
         reported = BLOCKED_AFTER
         while not self._stop.is_set():
             pairs: list[str] = []
+            running: list[str] = []
             # every message still pending for this worker, outcome decided or not: until the
             # finisher records it, it must not look abandoned
             for job in self._snapshot():
                 if not job.lost:
                     pairs += [job.priority, job.msgid]
-            await redis.execute("HSET", worker.keys.workers, worker.id, now_ms())
+                    if job.started and job.outcome is None:
+                        running.append(job.task_id)
+            # concurrency read each time: set_concurrency / scale change it while it runs
+            report = msgspec.structs.replace(
+                self._report,
+                concurrency=worker.concurrency,
+                running=running[:REPORTED_RUNNING],
+                running_count=len(running),
+            )
+            # the plain heartbeat (what every reader knows), and the report beside it
+            await redis.pipeline(
+                [
+                    ["HSET", worker.keys.workers, worker.id, now_ms()],
+                    [
+                        "SET",
+                        worker.keys.worker_info(worker.id),
+                        msgspec.json.encode(report),
+                        "PX",
+                        REPORT_TTL_MS,
+                    ],
+                ]
+            )
             self.state.outage.ok()
             if pairs:
                 logger.debug("renewing the leases of %s", plural(len(pairs) // 2, "message"))

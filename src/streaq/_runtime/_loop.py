@@ -86,16 +86,23 @@ async def _run_jobs(
                 if streak >= CHECKPOINT_EVERY:
                     streak = 0
                     await checkpoint()
+            if state.in_use >= state.concurrency:
+                # the concurrency was lowered during the run: this job waits (claimed, not
+                # taken: an abort still fails it at once) until a running one ends
+                await state.wait_for_slot()
             if job.outcome is not None:
                 # settled while it waited in the channel (aborted, or taken over): the listener
                 # or the lease keeper accounted for it already
                 continue
             job.taken = True
+            state.in_use += 1
             try:
                 await runner.run(job)
             finally:
                 if job.outcome is None:
                     runner.hand_back(job)
+                # the slot is free before the wake-up that ``decided`` sends
+                state.in_use -= 1
                 state.decided(job)
             try:
                 send_nowait(job)
@@ -163,6 +170,7 @@ async def run_worker(
     async with worker:
         client = worker._client
         state = WorkerState(worker, client, worker.concurrency + worker.prefetch)
+        state.concurrency = worker.concurrency
         runner = Runner(state)
         handle.state = state
         try:
@@ -212,13 +220,23 @@ async def _serve(
             async with anyio.create_task_group() as finishing:
                 finishing.start_soon(finisher, state, recv_out)
                 async with anyio.create_task_group() as runners:
+                    # kept open while the runners run, to start more of them when the
+                    # concurrency is raised (set_concurrency); closed below, with the reports
+                    spare_jobs, spare_out = recv_jobs.clone(), send_out.clone()
+                    streams += [spare_jobs, spare_out]
+
+                    def add_runners(count: int) -> None:
+                        for _ in range(count):
+                            jobs, outcomes = spare_jobs.clone(), spare_out.clone()
+                            streams.extend((jobs, outcomes))
+                            state.runners += 1
+                            runners.start_soon(_run_jobs, state, runner, jobs, outcomes)
+
                     with send_out:
                         state.reports = send_out.clone()
                         streams.append(state.reports)
-                        for _ in range(worker.concurrency):
-                            jobs, outcomes = recv_jobs.clone(), send_out.clone()
-                            streams += [jobs, outcomes]
-                            runners.start_soon(_run_jobs, state, runner, jobs, outcomes)
+                        add_runners(worker.concurrency)
+                    state.add_runners = add_runners
                     recv_jobs.close()
                     async with anyio.create_task_group() as duties:
                         await duties.start(reader.run)
@@ -232,6 +250,7 @@ async def _serve(
                         await state.stop_requested.wait()
                         duties.cancel_scope.cancel()
                     state.stopping = True
+                    state.add_runners = None
                     send_jobs.close()
                     grace = None if worker.burst else to_seconds(worker.grace_period) or 0
                     with anyio.move_on_after(grace):
@@ -244,6 +263,8 @@ async def _serve(
                 reports, state.reports = state.reports, None
                 if reports is not None:
                     reports.close()
+                spare_jobs.close()
+                spare_out.close()
             outer.cancel_scope.cancel()
     finally:
         state.reports = None

@@ -73,6 +73,7 @@ class Runner:
         self.worker = state.worker
         self.codec = state.client.codec
         self.limiter = anyio.CapacityLimiter(self.worker.sync_concurrency)
+        state.sync_limiter = self.limiter
         # the threads themselves are bounded by ``limiter``, whose slots outlive cancellation
         self._threads = anyio.CapacityLimiter(math.inf)
         self._calls: dict[str, Call] = {}
@@ -341,7 +342,7 @@ class Runner:
         return await retrying(
             self.state,
             f"cannot check the rate limit of task {job.task_id}",
-            lambda: functions.start_gated(job.task_id, now_ms()),
+            lambda: functions.start_gated(job.task_id),
         )
 
     def _defer(self, job: Job, task: AnyRegisteredTask, ms: int) -> None:

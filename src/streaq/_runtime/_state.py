@@ -3,10 +3,12 @@
 A *job* is a stream message this worker claimed. It stays in :attr:`WorkerState.jobs` until its
 outcome (result, retry or hand-back) is recorded in Redis, so leases keep being refreshed for it
 -- running or still prefetched -- and a shutdown can hand back whatever is left. Capacity counts
-jobs claimed whose outcome is not decided yet: at most ``concurrency + prefetch`` of them. Every
-job is *decided* exactly once (:meth:`WorkerState.decided` is idempotent), whichever duty settles
-it: a runner, the listener (an abort of a prefetched job) or the lease keeper (a job another
-worker took over); a slot can therefore neither leak nor be freed twice.
+jobs claimed whose outcome is not decided yet: at most ``concurrency + prefetch`` of them; at most
+``concurrency`` of them run. Both bounds may change during the run
+(:meth:`WorkerState.set_concurrency`). Every job is *decided* exactly once
+(:meth:`WorkerState.decided` is idempotent), whichever duty settles it: a runner, the listener
+(an abort of a prefetched job) or the lease keeper (a job another worker took over); a slot can
+therefore neither leak nor be freed twice.
 
 The runners report to the finisher: a job whose function is called joins :attr:`WorkerState.starts`
 (the finisher marks it started in Redis, which is what makes its status *running*), and the job
@@ -18,6 +20,7 @@ channel, for a task that runs long: a burst of short tasks adds nothing to the c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -130,6 +133,17 @@ class WorkerState:
     _changed: anyio.Event = field(default_factory=anyio.Event)
     #: the one warning per Redis outage that every duty reports to
     outage: Outage = field(init=False)
+    #: how many jobs may run at once (``Worker.set_concurrency`` changes it during the run)
+    concurrency: int = 1
+    #: jobs the runners are executing now (never more than ``concurrency`` start)
+    in_use: int = 0
+    #: runner tasks started; ``add_runners`` (set while the runners run) starts more
+    runners: int = 0
+    add_runners: Callable[[int], None] | None = None
+    #: the limiter of sync tasks' threads, resized with ``concurrency`` when derived from it
+    sync_limiter: anyio.CapacityLimiter | None = None
+    #: the last fleet-wide concurrency command seen (``Worker.scale``), applied when it changes
+    scale_seen: bytes | None = None
 
     def __post_init__(self) -> None:
         worker = self.worker
@@ -141,6 +155,28 @@ class WorkerState:
     def free(self) -> int:
         """How many more messages may be claimed now."""
         return self.limit - self.active
+
+    def set_concurrency(self, concurrency: int, prefetch: int, sync_concurrency: int) -> None:
+        """Resize the run: at most ``concurrency`` jobs run and ``concurrency + prefetch`` are
+        claimed. Lowered, running jobs finish and no runner starts another until fewer than
+        ``concurrency`` run; raised, more runners start and the reader claims more at once."""
+        self.concurrency = concurrency
+        self.limit = concurrency + prefetch
+        if self.sync_limiter is not None:
+            self.sync_limiter.total_tokens = sync_concurrency
+        if concurrency > self.runners and self.add_runners is not None:
+            self.add_runners(concurrency - self.runners)
+        # the reader waits for capacity and idle runners for a slot: both look again
+        self._notify()
+
+    async def wait_for_slot(self) -> None:
+        """Return once a runner may start a job (or the run is stopping: it hands jobs back)."""
+        while self.in_use >= self.concurrency and not self.stopping:
+            await self._changed.wait()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
 
     async def changed(self) -> None:
         """Return once some job's outcome is decided."""
@@ -174,8 +210,7 @@ class WorkerState:
             return
         job.decided = True
         self.active -= 1
-        changed, self._changed = self._changed, anyio.Event()
-        changed.set()
+        self._notify()
 
     def recorded(self, job: Job) -> None:
         """The job's outcome is in Redis (or is not this worker's to write): forget it."""

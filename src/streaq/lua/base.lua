@@ -2,7 +2,8 @@
 --[[
 streaq's server-side library: every multi-key state change of a queue is one call here.
 The library is loaded as one: this file (the key layout, the shared vocabulary, the helpers),
-then tasks.lua, claims.lua and dead_letters.lua (streaq/_library.py joins them).
+then flow.lua, tasks.lua, dedup.lua, claims.lua and dead_letters.lua (streaq/_library.py joins
+them).
 
 All keys of a queue share the prefix KEYS[1] = "streaq:{<queue>}:" (one cluster slot):
   s:<priority>   stream of queued tasks, consumer group "g"; entry fields i=id f=fn d=payload
@@ -21,10 +22,18 @@ All keys of a queue share the prefix KEYS[1] = "streaq:{<queue>}:" (one cluster 
   hd             set of ids that have dependents (lets `finish` skip the dn lookup otherwise)
   ab             set of running ids asked to abort
   u:<fn>         unique lock of a function, value = id of the running holder, TTL = its lease
+  dd:<name>      record of a dedup key (dedup.lua);  ddi  hash id -> dedup key name
+  cc             the last fleet-wide concurrency command, '<n>:<nonce>' (flow.lua: scale)
   workers        hash worker id -> last heartbeat (ms)
+  wi:<worker>    what a worker reports of itself with each heartbeat (JSON: host, pid, backend,
+                 concurrency, running task ids); TTL an hour, deleted when the worker retires
+  fc:<id>        the call of a failed task: msgpack {priority, fields} of its last stream entry,
+                 kept while its failed result is (TTL from the task's ttl, at most KEPT_CALL_MAX
+                 when results are kept forever), so that it can be shown and retried
   dlq            stream of dead letters: original fields + reason, time, priority, tries, worker
 Channels: done (msgpack array of [id, record | nil] after results are written), abort (task id),
-wake (due time of a delayed task that became the earliest).
+wake (due time of a delayed task that became the earliest), pause (a function paused or resumed),
+scale (a concurrency command, as in cc).
 
 Ownership: a claimed message belongs to the consumer (worker) in whose pending list it is. Only
 that consumer applies an outcome to it (finish, dead_letter check it first), so an outcome sent
@@ -47,7 +56,8 @@ local KEY = {
   wake_channel = 'wake', limits = 'lim', gate_queue = 'gq:', gate_ring = 'gk:',
   gated_functions = 'gw', gate_count = 'gc:', admit_window = 'ga:', start_window = 'gs:',
   gate_block = 'gb:', admitted = 'adm', gated_total = 'gn', gate_timers = 'gt',
-  pause_channel = 'pause',
+  pause_channel = 'pause', dedup = 'dd:', dedup_index = 'ddi', scale = 'cc',
+  scale_channel = 'scale', worker_info = 'wi:', failed_call = 'fc:',
 }
 local STATE = {queued = 'q', delayed = 'd', waiting = 'w', gated = 'g'}
 local OUTCOME = {result = 'r', ['repeat'] = 'c', retry = 'y', hand_back = 'h', cancelled = 'x'}
@@ -57,6 +67,9 @@ local FIELD = {
   crontab = 'cr', trace = 'tc', group = 'g',
 }
 local LINK = {['then'] = 't', otherwise = 'o'}
+-- the dedup modes of a task's dedup key, and what enqueue answers for such a task (dedup.lua)
+local DEDUP = {throttle = 't', debounce = 'd', keep_last = 'l'}
+local DEDUPED = {enqueued = 1, dropped = 3, replaced = 4, follows = 5}
 -- the kinds of a result record
 local KIND = {value = 0, tuple = 1, error = 2}
 
@@ -197,6 +210,9 @@ end
 
 -- flow control (flow.lua): whether a function's tasks wait at a gate, and putting them there
 local is_gated, gate_push
+-- dedup (dedup.lua): enqueueing a task with a dedup key; a task that held or followed a dedup
+-- key ended (failed or not)
+local dedup_enqueue, dedup_ended
 
 -- put a task into the delayed set (due at run_at), announcing it when it is the earliest
 local function delay(p, member, run_at)
@@ -264,14 +280,29 @@ end
 
 local resolve_dependents
 
+-- the longest the call of a failed task is kept (ms) when its result is kept forever: arguments
+-- may be personal data, and nothing of a queue should stay without an expiry
+local KEPT_CALL_MAX = 7 * 24 * 3600 * 1000
+
+-- keep the call (priority and fields) of the failed task id as long as its result (ttl ms: -1
+-- forever, 0 not stored); the fields are kept as written, so encrypted arguments stay encrypted
+local function keep_call(p, id, prio, fields, ttl)
+  ttl = tonumber(ttl)
+  if ttl == nil or ttl == 0 or not fields then return end
+  if ttl < 0 or ttl > KEPT_CALL_MAX then ttl = KEPT_CALL_MAX end
+  redis.call('SET', p .. KEY.failed_call .. id, cmsgpack.pack({prio or '', fields}), 'PX', ttl)
+end
+
 -- write a failed result decided here (abort, failed dependency) and cascade to dependents
-local function fail_task(p, id, fields, payload, now, published, worklist)
+local function fail_task(p, id, fields, payload, now, published, worklist, prio)
   local rec = '\153' .. cmsgpack.pack(field(fields, FIELD.fn),
     tonumber(field(fields, FIELD.created)), now, KIND.error, 0, now,
     tonumber(field(fields, FIELD.tries) or '0'), '') .. payload
   store_result(p, id, rec, field(fields, FIELD.ttl), published)
+  keep_call(p, id, prio, fields, field(fields, FIELD.ttl))
   redis.call('HDEL', tasks_key(p), id)
   redis.call('DEL', p .. KEY.dependencies .. id)
+  dedup_ended(p, id, now, true)
   worklist[#worklist + 1] = {id, 2, payload}
 end
 
@@ -293,7 +324,7 @@ resolve_dependents = function(p, now, worklist, published)
         local link = field(fields, FIELD.link)
         if kind == KIND.error and link ~= LINK.otherwise then
           fail_task(p, child, fields, failure_payload('StreaqError',
-            'dependency ' .. parent .. ' failed'), now, published, worklist)
+            'dependency ' .. parent .. ' failed'), now, published, worklist, st[2])
         elseif kind ~= KIND.error and link == LINK.otherwise then
           -- the fallback is not needed: it ends with its parent's result
           local rec = '\153' .. cmsgpack.pack(field(fields, FIELD.fn),

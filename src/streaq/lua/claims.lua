@@ -106,8 +106,8 @@ end
 --[[ retire(KEYS[1]=prefix; ARGV: worker, now, priorities)
 A worker stopping, after it recorded the outcome of every message it knew of: whatever is still in
 its pending lists (delivered by a read whose reply it never got, or an outcome it could not record)
-is handed back for immediate redelivery, unchanged, and the worker's consumers and heartbeat are
-deleted. Returns the number of messages handed back. ]]
+is handed back for immediate redelivery, unchanged, and the worker's consumers, heartbeat and
+self-report (wi:) are deleted. Returns the number of messages handed back. ]]
 local function retire(keys, args)
   local p = keys[1]
   local worker, now = args[1], tonumber(args[2])
@@ -135,7 +135,7 @@ local function retire(keys, args)
                 redis.call('SREM', p .. KEY.abort, id)
                 local published, worklist = {}, {}
                 fail_task(p, id, fields, failure_payload('StreaqCancelled', 'task aborted'), now,
-                  published, worklist)
+                  published, worklist, prio)
                 resolve_dependents(p, now, worklist, published)
                 publish(p, published)
               else
@@ -150,6 +150,7 @@ local function retire(keys, args)
     end
   end
   redis.call('HDEL', p .. KEY.workers, worker)
+  redis.call('DEL', p .. KEY.worker_info .. worker)
   return handed
 end
 

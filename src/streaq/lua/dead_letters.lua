@@ -11,7 +11,7 @@ local DLQ_MAXLEN = 10000
 --[[ dead_letter(KEYS[1]=prefix; ARGV: worker, now, id, priority, msgid, record, ttl ms,
   unique fn or '', reason, tries)
 Moves the claimed message msgid to the dead-letter stream, writes the failed result `record`
-(waking waiters, failing dependents) and releases the task's unique lock.
+(waking waiters, failing dependents) and releases the task's unique lock and dedup key.
 Returns 1, or 0 when the worker does not own the message (any more): nothing is written. ]]
 local function dead_letter(keys, args)
   local p = keys[1]
@@ -36,11 +36,13 @@ local function dead_letter(keys, args)
   redis.call('XDEL', skey, msgid)
   local published, worklist = {}, {}
   store_result(p, id, rec, ttl, published)
+  keep_call(p, id, prio, entries[1][2], ttl)
   redis.call('HDEL', tasks_key(p), id)
   redis.call('SREM', p .. KEY.abort, id)
   redis.call('SREM', running_key(p, prio), id)
   if unique_fn ~= '' then release_unique(p, unique_fn, id) end
   release_admission(p, id, now)
+  dedup_ended(p, id, now, true)
   if redis.call('SISMEMBER', p .. KEY.has_dependents, id) == 1 then
     local kind, payload = split_record(rec)
     worklist[1] = {id, kind, payload}
@@ -82,7 +84,7 @@ local function replay_dead_letters(keys, args)
     local entry, id, prio = args[n], args[n + 1], args[n + 2]
     if redis.call('XDEL', p .. KEY.dead_letters, entry) == 1
         and redis.call('HEXISTS', tasks_key(p), id) == 0 then
-      redis.call('DEL', p .. KEY.result .. id)
+      redis.call('DEL', p .. KEY.result .. id, p .. KEY.failed_call .. id)
       place(p, id, prio, cmsgpack.unpack(args[n + 3]), 0, now)
       replayed[#replayed + 1] = id
     end

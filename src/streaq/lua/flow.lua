@@ -73,12 +73,20 @@ local function record(window, now, member, period)
   redis.call('PEXPIRE', window, period)
 end
 
--- a start counts in its window this much longer than the period (ms): the moments a worker checks
--- and calls a task differ by a little, and it is the calls that must respect the limit. An
--- admission counts a little longer still, so that a task admitted as soon as its window allows
--- finds room among the starts too (the difference absorbs the time from admission to start).
-local START_MARGIN = 10
-local ADMIT_MARGIN = 20
+-- a start counts in its window this much longer than the period (ms): a granted task's body
+-- begins a little after the grant (the reply, the worker's event loop), and it is the bodies that
+-- must respect the limit; 50 ms of such jitter is absorbed (5% of a 1 s window, less for shorter
+-- ones). An admission counts a little longer still, so that a task admitted as soon as its window
+-- allows finds room among the starts too.
+local function start_margin(period) return math.min(50, math.floor(period / 20)) end
+local function admit_margin(period) return start_margin(period) + 10 end
+
+-- the server's clock (ms): the windows of starts are shared by workers on many hosts, whose clocks
+-- and round trips differ; one clock orders every grant as the server applies it
+local function server_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 
 -- why the gate (fn's, or a group's) admits nothing now: true (a slot is taken: wait for an
 -- end) or the moment to try again; nil when it may admit
@@ -86,7 +94,7 @@ local function gate_closed(p, gate, slots, limit, period, now)
   if slots and slots > 0 and count(p .. KEY.gate_count .. gate) >= slots then return true end
   local blocked = redis.call('PTTL', p .. KEY.gate_block .. gate)
   if blocked > 0 then return now + blocked end
-  return window_full(p, p .. KEY.admit_window .. gate, limit, period and period + ADMIT_MARGIN,
+  return window_full(p, p .. KEY.admit_window .. gate, limit, period and period + admit_margin(period),
     now)
 end
 
@@ -142,12 +150,12 @@ local function admit(p, fn, now)
       -- counted twice
       redis.call('INCR', p .. KEY.gate_count .. fn_gate)
       if (cfg.rn or 0) > 0 then
-        record(p .. KEY.admit_window .. fn_gate, now, id, cfg.rp + ADMIT_MARGIN)
+        record(p .. KEY.admit_window .. fn_gate, now, id, cfg.rp + admit_margin(cfg.rp))
       end
       if groups then
         redis.call('INCR', p .. KEY.gate_count .. gate)
         if (cfg.grn or 0) > 0 then
-          record(p .. KEY.admit_window .. gate, now, id, cfg.grp + ADMIT_MARGIN)
+          record(p .. KEY.admit_window .. gate, now, id, cfg.grp + admit_margin(cfg.grp))
         end
       end
       redis.call('HSET', p .. KEY.admitted, id, cmsgpack.pack({fn, groups and picked or false}))
@@ -257,28 +265,30 @@ local function pause(keys, args)
   return 1
 end
 
---[[ start_gated(KEYS[1]=prefix; ARGV: id, now)
+--[[ start_gated(KEYS[1]=prefix; ARGV: id)
 A worker is about to run the rate-limited task id: records the start if the windows of starts
 allow it. Returns 0 when it may start, else the ms to wait before trying again. ]]
 local function start_gated(keys, args)
   local p = keys[1]
-  local id, now = args[1], tonumber(args[2])
+  local id = args[1]
   local raw = redis.call('HGET', p .. KEY.admitted, id)
   if not raw then return 0 end
   local fn, key = unpack(cmsgpack.unpack(raw))
   local cfg = limits_of(p, fn) or {}
+  local now = server_ms()
   local checks = {{gate_name(fn), cfg.rn, cfg.rp}}
   if key then checks[2] = {gate_name(fn, key), cfg.grn, cfg.grp} end
   local wait = 0
   for _, check in ipairs(checks) do
-    local period = check[3] and check[3] + START_MARGIN
+    local period = check[3] and check[3] + start_margin(check[3])
     local at = window_full(p, p .. KEY.start_window .. check[1], check[2], period, now)
     if at and at - now > wait then wait = at - now end
   end
   if wait > 0 then return wait end
   for _, check in ipairs(checks) do
     if check[2] and check[2] > 0 then
-      record(p .. KEY.start_window .. check[1], now, id .. '@' .. now, check[3] + START_MARGIN)
+      record(p .. KEY.start_window .. check[1], now, id .. '@' .. now,
+        check[3] + start_margin(check[3]))
     end
   end
   return 0
@@ -329,7 +339,24 @@ local function flow_info(keys, args)
   return out
 end
 
+-- a concurrency command outlives its delivery this long (ms): a worker that was not subscribed
+-- when it was sent reads it once it subscribes again
+local SCALE_TTL = 86400000
+
+--[[ scale(KEYS[1]=prefix; ARGV: concurrency, nonce)
+Every running worker of the queue sets its concurrency (it hears the scale channel, or reads cc
+when it subscribes again). The nonce makes each command distinct, so that a worker applies a
+command once and never one older than its own start. ]]
+local function scale(keys, args)
+  local p = keys[1]
+  local command = args[1] .. ':' .. args[2]
+  redis.call('SET', p .. KEY.scale, command, 'PX', SCALE_TTL)
+  redis.call('PUBLISH', p .. KEY.scale_channel, command)
+  return 1
+end
+
 register('pause', pause)
+register('scale', scale)
 register('flow_info', flow_info, true)
 register('start_gated', start_gated)
 register('block_gate', block_gate)

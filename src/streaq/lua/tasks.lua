@@ -1,11 +1,13 @@
 -- Tasks: enqueue, finish, abort, status and scheduling (after base.lua).
 
 --[[ enqueue(KEYS[1]=prefix; ARGV: now, then one msgpack blob per task:
-  [id, priority, run_at, dependencies, origin, fields])
+  [id, priority, run_at, dependencies, origin, fields, dedup])
 origin says where the id comes from: ID_GIVEN (the caller chose it), ID_FIRING (a cron firing:
 skipped when a task or result of that id exists) or ID_FRESH (a random id made by the producer,
-which no other task can hold: nothing to check).
-Returns one integer per task: 1 enqueued, 0 skipped (id exists), 2 failed at once (dependency failed).
+which no other task can hold: nothing to check). dedup is absent, or {key, mode, window ms} for a
+task with a dedup key (dedup.lua; such a task has no dependencies).
+Returns one answer per task: 1 enqueued, 0 skipped (id exists), 2 failed at once (dependency
+failed); for a task with a dedup key {DEDUPED.*, the other task's id or ''}.
 Errors (nothing written) on an unknown dependency, on a given id that a live task (one in the
 index) holds, and on an id the batch holds twice: a live task is never overwritten. A finished
 task's id may be given again: its old result is deleted, so that waiters wait for the new run. ]]
@@ -26,6 +28,9 @@ local function enqueue(keys, args)
       return redis.error_reply('STREAQ task id ' .. id .. ' is taken by a task that has not ' ..
         'finished (queued, scheduled or running); abort it or wait for its result first')
     end
+    if t[7] and #t[4] > 0 then
+      return redis.error_reply('STREAQ task ' .. id .. ' has a dedup key and dependencies')
+    end
     for _, dep in ipairs(t[4]) do
       if not batch_ids[dep] and redis.call('HEXISTS', tasks_key(p), dep) == 0
           and redis.call('EXISTS', p .. KEY.result .. dep) == 0 then
@@ -36,6 +41,7 @@ local function enqueue(keys, args)
   end
   local out = {}
   local published = {}
+  local superseded = {}
   local pending_ids, pending_vals = {}, {}
   for n, t in ipairs(tasks) do
     local id, prio, run_at, deps, origin, fields = t[1], t[2], tonumber(t[3]), t[4], t[5], t[6]
@@ -44,10 +50,13 @@ local function enqueue(keys, args)
       skip = redis.call('HEXISTS', tasks_key(p), id) == 1
         or redis.call('EXISTS', p .. KEY.result .. id) == 1
     elseif origin == ID_GIVEN then
-      redis.call('DEL', p .. KEY.result .. id)
+      redis.call('DEL', p .. KEY.result .. id, p .. KEY.failed_call .. id)
     end
     if skip then
       out[n] = 0
+    elseif t[7] then
+      -- placed (and indexed) at once: a later task of this batch may find it holding its key
+      out[n] = dedup_enqueue(p, id, prio, fields, run_at, t[7], now, published, superseded)
     elseif #deps == 0 then
       out[n] = 1
       if run_at > now or is_gated(p, field(fields, FIELD.fn)) then
@@ -102,7 +111,7 @@ local function enqueue(keys, args)
       if failed_dep then
         out[n] = 2
         fail_task(p, id, fields, failure_payload('StreaqError',
-          'dependency ' .. failed_dep .. ' failed'), now, published, {})
+          'dependency ' .. failed_dep .. ' failed'), now, published, {}, prio)
       elseif waiting > 0 then
         redis.call('HSET', tasks_key(p), id, cmsgpack.pack({STATE.waiting, prio, fields, run_at}))
       else
@@ -115,6 +124,7 @@ local function enqueue(keys, args)
     for m = 1, #pending_ids do flat[#flat + 1] = pending_ids[m]; flat[#flat + 1] = pending_vals[m] end
     redis.call('HSET', tasks_key(p), unpack(flat))
   end
+  resolve_dependents(p, now, superseded, published)
   publish(p, published)
   return out
 end
@@ -188,12 +198,19 @@ local function finish(keys, args)
         b = cmsgpack.unpack(b)[1]
         outcome = OUTCOME.result
       else
-        cancelled[#cancelled + 1] = {id, cmsgpack.unpack(a)}
+        cancelled[#cancelled + 1] = {id, cmsgpack.unpack(a), prio}
         outcome = OUTCOME.cancelled
       end
     end
     if outcome == OUTCOME.result then
       store_result(p, id, a, b, published)
+      -- pcall: a record this library cannot read must not stop the outcome from being applied
+      local read, kind = pcall(split_record, a)
+      if read and kind == KIND.error then
+        -- a failure keeps its call, read from its entry before the entry is deleted below
+        local entries = redis.call('XRANGE', stream_key(p, prio), args[n + 2], args[n + 2])
+        if entries[1] then keep_call(p, id, prio, entries[1][2], b) end
+      end
       done_ids[#done_ids + 1] = id
       done_records[id] = a
       written = written + 1
@@ -218,6 +235,12 @@ local function finish(keys, args)
     redis.call('SREM', running_key(p, prio), unpack(owned.tasks))
   end
   if #done_ids > 0 then
+    if redis.call('EXISTS', p .. KEY.dedup_index) == 1 then
+      for _, id in ipairs(done_ids) do
+        local kind = split_record(done_records[id])
+        dedup_ended(p, id, now, kind == KIND.error)
+      end
+    end
     redis.call('HDEL', tasks_key(p), unpack(done_ids))
     redis.call('SREM', p .. KEY.abort, unpack(done_ids))
     local parents = redis.call('SMISMEMBER', p .. KEY.has_dependents, unpack(done_ids))
@@ -234,7 +257,7 @@ local function finish(keys, args)
     released = released + redis.call('SISMEMBER', p .. KEY.has_dependents, item[1])
     redis.call('SREM', p .. KEY.abort, item[1])
     fail_task(p, item[1], item[2], failure_payload('StreaqCancelled', 'task aborted'), now,
-      published, worklist)
+      published, worklist, item[3])
     written = written + 1
   end
   resolve_dependents(p, now, worklist, published)
@@ -310,7 +333,7 @@ local function abort_task(p, id, st, now, message)
   if not fields then return -1 end
   local published, worklist = {}, {}
   fail_task(p, id, fields, failure_payload('StreaqCancelled', message or 'task aborted'), now,
-    published, worklist)
+    published, worklist, st[2])
   resolve_dependents(p, now, worklist, published)
   publish(p, published)
   return 1
@@ -464,7 +487,47 @@ local function counts(keys, args)
   return out
 end
 
+--[[ kept_call(KEYS[1]=prefix; ARGV: id) -> nil | [priority, fields]
+The call kept with the failed result of id (see keep_call): its priority and stream fields. ]]
+local function kept_call(keys, args)
+  local raw = redis.call('GET', keys[1] .. KEY.failed_call .. args[1])
+  if not raw then return nil end
+  return cmsgpack.unpack(raw)
+end
+
+--[[ retry_failed(KEYS[1]=prefix; ARGV: id, now, priority, msgpack fields)
+Queues the failed task id again under its id, with the fields the caller made of its kept call
+(no tries so far, no last error, no expiry deadline; signed afresh when signing is on). Its failed
+result and kept call are deleted, so that waiters wait for the new run; dependents failed with it
+stay failed. Returns 1 queued, 0 nothing kept (not failed, expired, retried or deleted already),
+-1 a live task holds the id. ]]
+local function retry_failed(keys, args)
+  local p = keys[1]
+  local id, now, prio = args[1], tonumber(args[2]), args[3]
+  if redis.call('HEXISTS', tasks_key(p), id) == 1 then return -1 end
+  if redis.call('EXISTS', p .. KEY.failed_call .. id) == 0 then return 0 end
+  redis.call('DEL', p .. KEY.result .. id, p .. KEY.failed_call .. id)
+  place(p, id, prio, cmsgpack.unpack(args[4]), 0, now)
+  return 1
+end
+
+--[[ delete_result(KEYS[1]=prefix; ARGV: id)
+Deletes the stored result of the finished task id and its kept call. A task that is live again
+(a repeating task between runs, a retry) keeps its result. Returns 1 deleted, 0 nothing to delete,
+-1 a live task holds the id. ]]
+local function delete_result(keys, args)
+  local p = keys[1]
+  local id = args[1]
+  if redis.call('HEXISTS', tasks_key(p), id) == 1 then return -1 end
+  local gone = redis.call('DEL', p .. KEY.result .. id)
+  redis.call('DEL', p .. KEY.failed_call .. id)
+  return gone
+end
+
 register('enqueue', enqueue)
+register('kept_call', kept_call, true)
+register('retry_failed', retry_failed)
+register('delete_result', delete_result)
 register('finish', finish)
 register('unique', unique)
 register('abort', abort)

@@ -31,11 +31,13 @@ streaq 7.2's way works too: include the module's ready-made ``router`` and overr
     app.dependency_overrides[get_worker] = lambda: worker
     app.include_router(router, prefix="/streaq")
 
-Either way, ``/`` redirects (303) to the overview page, ``/queue``.
+Either way, ``/`` redirects (303) to the overview page, ``/queue``. Links, forms and redirects
+are relative, so the UI works under any prefix (also behind a proxy that strips it).
 
-Access control: the UI can abort tasks and replay dead letters, so anything but a trusted
-network should put it behind authentication. ``auth`` is a FastAPI dependency run before every
-page and action; raise ``HTTPException`` in it to refuse the request::
+Access control: the UI can abort, retry and delete tasks and replay or purge dead letters, so
+anything but a trusted network should put it behind authentication. ``auth`` is a FastAPI
+dependency run before every page and action; raise ``HTTPException`` in it to refuse the
+request::
 
     import os
     import secrets
@@ -58,9 +60,10 @@ page and action; raise ``HTTPException`` in it to refuse the request::
 DNS rebinding: a request received on a loopback address must name ``localhost``, ``127.0.0.1`` or
 ``[::1]`` in its ``Host`` header, or it is refused with 400; ``allowed_hosts=[...]`` (of
 ``create_router`` and ``create_app``; ``get_allowed_hosts`` for :data:`router`) lists the names
-to accept instead. Every answer carries a Content-Security-Policy without scripts, ``frame-ancestors
-'none'``, ``X-Frame-Options: DENY``, ``X-Content-Type-Options: nosniff`` and
-``Referrer-Policy: no-referrer``; listings accept at most 500 rows per page.
+to accept instead. Every answer carries a Content-Security-Policy allowing only the UI's own
+stylesheet and script (nothing inline), ``frame-ancestors 'none'``, ``X-Frame-Options: DENY``,
+``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer``; listings accept at most
+500 rows per page.
 
 Actions are POST forms protected against cross-site request forgery with a double-submit token:
 the token is kept in a signed cookie and repeated in each form; a POST whose form token is

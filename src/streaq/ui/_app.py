@@ -15,17 +15,20 @@ import hmac
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from ..task import TaskResult, TaskStatus
+from ..types import StreaqError
 from ..worker import Worker
-from ._data import StatsCache, chart_bars, remote_traceback
+from ._actions import add_actions
+from ._data import StatsCache, chart, remote_traceback
+from ._links import install, link_to
 from ._security import HostCheck, SecureApp, SecureRoute
 from .deps import get_allowed_hosts, get_exception_formatter, get_result_formatter, get_worker
 
@@ -36,7 +39,11 @@ CSRF_COOKIE = "streaq_csrf"
 CSRF_FIELD = "csrf_token"
 #: statuses with a task list, in the order of a task's life
 LISTED = (TaskStatus.SCHEDULED, TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.DONE)
-CHART_WIDTH, CHART_HEIGHT = 450.0, 80.0
+#: the task lists: one per status in :data:`LISTED`, and the failed ones among the done
+LISTS = (*(s.value for s in LISTED), "failed")
+CHART_WIDTH, CHART_HEIGHT = 520.0, 140.0
+#: how often open pages refresh their live parts (ms), unless paused
+REFRESH_MS = 3000
 #: the most rows a listing page shows
 MAX_LIMIT = 500
 #: the furthest a listing pages
@@ -92,29 +99,13 @@ class _Csrf:
             raise HTTPException(403, "missing or wrong CSRF token: reload the page and retry")
 
 
-def _when(ms: int | None) -> str:
-    if not ms:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _duration(ms: int | None) -> str:
-    if ms is None or ms < 0:
-        return "-"
-    if ms < 1000:
-        return f"{ms} ms"
-    seconds = ms / 1000
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+#: the largest concurrency the UI sets (a typo must not start a million runners)
+MAX_SCALE = 10_000
 
 
 def _templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
-    templates.env.filters["when"] = _when
-    templates.env.filters["duration"] = _duration
+    install(templates.env)
     return templates
 
 
@@ -182,6 +173,7 @@ def _build_router(
     router = APIRouter(dependencies=dependencies, route_class=SecureRoute)
     stats_cache = StatsCache(STATS_TTL, scan_limit)
     css = (_HERE / "static" / "style.css").read_text()
+    js = (_HERE / "static" / "live.js").read_text()
 
     def render(
         request: Request, worker: Worker[Any], name: str, status_code: int = 200, **context: Any
@@ -192,7 +184,8 @@ def _build_router(
             queue=worker.queue_name,
             csrf_field=CSRF_FIELD,
             csrf_token=token,
-            listed=LISTED,
+            lists=LISTS,
+            refresh_ms=REFRESH_MS,
             message=request.query_params.get("msg"),
             max_limit=MAX_LIMIT,
             scan_limit=scan_limit,
@@ -202,34 +195,44 @@ def _build_router(
         return response
 
     def back_to(request: Request, route: str, message: str, **params: str) -> RedirectResponse:
-        # POST → 303 → GET, so reloading the page does not repeat the action
-        url = request.url_for(route, **params).include_query_params(msg=message)
-        return RedirectResponse(str(url), status_code=303)
+        # POST → 303 → GET, so reloading the page does not repeat the action; relative, as
+        # every link of the UI (see ._links)
+        url = f"{link_to(request, route, **params)}?{urlencode({'msg': message})}"
+        return RedirectResponse(url, status_code=303)
 
     @router.get("/style.css", name="streaq_css", include_in_schema=False)
     async def style() -> Response:
         return Response(css, media_type="text/css")
 
+    @router.get("/live.js", name="streaq_js", include_in_schema=False)
+    async def script() -> Response:
+        return Response(js, media_type="text/javascript")
+
     @router.get("/", name="streaq_root", include_in_schema=False)
     async def root(request: Request) -> Response:
         """The overview, as streaq 7.2's UI did: 303 to the default page."""
-        return RedirectResponse(request.url_for("streaq_overview").path, status_code=303)
+        return RedirectResponse(link_to(request, "streaq_overview"), status_code=303)
+
+    @router.get("/search", name="streaq_search")
+    async def search(request: Request, task_id: str = "") -> Response:
+        """Find a task by its id: 303 to its page (which says so when there is no such task)."""
+        task_id = task_id.strip()
+        if not task_id:
+            return RedirectResponse(link_to(request, "streaq_overview"), status_code=303)
+        return RedirectResponse(link_to(request, "streaq_task", task_id=task_id), status_code=303)
 
     @router.get("/queue", name="streaq_overview")
     async def overview(request: Request, worker: Worker[Any] = worker_dep) -> Response:
         """Counts per status and priority, lag, workers and the throughput chart."""
         found = await worker.inspect()
         stats = await stats_cache.get(worker, found.now_ms)
-        bars = chart_bars(stats.buckets, CHART_WIDTH, CHART_HEIGHT)
         return render(
             request,
             worker,
             "overview.html",
             snap=found,
             stats=stats,
-            bars=bars,
-            chart_width=CHART_WIDTH,
-            chart_height=CHART_HEIGHT,
+            chart=chart(stats.buckets, CHART_WIDTH, CHART_HEIGHT),
             minute_total=sum(b.total for b in stats.buckets),
         )
 
@@ -242,38 +245,43 @@ def _build_router(
         offset: int = _OFFSET,
         worker: Worker[Any] = worker_dep,
     ) -> Response:
-        """Tasks in ``status``, ``limit`` per page from ``offset``, optionally of one priority;
-        finished ones among those found in ``scan_limit`` keys of the database."""
-        try:
-            wanted = TaskStatus(status)
-        except ValueError:
-            raise HTTPException(404, f"no task list for status {status!r}") from None
-        if wanted not in LISTED:
+        """Tasks in ``status`` (or ``failed``: the failures among the done), ``limit`` per page
+        from ``offset``, optionally of one priority; finished ones newest first, among those
+        found in ``scan_limit`` keys of the database."""
+        if status not in LISTS:
             raise HTTPException(404, f"no task list for status {status!r}")
+        finished = status in (TaskStatus.DONE.value, "failed")
         if priority == "":
             priority = None  # the filter form's "all" choice
         if priority is not None and priority not in worker.priorities:
             raise HTTPException(400, f"unknown priority {priority!r}")
-        # one more than the page, to know whether a next page exists
-        found = await worker.get_tasks_by_status(
-            wanted,
-            priority=None if wanted == TaskStatus.DONE else priority,
-            limit=offset + limit + 1,
-            scan_limit=scan_limit,
-        )
-        page = list(found[offset : offset + limit])
+        page: list[Any]
+        if finished:
+            # one more than the page, to know whether a next page exists
+            page = await worker.finished_tasks(
+                limit + 1, offset=offset, failed_only=status == "failed", scan_limit=scan_limit
+            )
+            has_next, page = len(page) > limit, page[:limit]
+        else:
+            found = await worker.get_tasks_by_status(
+                TaskStatus(status),
+                priority=priority,
+                limit=offset + limit + 1,
+                scan_limit=scan_limit,
+            )
+            has_next, page = len(found) > offset + limit, list(found[offset : offset + limit])
         return render(
             request,
             worker,
             "tasks.html",
-            status=wanted,
+            status=status,
             tasks=page,
-            done=wanted == TaskStatus.DONE,
+            done=finished,
             priorities=worker.priorities,
             priority=priority,
             limit=limit,
             offset=offset,
-            has_next=len(found) > offset + limit,
+            has_next=has_next,
         )
 
     @router.get("/task/{task_id}", name="streaq_task")
@@ -298,12 +306,18 @@ def _build_router(
         if info is None and result is None:
             return render(request, worker, "missing.html", status_code=404, task_id=task_id)
         value = error = trace = None
+        arguments: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+        unreadable = None
         if result is not None:
             if result.success:
                 value = result_formatter(result.result)
             else:
                 error = exception_formatter(result.exception)
                 trace = remote_traceback(result.exception)
+                try:
+                    arguments = await worker.arguments_by_id(task_id)
+                except StreaqError as e:  # undecodable, or failing verification: say why
+                    unreadable = str(e)
         return render(
             request,
             worker,
@@ -315,25 +329,9 @@ def _build_router(
             value=value,
             error=error,
             trace=trace,
+            arguments=arguments,
+            unreadable=unreadable,
         )
-
-    @router.post("/task/{task_id}/abort", name="streaq_abort", dependencies=[Depends(csrf.check)])
-    async def abort(request: Request, task_id: str, worker: Worker[Any] = worker_dep) -> Response:
-        """Abort a task (queued, delayed or running); back to its page."""
-        stopped = await worker.abort_by_id(task_id)
-        message = "aborted" if stopped else "not aborted: the task had already finished"
-        return back_to(request, "streaq_task", message, task_id=task_id)
-
-    @router.post(
-        "/task/{task_id}/unschedule", name="streaq_unschedule", dependencies=[Depends(csrf.check)]
-    )
-    async def unschedule(
-        request: Request, task_id: str, worker: Worker[Any] = worker_dep
-    ) -> Response:
-        """Stop a scheduled task (repeating or delayed); back to its page."""
-        stopped = await worker.unschedule_by_id(task_id)
-        message = "unscheduled" if stopped else "not unscheduled: the task is not scheduled"
-        return back_to(request, "streaq_task", message, task_id=task_id)
 
     @router.get("/cron", name="streaq_cron")
     async def cron(request: Request, worker: Worker[Any] = worker_dep) -> Response:
@@ -347,6 +345,19 @@ def _build_router(
         found = await worker.inspect()
         return render(request, worker, "workers.html", snap=found)
 
+    @router.post("/workers/scale", name="streaq_scale", dependencies=[Depends(csrf.check)])
+    async def scale(request: Request, worker: Worker[Any] = worker_dep) -> Response:
+        """Set the concurrency of every running worker (``Worker.scale``); back to the workers."""
+        form = await request.form()
+        raw = form.get("concurrency")
+        text = raw.strip() if isinstance(raw, str) else ""
+        if not text.isdigit() or not 1 <= int(text) <= MAX_SCALE:
+            return back_to(
+                request, "streaq_workers", f"concurrency must be a number from 1 to {MAX_SCALE}"
+            )
+        await worker.scale(int(text))
+        return back_to(request, "streaq_workers", f"every running worker runs {text} at once now")
+
     @router.get("/dead-letters", name="streaq_dead_letters")
     async def dead_letters(
         request: Request,
@@ -357,7 +368,7 @@ def _build_router(
         """Tasks that can never succeed (see :meth:`~streaq.Worker.dead_letters`), oldest first."""
         # one more than the page, to know whether a next page exists
         found = (await worker.dead_letters(offset + limit + 1))[offset:]
-        letters = [(letter.task_id, letter.to_json()) for letter in found[:limit]]
+        letters = found[:limit]
         return render(
             request,
             worker,
@@ -368,14 +379,7 @@ def _build_router(
             has_next=len(found) > limit,
         )
 
-    @router.post(
-        "/dead-letters/{task_id}/replay", name="streaq_replay", dependencies=[Depends(csrf.check)]
-    )
-    async def replay(request: Request, task_id: str, worker: Worker[Any] = worker_dep) -> Response:
-        """Put a dead letter back on the queue; back to the dead letters."""
-        await worker.replay_dead_letters([task_id])
-        return back_to(request, "streaq_dead_letters", f"replayed {task_id}")
-
+    add_actions(router, worker_dep, csrf.check, back_to)
     return router
 
 

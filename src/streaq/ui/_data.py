@@ -121,30 +121,84 @@ class Bar:
     label: str
 
 
-def chart_bars(buckets: Sequence[Bucket], width: float, height: float) -> list[Bar]:
-    """Lay out stacked bars (successes below, failures on top) for the inline SVG chart."""
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """A labelled tick of an axis: its position (x or y, SVG user units) and text."""
+
+    at: float
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    """The throughput chart laid out for an inline SVG: a plot area framed by a y axis (tasks
+    per minute) on the left and a time axis (UTC) below.
+
+    :param width: the whole drawing's width
+    :param height: the whole drawing's height
+    :param left: x of the y axis
+    :param bottom: y of the time axis
+    :param bars: stacked bars, successes below and failures on top
+    :param y_ticks: labelled counts on the y axis
+    :param x_ticks: labelled minutes on the time axis
+    """
+
+    width: float
+    height: float
+    left: float
+    bottom: float
+    bars: list[Bar]
+    y_ticks: list[Tick]
+    x_ticks: list[Tick]
+
+
+#: room for the axes' labels: left of the plot, below it, above it
+_LEFT, _BELOW, _ABOVE = 34.0, 30.0, 18.0
+
+
+def _nice_top(most: int) -> int:
+    """The smallest of 1, 2, 5, 10, 20, 50 ... at least ``most``: round tick values."""
+    top = 1
+    while True:
+        for factor in (1, 2, 5):
+            if top * factor >= most:
+                return top * factor
+        top *= 10
+
+
+def chart(buckets: Sequence[Bucket], width: float, height: float) -> Chart:
+    """Lay out the chart of ``buckets`` in a drawing of ``width`` by ``height``."""
     from datetime import UTC, datetime
 
-    top = max((b.total for b in buckets), default=0) or 1
-    step = width / max(1, len(buckets))
+    def minute(ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M")
+
+    plot_w, plot_h = width - _LEFT - 4, height - _BELOW - _ABOVE
+    bottom = _ABOVE + plot_h
+    top = _nice_top(max((b.total for b in buckets), default=0))
+    step = plot_w / max(1, len(buckets))
     bars = []
     for n, bucket in enumerate(buckets):
-        ok_h = height * bucket.succeeded / top
-        fail_h = height * bucket.failed / top
-        minute = datetime.fromtimestamp(bucket.start_ms / 1000, UTC).strftime("%H:%M")
-        label = f"{minute} UTC: {bucket.succeeded} succeeded, {bucket.failed} failed"
+        ok_h = plot_h * bucket.succeeded / top
+        fail_h = plot_h * bucket.failed / top
+        label = (
+            f"{minute(bucket.start_ms)} UTC: {bucket.succeeded} succeeded, {bucket.failed} failed"
+        )
         bars.append(
             Bar(
-                x=n * step + 1,
+                x=_LEFT + n * step + 1,
                 width=max(1.0, step - 2),
-                ok_y=height - ok_h,
+                ok_y=bottom - ok_h,
                 ok_height=ok_h,
-                fail_y=height - ok_h - fail_h,
+                fail_y=bottom - ok_h - fail_h,
                 fail_height=fail_h,
                 label=label,
             )
         )
-    return bars
+    y_ticks = [Tick(bottom - plot_h * v / top, str(v)) for v in sorted({0, top // 2, top})]
+    picks = sorted({0, len(buckets) // 2, len(buckets) - 1}) if buckets else []
+    x_ticks = [Tick(_LEFT + (n + 0.5) * step, minute(buckets[n].start_ms)) for n in picks]
+    return Chart(width, height, _LEFT, bottom, bars, y_ticks, x_ticks)
 
 
 def remote_traceback(exc: BaseException) -> str:

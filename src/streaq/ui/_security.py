@@ -17,7 +17,8 @@ header, which still says ``evil.example``. :class:`HostCheck` refuses (400) a re
   ``*.example.com`` for any subdomain, or ``*`` for any host (no check).
 
 Headers. Every response gets :data:`SECURITY_HEADERS`: a Content-Security-Policy allowing only
-the UI's own stylesheet, no script at all (the pages have none), forms posting only to the UI, and
+the UI's own stylesheet and its own script file (the live refresh, which fetches pages of the UI
+only: ``connect-src 'self'``), no inline script or style, forms posting only to the UI, and
 no framing (``frame-ancestors 'none'``, and ``X-Frame-Options: DENY`` for older browsers);
 ``X-Content-Type-Options: nosniff``; ``Referrer-Policy: no-referrer`` (task ids in URLs stay
 out of other sites' logs).
@@ -49,8 +50,8 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 #: sent with every response of the UI
 SECURITY_HEADERS: dict[str, str] = {
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-        "base-uri 'none'; frame-ancestors 'none'"
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
+        "img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
