@@ -77,7 +77,7 @@ async def main() -> None:
         assert (await client.get("/streaq/")).status_code == 401  # no credentials
         home = await client.get("/streaq/", auth=admin)
         assert home.status_code == 303  # to the overview
-        overview = await client.get(home.headers["location"], auth=admin)
+        overview = await client.get(home.url.join(home.headers["location"]), auth=admin)
         assert overview.status_code == 200
 
         task = await report.enqueue("2025-01").start(delay=3600)  # no worker runs

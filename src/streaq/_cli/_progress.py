@@ -117,9 +117,11 @@ class BurstProgress:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop reporting (ending the bar's line on a terminal)."""
+        """Stop reporting, with the final count (ending the bar's line on a terminal)."""
         self._stopped.set()
         self._thread.join(timeout=5)
+        # the last periodic report may predate the last tasks: the bar must end on what was done
+        self._report()
         if self.terminal is not None:
             self.terminal.close_bar()
 
