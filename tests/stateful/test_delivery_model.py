@@ -199,6 +199,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         return list(self.by_id.values())
 
     def _pick(self, pick: int, among: list[Instance]) -> Instance | None:
+        """The ``pick``-th of ``among`` (modulo its length), or ``None`` when it is empty."""
         return among[pick % len(among)] if among else None
 
     def _await(self, instance: Instance, timeout: float) -> TaskResult[Any]:
@@ -251,8 +252,12 @@ class DeliveryMachine(RuleBasedStateMachine):
                 after=[d.task_id for d in after] or None,
                 delay=timedelta(seconds=delay) if delay else None,
             )
+        generated = task.id
         if slot is not None:
             task.id = f"id-{slot}"
+            # a task after its own id is meaningless (the enqueue deletes the old result first)
+            after = [d for d in after if d.task_id != task.id]
+            task.after = [d.task_id for d in after]
             current = self.by_id.get(task.id)
             if current is not None and current.certainly_live(time.time()):
                 self._note(f"enqueue {fn} n={n} id={task.id}: live, must be refused")
@@ -263,7 +268,7 @@ class DeliveryMachine(RuleBasedStateMachine):
                 self._fail(f"a second enqueue of the live id {task.id} was accepted")
             if current is not None and current.blocked():
                 # it may or may not be live: the outcome of the enqueue is not known
-                task.id = Task(task.args, task.kwargs, task.parent, task.worker).id
+                task.id = generated
             elif current is not None and current.result is None:
                 # finished or about to: its result first, then the id may be given again
                 self._await(current, DRAIN_TIMEOUT)
