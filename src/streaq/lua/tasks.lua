@@ -6,8 +6,9 @@ origin says where the id comes from: ID_GIVEN (the caller chose it), ID_FIRING (
 skipped when a task or result of that id exists) or ID_FRESH (a random id made by the producer,
 which no other task can hold: nothing to check).
 Returns one integer per task: 1 enqueued, 0 skipped (id exists), 2 failed at once (dependency failed).
-Errors (nothing written) on an unknown dependency, on a given id that a live task (one in the
-index) holds, and on an id the batch holds twice: a live task is never overwritten. A finished
+Errors (nothing written) on an unknown dependency, on a task after its own id, on a given id
+that a live task (one in the index) holds, and on an id the batch holds twice: a live task is
+never overwritten. A finished
 task's id may be given again: its old result is deleted, so that waiters wait for the new run. ]]
 local ID_GIVEN, ID_FIRING, ID_FRESH = 0, 1, 2
 local function enqueue(keys, args)
@@ -27,6 +28,11 @@ local function enqueue(keys, args)
         'finished (queued, scheduled or running); abort it or wait for its result first')
     end
     for _, dep in ipairs(t[4]) do
+      -- a task after its own id: a live one is refused above; a finished one's result is
+      -- deleted below, before the dependency would be read, so its failure would go unseen
+      if dep == id then
+        return redis.error_reply('STREAQ task ' .. id .. ' cannot run after its own id')
+      end
       if not batch_ids[dep] and redis.call('HEXISTS', tasks_key(p), dep) == 0
           and redis.call('EXISTS', p .. KEY.result .. dep) == 0 then
         return redis.error_reply('STREAQ unknown dependency ' .. dep .. ' of task ' .. t[1])
