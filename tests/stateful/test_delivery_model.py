@@ -4,11 +4,11 @@ A Hypothesis :class:`~hypothesis.stateful.RuleBasedStateMachine` drives in-proce
 ``_fleet.py``) on a throwaway ``redis-server`` with ``appendonly yes``. Its rules enqueue tasks --
 short ones, long ones (longer than ``idle_timeout``, with prefetch on), delayed ones, ones after
 others (``after=``), ``unique=True`` ones, ones held until the test releases them, ones with
-explicit ids (a live id again must be refused with ``StreaqError``; a finished one may be reused)
--- abort tasks, crash workers mid-run (the others reclaim after ``idle_timeout``), start workers,
-restart Redis, and await results. A reference model records what each enqueued instance must end
-with. At the end of every example every instance is awaited under one deadline (nothing stuck),
-and :meth:`DeliveryMachine.teardown` checks:
+explicit ids (a live id again must be refused with ``StreaqError``, and so must a task after its
+own id; a finished one may be reused) -- abort tasks, crash workers mid-run (the others reclaim
+after ``idle_timeout``), start workers, restart Redis, and await results. A reference model
+records what each enqueued instance must end with. At the end of every example every instance is
+awaited under one deadline (nothing stuck), and :meth:`DeliveryMachine.teardown` checks:
 
 * every instance ended with the result the model allows (value, cancellation, failed dependency,
   unique refusal), and its id is DONE;
@@ -255,17 +255,19 @@ class DeliveryMachine(RuleBasedStateMachine):
         generated = task.id
         if slot is not None:
             task.id = f"id-{slot}"
-            # a task after its own id is meaningless (the enqueue deletes the old result first)
-            after = [d for d in after if d.task_id != task.id]
-            task.after = [d.task_id for d in after]
             current = self.by_id.get(task.id)
+            refusal = None
             if current is not None and current.certainly_live(time.time()):
-                self._note(f"enqueue {fn} n={n} id={task.id}: live, must be refused")
+                refusal = "live"
+            elif any(d.task_id == task.id for d in after):
+                refusal = "after its own id"
+            if refusal is not None:
+                self._note(f"enqueue {fn} n={n} id={task.id}: {refusal}, must be refused")
                 try:
                     self.portal.call(self.producer.enqueue_many, [task])
                 except StreaqError:
                     return
-                self._fail(f"a second enqueue of the live id {task.id} was accepted")
+                self._fail(f"an enqueue of {task.id} ({refusal}) was accepted")
             if current is not None and current.blocked():
                 # it may or may not be live: the outcome of the enqueue is not known
                 task.id = generated
