@@ -78,7 +78,7 @@ class SeverableProxy:
     def sever(self) -> None:
         """Close every link now and every connection accepted from now on."""
         self.severed = True
-        for scope in self._links:
+        for scope in list(self._links):
             scope.cancel()
 
     async def _handle(self, downstream: anyio.abc.SocketStream) -> None:
