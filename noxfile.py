@@ -1,6 +1,7 @@
 """nox sessions: the test matrix, lint, typecheck (mypy and pyright), codegen check and benchmarks.
 
-``nox`` runs the default sessions (what CI runs); ``nox -s bench`` runs the benchmarks.
+``nox`` runs the default sessions (what CI runs); ``nox -s bench`` runs the benchmarks,
+``nox -s soak`` the soak test and ``nox -s stateful`` the long model-based protocol test.
 Every session installs what ``uv.lock`` pins; ``nox -s lock`` refreshes it.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import random
 from pathlib import Path
 
 import nox
@@ -142,3 +144,26 @@ def soak(session: nox.Session) -> None:
     _install(session, "bench")
     _compile_bytecode(session)
     session.run("python", "-m", "benchmarks.soak", *session.posargs)
+
+
+@nox.session(python=PYTHONS[0], default=False)
+@nox.parametrize("backend", BACKENDS)
+def stateful(session: nox.Session, backend: str) -> None:
+    """The model-based protocol test (tests/stateful) at length: many examples of many steps.
+
+    ``STREAQ_STATEFUL_EXAMPLES``, ``_STEPS``, ``_IDLE`` and ``_SEED`` override the sizes; the seed
+    is random unless given, and printed, so that a failure can be run again.
+    """
+    _install(session, "test", extras="trio")
+    _compile_bytecode(session)
+    seed = os.environ.get("STREAQ_STATEFUL_SEED") or str(random.randrange(2**32))
+    session.log(f"seed {seed} (STREAQ_STATEFUL_SEED={seed} runs it again)")
+    env = {
+        "STREAQ_TEST_BACKEND": backend,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "STREAQ_STATEFUL_EXAMPLES": os.environ.get("STREAQ_STATEFUL_EXAMPLES", "60"),
+        "STREAQ_STATEFUL_STEPS": os.environ.get("STREAQ_STATEFUL_STEPS", "40"),
+        "STREAQ_STATEFUL_IDLE": os.environ.get("STREAQ_STATEFUL_IDLE", "2"),
+        "STREAQ_STATEFUL_SEED": seed,
+    }
+    session.run("pytest", "tests/stateful", "-s", *session.posargs, env=env)

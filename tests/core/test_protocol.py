@@ -174,6 +174,31 @@ async def test_a_live_id_is_never_overwritten(worker: Worker[Any], run_worker: R
     assert sorted(runs) == ["delayed", "queued", "reused"]
 
 
+async def test_a_task_after_its_own_id_is_refused(worker: Worker[Any]) -> None:
+    """Found by the model-based test (tests/stateful, seed 11 on asyncio): a finished task's id
+    given again with ``after=`` that same id. The enqueue deleted the old result before it looked
+    at the dependency, so the new task ran although the task it was to follow had failed."""
+
+    @worker.task
+    async def note(tag: str) -> str:
+        return tag
+
+    async with worker:
+        first = note.enqueue("first").start(delay=60)
+        first.id = "self-id"
+        await first
+        assert await first.abort()
+        failed = await first.result(timeout=5)
+        assert isinstance(failed.exception, StreaqCancelled)
+        again = note.enqueue("again").start(after="self-id")
+        again.id = "self-id"
+        with pytest.raises(StreaqError, match="self-id"):
+            await again
+        # nothing was written: the old result is still there
+        assert await worker.status_by_id("self-id") == TaskStatus.DONE
+        assert isinstance((await first.result(timeout=5)).exception, StreaqCancelled)
+
+
 async def test_index_states_that_disagree_do_not_stop_the_worker(
     worker: Worker[Any], run_worker: RunWorker
 ) -> None:

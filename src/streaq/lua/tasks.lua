@@ -8,9 +8,10 @@ which no other task can hold: nothing to check). dedup is absent, or {key, mode,
 task with a dedup key (dedup.lua; such a task has no dependencies).
 Returns one answer per task: 1 enqueued, 0 skipped (id exists), 2 failed at once (dependency
 failed); for a task with a dedup key {DEDUPED.*, the other task's id or ''}.
-Errors (nothing written) on an unknown dependency, on a given id that a live task (one in the
-index) holds, and on an id the batch holds twice: a live task is never overwritten. A finished
-task's id may be given again: its old result is deleted, so that waiters wait for the new run. ]]
+Errors (nothing written) on an unknown dependency, on a task after its own id, on a given id
+that a live task (one in the index) holds, and on an id the batch holds twice: a live task is
+never overwritten. A finished task's id may be given again: its old result is deleted, so that
+waiters wait for the new run. ]]
 local ID_GIVEN, ID_FIRING, ID_FRESH = 0, 1, 2
 local function enqueue(keys, args)
   local p = keys[1]
@@ -32,6 +33,11 @@ local function enqueue(keys, args)
       return redis.error_reply('STREAQ task ' .. id .. ' has a dedup key and dependencies')
     end
     for _, dep in ipairs(t[4]) do
+      -- a task after its own id: a live one is refused above; a finished one's result is
+      -- deleted below, before the dependency would be read, so its failure would go unseen
+      if dep == id then
+        return redis.error_reply('STREAQ task ' .. id .. ' cannot run after its own id')
+      end
       if not batch_ids[dep] and redis.call('HEXISTS', tasks_key(p), dep) == 0
           and redis.call('EXISTS', p .. KEY.result .. dep) == 0 then
         return redis.error_reply('STREAQ unknown dependency ' .. dep .. ' of task ' .. t[1])
