@@ -30,12 +30,8 @@ def sentinel_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sent
 
 
 @pytest.fixture(scope="module")
-def cluster_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterTopology]:
-    """A Redis Cluster of three masters with one replica each, failing over in about 2 s.
-
-    A test that kills a master calls :meth:`ClusterTopology.rejoin` afterwards, so the next test
-    (the same one on the other backend, say) finds every master with a replica again.
-    """
+def _cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterTopology]:
+    """The module's cluster (see :func:`cluster_topology`)."""
     topology = ClusterTopology(
         tmp_path_factory.mktemp("cluster"), masters=3, replicas=1, node_timeout_ms=1000
     )
@@ -44,3 +40,16 @@ def cluster_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clust
         yield topology
     finally:
         topology.stop()
+
+
+@pytest.fixture
+def cluster_topology(_cluster: ClusterTopology) -> ClusterTopology:
+    """A Redis Cluster of three masters with one replica each, failing over in about 2 s.
+
+    A test that kills a master calls :meth:`ClusterTopology.rejoin` afterwards, so the next test
+    (the same one on the other backend, say) finds every master with a replica again. Each test
+    starts once the cluster is healthy: with a 1 s node timeout, a host busy with other tests can
+    leave a node flagged as possibly failing (``fail?``) for a moment.
+    """
+    _cluster.wait_until_healthy()
+    return _cluster
