@@ -54,11 +54,11 @@ class Job:
     decided: bool = False
     scope: anyio.CancelScope | None = None
     outcome: tuple[str, Any, Any, Any] | None = None
+    #: the registered name of the task's function (read once: every step of a run asks for it)
+    fn_name: str = field(init=False)
 
-    @property
-    def fn_name(self) -> str:
-        """The registered name of the task's function."""
-        return self.fields.get(F_FN, b"").decode()
+    def __post_init__(self) -> None:
+        self.fn_name = self.fields.get(F_FN, b"").decode()
 
     @property
     def ttl_ms(self) -> int:
