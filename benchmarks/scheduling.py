@@ -26,15 +26,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from ._server import private_redis
 
 REF_PYTHON = os.environ.get("STREAQ72_PYTHON", "/tmp/bench-venvs/streaq/bin/python")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))
@@ -109,36 +107,6 @@ except BaseException as e:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    server = shutil.which("redis-server")
-    if server is None:
-        raise SystemExit("redis-server not found on PATH")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [server, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return proc, f"redis://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("the benchmark's redis-server did not start")
-
-
 def _variants() -> list[tuple[str, str, str]]:
     """(name, interpreter, anyio backend)."""
     variants = []
@@ -178,22 +146,17 @@ def main() -> None:
     variants = _variants()
     samples: dict[tuple[str, str, str], list[float]] = {}
     errors: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="streaq-bench-") as tmp:
-        proc, url = _start_redis(Path(tmp))
-        try:
-            for round_ in range(ROUNDS):
-                for scenario, n in scenarios:
-                    for name, python, backend in variants:
-                        out = _run(python, scenario, url, n, backend)
-                        if "error" in out:
-                            errors.append(f"{name} {scenario} round {round_ + 1}: {out['error']}")
-                            continue
-                        for key, value in out.items():
-                            samples.setdefault((name, scenario, key), []).append(float(value))
-                        print(f"  {name:20} {scenario:8} {json.dumps(out)}", flush=True)
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    with private_redis() as url:
+        for round_ in range(ROUNDS):
+            for scenario, n in scenarios:
+                for name, python, backend in variants:
+                    out = _run(python, scenario, url, n, backend)
+                    if "error" in out:
+                        errors.append(f"{name} {scenario} round {round_ + 1}: {out['error']}")
+                        continue
+                    for key, value in out.items():
+                        samples.setdefault((name, scenario, key), []).append(float(value))
+                    print(f"  {name:20} {scenario:8} {json.dumps(out)}", flush=True)
     columns = [
         ("delayed", "value", f"{N_DELAYED} delayed: due → all started s"),
         ("delayed", "first_s", "due → first started s"),

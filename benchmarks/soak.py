@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +28,8 @@ import anyio
 import redis
 
 from streaq import Worker
+
+from ._server import private_redis
 
 QUEUE = "soak"
 BATCH = 500
@@ -44,13 +44,6 @@ worker = Worker(redis_url={url!r}, queue_name={queue!r}, concurrency={concurrenc
 async def noop() -> None:
     pass
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _rss_mb(pid: int) -> float:
@@ -128,28 +121,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--backlog", type=int, default=20_000)
     args = parser.parse_args(argv)
-    server_bin = shutil.which("redis-server")
-    if server_bin is None:
-        raise SystemExit("redis-server is not on PATH")
-    with tempfile.TemporaryDirectory(prefix="streaq-soak-") as tmp:
-        port = _free_port()
-        url = f"redis://127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [server_bin, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", tmp],
-            stdout=subprocess.DEVNULL,
-        )
+    with tempfile.TemporaryDirectory(prefix="streaq-soak-") as tmp, private_redis() as url:
         worker: subprocess.Popen[bytes] | None = None
         try:
             client = redis.Redis.from_url(url)
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
             Path(tmp, "soakapp.py").write_text(
                 APP.format(url=url, queue=QUEUE, concurrency=args.concurrency)
             )
@@ -184,8 +159,6 @@ def main(argv: list[str] | None = None) -> None:
                     worker.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     worker.kill()
-            server.terminate()
-            server.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ for with deadlines rather than fixed sleeps.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from children import child_env
 from servers import ServerFactory, free_port
 
 import streaq
@@ -71,8 +71,6 @@ crash_once = FakeWorker("crash_once")
 waiting = FakeWorker("wait")
 """
 
-# the package may not be installed in the interpreter; children import it from the source tree
-SRC = str(Path(streaq.__file__).resolve().parent.parent)
 DEADLINE = 20.0
 
 
@@ -85,10 +83,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def _env(project: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, env.get("PYTHONPATH")]))
-    env["STREAQ_TEST_OUT"] = str(project / "out")
-    return env
+    return child_env(STREAQ_TEST_OUT=str(project / "out"))
 
 
 def streaq_cli(project: Path, *args: str) -> subprocess.CompletedProcess[str]:

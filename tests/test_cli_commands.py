@@ -8,7 +8,6 @@ runs on, and deletes the queue's keys afterwards.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -21,13 +20,12 @@ from typing import Any
 import anyio
 import pytest
 import redis
+from children import child_env, streaq_command
 
-import streaq
 from streaq import Worker
 from streaq.task import TaskResult
 from streaq.types import StreaqCancelled
 
-SRC = str(Path(streaq.__file__).resolve().parent.parent)
 DEADLINE = 30.0
 #: the workers' idle_timeout (s): they beat every 2 s, and are dead 4 s after their last beat
 IDLE_TIMEOUT = 8
@@ -61,24 +59,9 @@ async def nightly() -> None:
 """
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, env.get("PYTHONPATH")]))
-    return env
-
-
 def cli(project: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """Run ``python -m streaq *args`` in ``project`` and wait for it."""
-    return subprocess.run(
-        [sys.executable, "-m", "streaq", *args],
-        cwd=project,
-        env=_env(),
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        check=False,
-    )
+    return streaq_command(project, *args, stdin=stdin, timeout=DEADLINE)
 
 
 def queue_keys(client: redis.Redis, queue: str) -> set[bytes]:
@@ -116,7 +99,7 @@ def start_worker(project: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "streaq", "run", "app:worker", *args],
         cwd=project,
-        env=_env(),
+        env=child_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

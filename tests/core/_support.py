@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import redis
+from children import delete_queue_keys as delete_queue_keys
 from servers import ClusterTopology, SentinelTopology
 
 from streaq import Worker
@@ -32,17 +32,6 @@ from streaq.task import Task, TaskStatus
 
 RunWorker = Callable[[Worker[Any]], AbstractAsyncContextManager[Worker[Any]]]
 WorkerFactory = Callable[..., Worker[Any]]
-
-
-def delete_queue_keys(redis_url: str, queue_name: str) -> None:
-    """Delete every key of ``queue_name`` (``SCAN MATCH streaq:{<queue>}:*`` then ``DEL``)."""
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"streaq:{{{queue_name}}}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
 
 
 #: The sentinels' password: the Sentinel runs go through sentinel auth, as deployments do.

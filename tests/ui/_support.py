@@ -3,17 +3,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import redis
-
-import streaq
-
-# children import streaq from this source tree even when it is not installed
-SRC = str(Path(streaq.__file__).resolve().parent.parent)
+from children import SRC as SRC
+from children import child_env as child_env
+from children import delete_queue_keys as delete_queue_keys
+from children import spawn_streaq as spawn_streaq
+from children import streaq_command as streaq_command
 
 WORKER_MODULE = '''
 """The worker of the UI browser tests (written into the test's tmp dir)."""
@@ -46,46 +40,3 @@ async def boom() -> None:
 async def tick() -> None:
     pass
 '''
-
-
-def delete_queue_keys(redis_url: str, queue_name: str) -> None:
-    """Delete every key of ``queue_name``."""
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"streaq:{{{queue_name}}}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
-def child_env() -> dict[str, str]:
-    """The environment of ``python -m streaq`` children."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [SRC, env.get("PYTHONPATH", "")] if p)
-    return env
-
-
-def streaq_command(cwd: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m streaq *args`` in ``cwd`` and wait for it."""
-    return subprocess.run(
-        [sys.executable, "-m", "streaq", *args],
-        cwd=cwd,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def spawn_streaq(cwd: Path, *args: str) -> subprocess.Popen[str]:
-    """Start ``python -m streaq *args`` in ``cwd`` (stderr captured, stdout discarded)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "streaq", *args],
-        cwd=cwd,
-        env=child_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )

@@ -25,8 +25,9 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from children import child_env
+from servers import free_port
 
-import streaq
 from streaq import TaskStatus, Worker
 
 from ._support import WORKER_MODULE
@@ -42,8 +43,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-# children import streaq from this source tree even when it is not installed
-SRC = str(Path(streaq.__file__).resolve().parent.parent)
 
 pytestmark = [
     pytest.mark.slow,
@@ -56,14 +55,6 @@ pytestmark = [
     ),
 ]
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def spawn(cwd: Path, env: dict[str, str], *args: str, log: Path) -> subprocess.Popen[bytes]:
@@ -89,8 +80,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def served(tmp_path: Path, redis_url: str, clean_queue: str) -> Iterator[tuple[str, Worker[Any]]]:
     """``streaq run`` and ``streaq web`` on the test's queue; the UI's base URL and a producer."""
     (tmp_path / "ui_worker.py").write_text(WORKER_MODULE)
-    env = dict(os.environ, REDIS_URL=redis_url, STREAQ_QUEUE=clean_queue)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [SRC, env.get("PYTHONPATH", "")] if p)
+    env = child_env(REDIS_URL=redis_url, STREAQ_QUEUE=clean_queue)
     port = free_port()
     run = spawn(tmp_path, env, "run", "ui_worker:worker", log=tmp_path / "run.log")
     web = spawn(
@@ -262,8 +252,7 @@ def mounted_ui(
     base URL, a producer and the worker process's pid."""
     (tmp_path / "ui_worker.py").write_text(WORKER_MODULE)
     (tmp_path / "ui_app.py").write_text(APP_MODULE)
-    env = dict(os.environ, REDIS_URL=redis_url, STREAQ_QUEUE=clean_queue)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [SRC, env.get("PYTHONPATH", "")] if p)
+    env = child_env(REDIS_URL=redis_url, STREAQ_QUEUE=clean_queue)
     port = free_port()
     run = spawn(tmp_path, env, "run", "ui_worker:worker", log=tmp_path / "run.log")
     with (tmp_path / "web.log").open("wb") as out:
