@@ -55,6 +55,20 @@ async def test_moving_the_clock_wakes_the_scheduler(worker: Worker[Any]) -> None
     assert result.result == "pong"
 
 
+async def test_a_sync_task_reads_the_virtual_clock_too(worker: Worker[Any]) -> None:
+    @worker.task
+    def stamp() -> int:
+        return now_ms()  # in a worker thread: the context, clock included, goes along
+
+    clock = VirtualClock(datetime(2030, 1, 1, tzinfo=UTC))
+    async with open_harness(worker, clock=clock) as harness:
+        task = await stamp.enqueue().start(delay=HOUR)
+        harness.advance(HOUR)
+        assert (await harness.drain()).completed == 1
+        result = await task.result(timeout=1)
+    assert result.result == int(datetime(2030, 1, 1, 1, tzinfo=UTC).timestamp() * 1000)
+
+
 async def test_retries_back_off_in_virtual_time(worker: Worker[Any]) -> None:
     tries: list[int] = []
 
