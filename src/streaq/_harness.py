@@ -92,8 +92,9 @@ class Harness:
         It returns once no task of the queue is queued, claimed or running, no delayed task or
         cron occurrence is due by the clock, and no outcome is left to record; what it ran
         released its dependents and ``then`` links, which ran too when not delayed. Delayed tasks,
-        retries and cron occurrences due later are left for :meth:`advance`. Tasks paused,
-        or held by another worker of the queue, keep it from resting: it times out.
+        retries and cron occurrences due later are left for :meth:`advance`, tasks of a paused
+        function at their gate. A task that runs on, or tasks another worker of the queue holds,
+        keep it from resting: it times out.
 
         :param timeout: the longest wait, in real time (a ``timedelta`` or seconds)
         :return: what the worker did since the previous drain
@@ -125,7 +126,7 @@ class Harness:
             raise TimeoutError(
                 f"the queue {worker.queue_name!r} did not drain within {seconds}s: "
                 f"{queued} task(s) in its streams, {len(state.jobs)} held by this worker "
-                "(paused, or claimed by another worker?)"
+                "(running on, or held by another worker?)"
             ) from None
         before, after = self._counted, dict(worker.counters)
         self._counted = after
@@ -162,7 +163,6 @@ async def open_harness(
         with use_clock(harness.clock):
             async with anyio.create_task_group() as tg:
                 await tg.start(worker.run_async)
-                harness._counted = dict(worker.counters)
                 try:
                     yield harness
                 except BaseException as exc:

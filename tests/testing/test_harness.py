@@ -229,6 +229,16 @@ async def test_a_block_that_raises_cancels_the_run(worker: Worker[Any]) -> None:
     assert worker.running() == 0
 
 
+async def test_a_block_cancelled_from_outside_ends_the_run(worker: Worker[Any]) -> None:
+    before = {task.id for task in anyio.get_running_tasks()}
+    with anyio.move_on_after(0.2) as scope:
+        async with open_harness(worker):
+            await anyio.sleep_forever()
+    assert scope.cancelled_caught
+    assert {task.id for task in anyio.get_running_tasks()} == before
+    assert worker.running() == 0
+
+
 async def test_drain_leaves_paused_tasks_at_their_gate(worker: Worker[Any]) -> None:
     @worker.task
     async def idle() -> None: ...

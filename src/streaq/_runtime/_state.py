@@ -16,6 +16,10 @@ itself is sent on the report channel once its outcome is decided. The finisher t
 starts whenever it records a batch, before the batch's outcomes, so a start is never recorded
 after its task's outcome. Only the first start after a batch sends a wake-up (``None``) on the
 channel, for a task that runs long: a burst of short tasks adds nothing to the channel.
+
+The state also counts the run's progress -- outcomes recorded, passes of the cron duty -- with a
+wake-up for whoever waits on it (:meth:`WorkerState.progress_after`): ``streaq.testing`` drains a
+queue on these signals rather than on a timer.
 """
 
 from __future__ import annotations
