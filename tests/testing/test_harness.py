@@ -134,6 +134,25 @@ async def test_cron_fires_once_per_advanced_period(worker: Worker[Any]) -> None:
     assert fired == [start + n * 60_000 + 30_000 for n in range(1, 4)]
 
 
+async def test_a_repeating_task_runs_once_per_advanced_period(worker: Worker[Any]) -> None:
+    runs: list[int] = []
+
+    @worker.task
+    async def poll() -> None:
+        runs.append(now_ms())
+
+    start = datetime(2030, 1, 1, 0, 0, 30, tzinfo=UTC)
+    async with open_harness(worker, clock=VirtualClock(start)) as harness:
+        task = await poll.enqueue().start(schedule="*/5 * * * *")
+        assert (await harness.drain()).completed == 0
+        for _ in range(3):
+            harness.advance(timedelta(minutes=5))
+            assert (await harness.drain()).completed == 1
+        assert await task.unschedule()
+    first = int(datetime(2030, 1, 1, 0, 5, 30, tzinfo=UTC).timestamp() * 1000)
+    assert runs == [first + n * 300_000 for n in range(3)]
+
+
 async def test_moving_the_clock_wakes_the_cron_duty(worker: Worker[Any]) -> None:
     fired = anyio.Event()
 
