@@ -47,6 +47,15 @@ SPEC = {
     },
     "streaq.utils": {"import_string", "to_seconds", "to_ms", "now_ms", "default_log_config"},
     "streaq.worker": {"Worker"},
+    # not in the spec: the test harness (docs/testing.rst)
+    "streaq.testing": {
+        "DrainSummary",
+        "Harness",
+        "VirtualClock",
+        "open_harness",
+        "redis_server",
+        "use_clock",
+    },
 }
 
 

@@ -8,6 +8,8 @@ import time
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
+from ._clock import CLOCK
+
 __all__ = ["default_log_config", "import_string", "now_ms", "to_ms", "to_seconds"]
 
 LOG_FORMAT = "[%(levelname)s] %(asctime)s: %(message)s"
@@ -92,9 +94,11 @@ def to_ms(value: timedelta | int | float | None) -> int | None:
 def now_ms() -> int:
     """The current time in milliseconds since the epoch.
 
-    :return: wall-clock time (``time.time_ns()``) in whole milliseconds
+    :return: wall-clock time (``time.time_ns()``) in whole milliseconds; under a virtual clock
+        (:mod:`streaq.testing`), that clock's time
     """
-    return time.time_ns() // 1_000_000
+    clock = CLOCK.get()
+    return time.time_ns() // 1_000_000 if clock is None else clock.now_ms()
 
 
 class _TimezoneFormatter(logging.Formatter):

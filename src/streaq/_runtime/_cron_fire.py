@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 
+from .._clock import wait_until
 from .._cron import CronSchedule, cron_firing_id
 from .._redis import Backoff, is_transient
 from ..task import Task
@@ -40,8 +41,6 @@ async def fire_cron_jobs(state: WorkerState) -> None:
     due = {name: schedule.next_fire_ms(start - 1) for name, (_, schedule) in jobs.items()}
     backoff = Backoff()
     while True:
-        soonest = min(due.values())
-        await anyio.sleep(max(0.0, (soonest - now_ms()) / 1000))
         now = now_ms()
         firing: list[Task[Any, Any]] = []
         fired: dict[str, int] = {}
@@ -72,3 +71,6 @@ async def fire_cron_jobs(state: WorkerState) -> None:
                 delay = backoff.next()
                 state.outage.failed(e, "cannot fire cron jobs", delay)
                 await anyio.sleep(delay)
+                continue
+        state.cron_fired(now)
+        await wait_until(min(due.values()), anyio.Event())

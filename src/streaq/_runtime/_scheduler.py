@@ -5,13 +5,15 @@ when the next one is due; it then sleeps until that time, or until a wake-up: th
 announces a delayed task that became the earliest (see :mod:`._listener`), so a task delayed by a
 second does not wait for a sleep computed before it was enqueued. The wake event is replaced
 *before* ``promote`` runs: a wake-up published while the call is in flight then sets the new event
-instead of being lost with the old one.
+instead of being lost with the old one. Under a virtual clock (:mod:`streaq.testing`) moving the
+clock wakes it too (:func:`~.._clock.wait_until`).
 """
 
 from __future__ import annotations
 
 import anyio
 
+from .._clock import wait_until
 from ..utils import now_ms
 from ._crashpoints import ARMED, crashpoint
 from ._retry import retrying
@@ -35,6 +37,4 @@ async def scheduler(state: WorkerState) -> None:
             crashpoint("during_promotion", moved > 0)
         if moved >= PROMOTE_BATCH:
             continue
-        delay = MAX_SLEEP if nxt < 0 else max(0.0, (nxt - now_ms()) / 1000)
-        with anyio.move_on_after(min(delay, MAX_SLEEP)):
-            await wake.wait()
+        await wait_until(None if nxt < 0 else nxt, wake, MAX_SLEEP)

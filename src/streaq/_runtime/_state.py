@@ -16,6 +16,10 @@ itself is sent on the report channel once its outcome is decided. The finisher t
 starts whenever it records a batch, before the batch's outcomes, so a start is never recorded
 after its task's outcome. Only the first start after a batch sends a wake-up (``None``) on the
 channel, for a task that runs long: a burst of short tasks adds nothing to the channel.
+
+The state also counts the run's progress -- outcomes recorded, passes of the cron duty -- with a
+wake-up for whoever waits on it (:meth:`WorkerState.progress_after`): ``streaq.testing`` drains a
+queue on these signals rather than on a timer.
 """
 
 from __future__ import annotations
@@ -144,6 +148,11 @@ class WorkerState:
     sync_limiter: anyio.CapacityLimiter | None = None
     #: the last fleet-wide concurrency command seen (``Worker.scale``), applied when it changes
     scale_seen: bytes | None = None
+    #: outcomes recorded and cron passes made so far (see :meth:`progress_after`)
+    progress: int = 0
+    _progressed: anyio.Event | None = None
+    #: every cron occurrence due at this time (ms on the worker's clock) or earlier is fired
+    cron_upto: int = -1
 
     def __post_init__(self) -> None:
         worker = self.worker
@@ -216,6 +225,27 @@ class WorkerState:
         """The job's outcome is in Redis (or is not this worker's to write): forget it."""
         if self.jobs.get(job.task_id) is job:
             del self.jobs[job.task_id]
+        self._progress()
+
+    def cron_fired(self, upto: int) -> None:
+        """Every cron occurrence due at ``upto`` (ms) or earlier is enqueued (or skipped)."""
+        self.cron_upto = upto
+        self._progress()
+
+    def _progress(self) -> None:
+        self.progress += 1
+        # an event only while someone waits: recording outcomes stays free of allocations
+        progressed, self._progressed = self._progressed, None
+        if progressed is not None:
+            progressed.set()
+
+    async def progress_after(self, seen: int) -> None:
+        """Return once :attr:`progress` differs from ``seen``: some outcome was recorded or the
+        cron duty made a pass since the caller read it. ``streaq.testing`` drains with it."""
+        while self.progress == seen:
+            if self._progressed is None:
+                self._progressed = anyio.Event()
+            await self._progressed.wait()
 
     def is_paused(self, fn_name: str) -> bool:
         """Whether tasks of ``fn_name`` must not start now (it, or the queue, is paused)."""
