@@ -28,7 +28,7 @@ import statistics
 import subprocess
 import sys
 
-from ._server import private_redis
+from streaq.testing import redis_server as private_redis
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 N = int(os.environ.get("BENCH_N", "20000"))

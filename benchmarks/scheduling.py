@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._server import private_redis
+from streaq.testing import redis_server as private_redis
 
 REF_PYTHON = os.environ.get("STREAQ72_PYTHON", "/tmp/bench-venvs/streaq/bin/python")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))

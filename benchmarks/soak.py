@@ -28,8 +28,7 @@ import anyio
 import redis
 
 from streaq import Worker
-
-from ._server import private_redis
+from streaq.testing import redis_server as private_redis
 
 QUEUE = "soak"
 BATCH = 500
