@@ -10,7 +10,7 @@ import importlib
 import sys
 
 #: Benchmark modules, run in this order when no names are given.
-MODULES: list[str] = ["redis_layer", "queue", "scheduling", "flow"]
+MODULES: list[str] = ["redis_layer", "queue", "scheduling", "flow", "roundtrip"]
 
 
 def main(argv: list[str]) -> int:
