@@ -112,6 +112,11 @@ def functions_list(worker: Any) -> int:
     )
     for server, names in found.items():
         print(f"{server}:")
-        for name in names:
-            print(f"  {'*' if name == LIBRARY.name else ' '} {name}")
+        print_libraries(names)
     return 0
+
+
+def print_libraries(names: list[str]) -> None:
+    """One line per library name, indented; ``*`` marks this version's."""
+    for name in names:
+        print(f"  {'*' if name == LIBRARY.name else ' '} {name}")

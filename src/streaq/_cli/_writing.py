@@ -15,11 +15,11 @@ from typing import Any, TypeVar
 
 import anyio
 
-from .._library import LIBRARY, QueueFunctions, prune_libraries
+from .._library import QueueFunctions, prune_libraries
 from .._words import plural
 from ..utils import now_ms
 from ._errors import CliError, import_worker, reaching
-from ._reading import read
+from ._reading import print_libraries, read
 
 __all__ = [
     "dlq_purge",
@@ -205,6 +205,5 @@ def functions_prune(worker: Any) -> int:
     )
     for server, names in deleted.items():
         print(f"{server}: deleted {plural(len(names), 'old library', 'old libraries')}")
-        for name in names:
-            print(f"  {'*' if name == LIBRARY.name else ' '} {name}")
+        print_libraries(names)
     return 0
