@@ -15,9 +15,10 @@ of the database it covered; without one the walk goes on until the cursor comes 
 from __future__ import annotations
 
 import heapq
+from collections.abc import AsyncIterator
 from typing import Any
 
-from ._codec import KIND_ERROR, decode_record, index_state
+from ._codec import KIND_ERROR, ResultRecord, decode_record, index_state
 from ._library import _PREFIX, LIBRARY
 from ._queue import QueueClient, build_result
 from ._schema import DELAYED, GATED, QUEUED, WAITING
@@ -30,12 +31,14 @@ _PAGE = 500
 class _Budget:
     """How many keys a scan may still examine (``None``: no limit)."""
 
-    __slots__ = ("left",)
+    __slots__ = ("covered", "left")
 
     def __init__(self, scan_limit: int | None) -> None:
         if scan_limit is not None and scan_limit < 1:
             raise ValueError(f"scan_limit must be at least 1, not {scan_limit!r}")
         self.left = scan_limit
+        #: whether a scan came back to cursor 0 (it walked the whole database)
+        self.covered = False
 
     def take(self) -> int:
         """The ``COUNT`` of the next step, spent now."""
@@ -108,6 +111,26 @@ async def _results_page(
     ]
 
 
+async def _result_headers(
+    client: QueueClient, budget: _Budget
+) -> AsyncIterator[tuple[str, ResultRecord]]:
+    """``(task_id, header)`` of each stored result within the budget; ``budget.covered`` tells
+    whether the walk reached the end. A key matching the result pattern that does not hold a
+    result record (a foreign key) is skipped."""
+    cursor: Any = 0
+    while not budget.spent:
+        cursor, page = await _results_page(client, cursor, budget.take())
+        for task_id, record in page:
+            try:
+                header = decode_record(bytes(record))
+            except Exception:
+                continue
+            yield task_id, header
+        if int(cursor) == 0:
+            budget.covered = True
+            return
+
+
 async def _finished(client: QueueClient, limit: int, budget: _Budget) -> list[TaskResult[Any]]:
     found: list[TaskResult[Any]] = []
     cursor: Any = 0
@@ -142,14 +165,8 @@ async def recent_results(
     budget = _Budget(scan_limit)
     best: list[tuple[int, str]] = []  # a min-heap of the newest offset + limit so far
     keep = offset + limit
-    cursor: Any = 0
-    while keep and not budget.spent:
-        cursor, page = await _results_page(client, cursor, budget.take())
-        for task_id, record in page:
-            try:
-                header = decode_record(bytes(record))
-            except Exception:
-                continue  # not a result record (a foreign key matching the pattern)
+    if keep:
+        async for task_id, header in _result_headers(client, budget):
             if failed_only and header.kind != KIND_ERROR:
                 continue
             entry = (header.finish, task_id)
@@ -157,8 +174,6 @@ async def recent_results(
                 heapq.heappush(best, entry)
             elif entry > best[0]:
                 heapq.heapreplace(best, entry)
-        if int(cursor) == 0:
-            break
     wanted = sorted(best, reverse=True)[offset:]
     if not wanted:
         return []
@@ -182,19 +197,11 @@ async def finish_times(
     :raises ValueError: for a ``scan_limit`` below 1
     """
     budget = _Budget(scan_limit)
-    found: list[tuple[int, bool]] = []
-    cursor: Any = 0
-    while not budget.spent:
-        cursor, page = await _results_page(client, cursor, budget.take())
-        for _, record in page:
-            try:
-                header = decode_record(bytes(record))
-            except Exception:
-                continue  # not a result record (a foreign key matching the pattern)
-            found.append((header.finish, header.kind != KIND_ERROR))
-        if int(cursor) == 0:
-            return found, True
-    return found, False
+    found = [
+        (header.finish, header.kind != KIND_ERROR)
+        async for _, header in _result_headers(client, budget)
+    ]
+    return found, budget.covered
 
 
 async def tasks_by_status(
