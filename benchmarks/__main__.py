@@ -10,7 +10,7 @@ import importlib
 import sys
 
 #: Benchmark modules, run in this order when no names are given.
-MODULES: list[str] = ["redis_layer", "queue", "scheduling"]
+MODULES: list[str] = ["redis_layer", "queue", "scheduling", "latency", "logcost"]
 
 
 def main(argv: list[str]) -> int:
