@@ -10,7 +10,15 @@ import importlib
 import sys
 
 #: Benchmark modules, run in this order when no names are given.
-MODULES: list[str] = ["redis_layer", "queue", "scheduling", "flow", "roundtrip"]
+MODULES: list[str] = [
+    "redis_layer",
+    "queue",
+    "scheduling",
+    "flow",
+    "roundtrip",
+    "latency",
+    "logcost",
+]
 
 
 def main(argv: list[str]) -> int:

@@ -102,22 +102,55 @@ def now_ms() -> int:
 
 
 class _TimezoneFormatter(logging.Formatter):
-    """A formatter that renders ``asctime`` in a given time zone rather than the host's."""
+    """A formatter that renders ``asctime`` in a given time zone rather than the host's.
+
+    ``format_line`` formats a worker's task line without a record (see
+    :mod:`streaq._runtime._tasklog`), exactly as :meth:`format` would a record of it.
+    """
 
     def __init__(self, fmt: str, datefmt: str, tz: tzinfo) -> None:
         super().__init__(fmt=fmt, datefmt=datefmt)
         self.tz = tz
         # a worker logs two lines per task: render each second's timestamp once
         self._cached: tuple[int, str | None, str] = (-1, None, "")
+        # the start of format_line's lines, for one second and level
+        self._prefix_second, self._prefix_level, self._prefix = -1, 0, ""
+
+    #: format_line does not need a line's task fields
+    wants_fields = False
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
+        return self._time(record.created, datefmt)
+
+    def _time(self, created: float, datefmt: str | None) -> str:
+        second = int(created)
         cached_second, cached_fmt, text = self._cached
         if second != cached_second or datefmt != cached_fmt:
             moment = datetime.fromtimestamp(second, tz=self.tz)
             text = moment.strftime(datefmt or LOG_DATE_FORMAT)
             self._cached = (second, datefmt, text)
         return text
+
+    def format_line(
+        self, created: float, levelno: int, name: str, message: str, fields: dict[str, str]
+    ) -> str | None:
+        """The line of a record with these parts and no exception.
+
+        :param created: the record's time (seconds since the epoch)
+        :param levelno: its level
+        :param name: its logger's name (not part of the text format)
+        :param message: its message, formatted
+        :param fields: its extra attributes (not part of the text format)
+        :return: the line, or ``None`` when this formatter has another format than streaq's
+        """
+        if self._fmt != LOG_FORMAT:
+            return None
+        second = int(created)
+        if second != self._prefix_second or levelno != self._prefix_level:
+            level = logging.getLevelName(levelno)
+            self._prefix = f"[{level}] {self._time(created, self.datefmt)}: "
+            self._prefix_second, self._prefix_level = second, levelno
+        return self._prefix + message
 
 
 def default_log_config(tz: tzinfo, verbose: bool) -> dict[str, Any]:

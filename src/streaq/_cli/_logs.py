@@ -35,22 +35,65 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, tz: tzinfo) -> None:
         super().__init__()
         self.tz = tz
+        # (second, ISO text of it up to the seconds, the rest: the UTC offset)
+        self._cached: tuple[int, str, str] = (-1, "", "")
+
+    def _ts(self, created: float) -> str:
+        """``created`` as ISO 8601 with milliseconds, as ``datetime.isoformat`` writes it."""
+        # datetime.fromtimestamp's own rounding: to the nearest microsecond, half to even
+        second = int(created)
+        micro = round((created - second) * 1e6)
+        if micro >= 1_000_000:
+            second, micro = second + 1, micro - 1_000_000
+        cached_second, head, offset = self._cached
+        if second != cached_second:
+            text = datetime.fromtimestamp(second, tz=self.tz).isoformat()
+            head, offset = text[:19], text[19:]
+            self._cached = (second, head, offset)
+        return f"{head}.{micro // 1000:03d}{offset}"
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as a JSON object without newlines."""
-        moment = datetime.fromtimestamp(record.created, tz=self.tz)
+        fields = {name: getattr(record, name, None) for name in TASK_FIELDS}
+        exc = self.formatException(record.exc_info) if record.exc_info else None
+        message = record.getMessage()
+        return self._line(record.created, record.levelname, record.name, message, fields, exc)
+
+    def format_line(
+        self, created: float, levelno: int, name: str, message: str, fields: dict[str, str]
+    ) -> str | None:
+        """The line of a record with these parts and no exception.
+
+        :param created: the record's time (seconds since the epoch)
+        :param levelno: its level
+        :param name: its logger's name
+        :param message: its message, formatted
+        :param fields: its task fields (:data:`TASK_FIELDS`)
+        :return: the JSON line
+        """
+        return self._line(created, logging.getLevelName(levelno), name, message, fields, None)
+
+    def _line(
+        self,
+        created: float,
+        level: str,
+        name: str,
+        message: str,
+        fields: dict[str, Any],
+        exc: str | None,
+    ) -> str:
         line: dict[str, Any] = {
-            "ts": moment.isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
+            "ts": self._ts(created),
+            "level": level,
+            "logger": name,
+            "message": message,
         }
         for name in TASK_FIELDS:
-            value = getattr(record, name, None)
+            value = fields.get(name)
             if value is not None:
                 line[name] = value
-        if record.exc_info:
-            line["exc_info"] = self.formatException(record.exc_info)
+        if exc is not None:
+            line["exc_info"] = exc
         # ensure_ascii keeps every line plain ASCII, whatever the terminal's encoding
         return json.dumps(line, default=str)
 

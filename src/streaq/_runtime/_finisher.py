@@ -50,6 +50,8 @@ async def finisher(state: WorkerState, reports: MemoryObjectReceiveStream[Report
 
 async def record(state: WorkerState, reports: Sequence[Report]) -> None:
     """Record the pending starts and the outcomes of ``reports``, then forget their jobs."""
+    # the lines of these tasks come out before their results do
+    state.log.flush()
     started: list[str] = []
     starts, state.starts = state.starts, []
     for job in starts:

@@ -182,6 +182,7 @@ async def run_worker(
             await _retire(state)
             raise
         finally:
+            state.log.flush()
             handle.context = None
             handle.state = None
         await _retire(state)

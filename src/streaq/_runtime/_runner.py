@@ -20,6 +20,7 @@ import contextlib
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -57,8 +58,6 @@ from ._poison import dead_letter, find_poison, undecodable
 from ._retry import retrying
 from ._state import Job, WorkerState
 
-logger = logging.getLogger("streaq")
-
 Call = Callable[..., Coroutine[Any, Any, Any]]
 
 
@@ -72,6 +71,7 @@ class Runner:
         self.state = state
         self.worker = state.worker
         self.codec = state.client.codec
+        self.log = state.log
         self.limiter = anyio.CapacityLimiter(self.worker.sync_concurrency)
         state.sync_limiter = self.limiter
         # the threads themselves are bounded by ``limiter``, whose slots outlive cancellation
@@ -103,11 +103,7 @@ class Runner:
         aborted = isinstance(exc, StreaqCancelled)
         self.worker.counters["aborted" if aborted else "failed"] += 1
         if aborted and not (task is not None and task.silent):
-            logger.info("task %s × %s aborted", job.fn_name, job.task_id, extra=self._fields(job))
-
-    def _fields(self, job: Job) -> dict[str, str]:
-        """The task fields of a log record about ``job`` (``streaq run --log-format json``)."""
-        return {"task_id": job.task_id, "task_name": job.fn_name, "worker_id": self.worker.id}
+            self.log.add(logging.INFO, job, "task %s × %s aborted", job.fn_name, job.task_id)
 
     def hand_back(self, job: Job) -> None:
         """Decide that ``job`` goes back to the stream for another worker."""
@@ -176,12 +172,13 @@ class Runner:
             return
         late = self._too_late(job, task)
         if late is not None:
-            logger.warning(
+            self.log.add(
+                logging.WARNING,
+                job,
                 "cron job %s × %s skipped: %s",
                 task.fn_name,
                 job.task_id,
                 late,
-                extra=self._fields(job),
             )
             self.fail(job, StreaqError(f"cron job {task.fn_name} skipped: {late}"))
             return
@@ -198,12 +195,8 @@ class Runner:
             self._arguments(job, task, args, kwargs)
         except (ArgumentError, SignatureError, DecryptionError) as e:
             if not task.silent:
-                logger.error(
-                    "task %s × %s failed: %s",
-                    task.fn_name,
-                    job.task_id,
-                    e,
-                    extra=self._fields(job),
+                self.log.add(
+                    logging.ERROR, job, "task %s × %s failed: %s", task.fn_name, job.task_id, e
                 )
             self.fail(job, e)
             return
@@ -254,23 +247,19 @@ class Runner:
             # the last step before the call: what the window counts is (nearly) the start
             wait = await self._start_window(job)
             if wait:
-                logger.debug(
+                self.log.add(
+                    logging.DEBUG,
+                    job,
                     "task %s %s waits %d ms for its rate limit",
                     task.fn_name,
                     job.task_id,
                     wait,
-                    extra=self._fields(job),
                 )
                 self._defer(job, task, wait)
                 return
-        if not task.silent:
-            logger.info(
-                "task %s □ %s → worker %s",
-                task.fn_name,
-                job.task_id,
-                self.worker.id,
-                extra=self._fields(job),
-            )
+        if not task.silent and self.log.info:
+            parts: tuple[Any, ...] = (task.fn_name, job.task_id, self.worker.id)
+            self.log.append((time.time(), logging.INFO, _STARTED, parts, job, None))
         trace = job.fields.get(F_TRACE)
         context = task.build_context(
             job.task_id,
@@ -326,15 +315,14 @@ class Runner:
         record = job.record(kind, payload, start, self.worker.id)
         job.outcome = (RESULT, record, job.ttl_ms, self._unique(task))
         self.worker.counters["completed"] += 1
-        if not task.silent:
-            logger.info(
-                "task %s ■ %s ← %s (%s)",
-                task.fn_name,
-                job.task_id,
-                _Short(value),
-                _Took(start),
-                extra=self._fields(job),
-            )
+        if not task.silent and self.log.info:
+            # logged for every task, so built the cheap way: _Took's text from the line's own
+            # time, _Short only for a value whose repr may be long
+            created = time.time()
+            took = int(created * 1000) - start
+            shown = value if type(value) in _PLAIN else _Short(value)
+            parts = (task.fn_name, job.task_id, shown, took if took < 1000 else took / 1000)
+            self.log.append((created, logging.INFO, _DONE[took >= 1000], parts, job, None))
 
     async def _start_window(self, job: Job) -> int:
         """0 when the rate limit lets the task start now, else the ms it must wait."""
@@ -363,12 +351,13 @@ class Runner:
                 lambda: functions.block_gate(job.task_id, ms, now_ms()),
             )
         if not task.silent:
-            logger.info(
+            self.log.add(
+                logging.INFO,
+                job,
                 "task %s ↻ %s rate limited: again in %s ms",
                 task.fn_name,
                 job.task_id,
                 ms,
-                extra=self._fields(job),
             )
         self._defer(job, task, ms)
         self.worker.counters["retried"] += 1
@@ -385,28 +374,30 @@ class Runner:
             job.outcome = (RETRY, encode_fields(self._signed(fields)), run_at, self._unique(task))
             self.worker.counters["retried"] += 1
             if not task.silent:
-                logger.info(
+                self.log.add(
+                    logging.INFO,
+                    job,
                     "task %s ↻ %s retrying (try %d, after %s): %s",
                     task.fn_name,
                     job.task_id,
                     job.tries,
                     _Took(start),
                     error,
-                    extra=self._fields(job),
                 )
             return
         if not isinstance(error, StreaqCancelled) and not task.silent:
             # a traceback tells something only about an error the task's own code raised; the
             # errors streaq makes itself (its timeout included) were never raised, so have none
             quiet = isinstance(error, StreaqError) or error.__traceback__ is None
-            logger.error(
+            self.log.add(
+                logging.ERROR,
+                job,
                 "task %s × %s failed after %s: %r",
                 task.fn_name,
                 job.task_id,
                 _Took(start),
                 error,
-                exc_info=None if quiet else error,
-                extra=self._fields(job),
+                exc=None if quiet else error,
             )
         self.fail(job, error, start)
 
@@ -430,29 +421,37 @@ class Runner:
         return now_ms() + job.tries**2 * 1000
 
 
+#: the lines of a task's start and of its result, with a duration in ms or in s (see _Took)
+_STARTED = "task %s □ %s → worker %s"
+_DONE = ("task %s ■ %s ← %r (%d ms)", "task %s ■ %s ← %r (%.1f s)")
+#: types whose repr is always short: a result line shows them as they are
+_PLAIN = frozenset({type(None), bool, float})
+
+
 class _Short:
-    """A value for a log line, shortened (formatted only if the line is emitted)."""
+    """A value for a log line, its repr shortened (formatted only if the line is emitted)."""
 
     __slots__ = ("value",)
 
     def __init__(self, value: Any) -> None:
         self.value = value
 
-    def __str__(self) -> str:
+    def __repr__(self) -> str:
         text = repr(self.value)
         return text if len(text) <= 80 else text[:77] + "..."
 
 
 class _Took:
-    """The time since ``start`` (ms since the epoch) for a log line, e.g. ``12 ms``, ``3.4 s``."""
+    """The time from ``start`` (ms since the epoch) to now for a log line, e.g. ``12 ms``,
+    ``3.4 s`` (measured now, formatted only if the line is written)."""
 
-    __slots__ = ("start",)
+    __slots__ = ("ms",)
 
     def __init__(self, start: int) -> None:
-        self.start = start
+        self.ms = now_ms() - start
 
     def __str__(self) -> str:
-        ms = now_ms() - self.start
+        ms = self.ms
         return f"{ms} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
 
 

@@ -24,6 +24,7 @@ queue on these signals rather than on a timer.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ from .._queue import QueueClient
 from .._schema import DEFAULT_TTL_MS, F_CREATED, F_FN, F_TTL
 from ..utils import now_ms
 from ._outage import Outage
+from ._tasklog import TaskLog
 
 if TYPE_CHECKING:
     from ..worker import Worker
@@ -137,6 +139,8 @@ class WorkerState:
     _changed: anyio.Event = field(default_factory=anyio.Event)
     #: the one warning per Redis outage that every duty reports to
     outage: Outage = field(init=False)
+    #: the task lines waiting for the finisher's next batch
+    log: TaskLog = field(init=False)
     #: how many jobs may run at once (``Worker.set_concurrency`` changes it during the run)
     concurrency: int = 1
     #: jobs the runners are executing now (never more than ``concurrency`` start)
@@ -160,6 +164,7 @@ class WorkerState:
         if worker.sentinel_nodes:
             where = f"the master {worker.sentinel_master!r} of the sentinels"
         self.outage = Outage(where)
+        self.log = TaskLog(logging.getLogger("streaq"), worker.id)
 
     def free(self) -> int:
         """How many more messages may be claimed now."""
