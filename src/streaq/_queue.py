@@ -148,13 +148,16 @@ def _deduped(task: Task[Any, Any], code: int, other: str) -> None:
 
 def _chunks(ordered: Sequence[Task[Any, Any]]) -> Iterator[tuple[int, int]]:
     """``(start, end)`` of the enqueue calls of ``ordered``: about ``ENQUEUE_CHUNK`` tasks each,
-    but a group always travels with its members, so that none of them can end before the
-    group waits for it (a member whose result is not stored would be unknown to it)."""
+    but a group always travels with its members and the tasks linked to it, so that none of
+    them ends before what waits for it is there (a result that is not stored would be lost)."""
     position = {task.id: n for n, task in enumerate(ordered)}
     reach = list(range(len(ordered)))  # the last task that must share a call with task n
     for n, task in enumerate(ordered):
-        for member in task._group or ():
-            at = position.get(member.id)
+        waited = [*(task._group or ())]
+        if task._after is not None and task._after._group is not None:
+            waited.append(task._after)
+        for parent in waited:
+            at = position.get(parent.id)
             if at is not None:
                 reach[at] = max(reach[at], n)
     start, needed = 0, 0

@@ -10,6 +10,7 @@ import pytest
 import redis
 
 from streaq import Worker
+from streaq._queue import ENQUEUE_CHUNK, _chunks
 from streaq.task import Task, TaskResult, TaskStatus
 from streaq.types import StreaqCancelled, StreaqError, StreaqRetry
 
@@ -294,3 +295,34 @@ async def test_group_keys_are_deleted(
     finally:
         client.close()
     assert leftovers == []
+
+
+async def test_signed_group(worker_factory: WorkerFactory, run_worker: RunWorker) -> None:
+    """With a signing secret, each member's sealed result is checked when the group is read."""
+    counts = Counts()
+    worker = worker_factory(signing_secret="group secret")
+    t = _register(worker, counts)
+    async with run_worker(worker):
+        with anyio.fail_after(10):
+            group = worker.group([t["picky"].enqueue(x) for x in (3, -1)])
+            settled = group.then_settled(t["outcomes"])
+            await worker.enqueue_many([settled, group.then(t["total"])])
+            assert (await settled.result()).result == ["3", "ValueError"]
+            assert [r.success for r in await group.result()] == [True, False]
+
+
+async def test_a_group_is_enqueued_in_one_call_with_its_collector(worker: Worker[Any]) -> None:
+    """Enqueue calls hold about ENQUEUE_CHUNK tasks, but never split a group from its members
+    or from the tasks linked to it (a member ending before its group is there would be lost)."""
+    t = _register(worker, Counts())
+    plain = [t["noop"].enqueue(x) for x in range(2 * ENQUEUE_CHUNK + 1)]
+    assert list(_chunks(plain)) == [
+        (0, ENQUEUE_CHUNK),
+        (ENQUEUE_CHUNK, 2 * ENQUEUE_CHUNK),
+        (2 * ENQUEUE_CHUNK, 2 * ENQUEUE_CHUNK + 1),
+    ]
+    group = worker.group([t["noop"].enqueue(x) for x in range(ENQUEUE_CHUNK + 10)])
+    collector = group.then(t["total"])
+    ordered = [*plain[:3], *collector.chain(), *plain[3:6]]
+    size = len(ordered)
+    assert list(_chunks(ordered)) == [(0, ENQUEUE_CHUNK + 15), (ENQUEUE_CHUNK + 15, size)]
