@@ -63,14 +63,15 @@ class Group(Generic[R]):
         members = tuple(tasks)
         if not members:
             raise StreaqError("a group needs at least one task")
-        worker = members[0].worker
-        seen: set[str] = set()
         for member in members:
             if not isinstance(member, Task):
                 raise StreaqError(
                     f"a group's members are tasks (`fn.enqueue(...)`), not {type(member).__name__}"
                     " (a group can be a member through its collector: `group.then(fn)`)"
                 )
+        worker = members[0].worker
+        seen: set[str] = set()
+        for member in members:
             if member.worker is not worker:
                 raise StreaqError(f"task {member.id} belongs to another worker than the group")
             if member._enqueued:

@@ -199,7 +199,9 @@ class Runner:
             return
         try:
             self._arguments(job, task, args, kwargs)
-        except (ArgumentError, SignatureError, DecryptionError) as e:
+        # arguments of the wrong type, and a parent's value (a group's outcome too) that
+        # cannot be verified, decrypted or decoded
+        except StreaqError as e:
             if not task.silent:
                 logger.error(
                     "task %s × %s failed: %s",
