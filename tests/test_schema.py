@@ -38,7 +38,13 @@ def lua_table(name: str) -> dict[str, str | int]:
         ("LINK", _schema.LINKS),
         (
             "KIND",
-            {"value": _codec.KIND_VALUE, "tuple": _codec.KIND_TUPLE, "error": _codec.KIND_ERROR},
+            {
+                "value": _codec.KIND_VALUE,
+                "tuple": _codec.KIND_TUPLE,
+                "error": _codec.KIND_ERROR,
+                "values": _codec.KIND_VALUES,
+                "results": _codec.KIND_RESULTS,
+            },
         ),
     ],
 )

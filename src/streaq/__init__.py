@@ -9,6 +9,7 @@ VERSION = __version__
 logger = logging.getLogger("streaq")
 logger.addHandler(logging.NullHandler())
 
+from ._groups import Group as Group  # noqa: E402
 from .task import TaskStatus as TaskStatus  # noqa: E402
 from .types import StreaqError as StreaqError  # noqa: E402
 from .types import StreaqRetry as StreaqRetry  # noqa: E402
@@ -19,6 +20,7 @@ from .worker import Worker as Worker  # noqa: E402
 
 __all__ = [
     "VERSION",
+    "Group",
     "RedisCommands",
     "RedisPool",
     "StreaqError",

@@ -39,6 +39,10 @@ Deserializer = Callable[[Any], Any]
 KIND_VALUE = 0
 KIND_TUPLE = 1
 KIND_ERROR = 2
+#: a group's outcome (``[first failed member or None, [[member id, record], ...]]``), fed to
+#: the task linked to it as its members' values or as their results
+KIND_VALUES = 3
+KIND_RESULTS = 4
 
 _STREAQ_ERRORS: dict[str, type[BaseException]] = {}
 _SIMPLE = (str, int, float, bool, type(None))
@@ -495,9 +499,10 @@ class CallSpec:
         except TypeError as e:
             raise ArgumentError(f"task {self.name}: {e}") from None
 
-    def convert(self, args: list[Any], kwargs: dict[str, Any]) -> None:
+    def convert(self, args: list[Any], kwargs: dict[str, Any], start: int = 0) -> None:
         """Convert decoded arguments in place into the parameters' types.
 
+        :param start: the first positional argument to convert (the ones before are typed)
         :raises ArgumentError: naming the parameter whose value has the wrong type
         """
         n_args = len(args)
@@ -505,7 +510,7 @@ class CallSpec:
             # only a positional call within the plain arity needs no ``Signature.bind``
             self.check(args, kwargs)
         positional = self._convert_at
-        for n in range(min(n_args, len(positional))):
+        for n in range(start, min(n_args, len(positional))):
             target = positional[n]
             if target is None:
                 continue

@@ -49,6 +49,8 @@ SUFFIXES: Final = {
     "scale_channel": "scale",
     "worker_info": "wi:",
     "failed_call": "fc:",
+    "group_members": "gm:",
+    "group_results": "gr:",
 }
 
 

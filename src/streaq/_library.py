@@ -24,6 +24,7 @@ Arg = str | bytes | int | float
 #: layout, the shared vocabulary and helpers) first, then one file per group of functions
 LIBRARY_PARTS = (
     "base.lua",
+    "groups.lua",
     "flow.lua",
     "tasks.lua",
     "dedup.lua",

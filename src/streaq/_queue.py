@@ -8,7 +8,7 @@ library (``_library.py``); reads are one call or one command.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,9 @@ from redis import exceptions as rex
 
 from ._codec import (
     KIND_ERROR,
+    KIND_RESULTS,
     KIND_TUPLE,
+    KIND_VALUES,
     Codec,
     decode_record,
     encode,
@@ -46,8 +48,8 @@ from ._schema import (
     F_TRACE,
     F_TRIES,
     F_TTL,
+    LINK_GROUP,
     LINK_OTHERWISE,
-    LINK_THEN,
 )
 from ._signing import F_SIGNATURE
 from .task import GeneratedId, RegisteredTask, Task, TaskInfo, TaskResult, TaskStatus
@@ -68,13 +70,45 @@ def ttl_ms(ttl: timedelta | int | None) -> int:
     return -1 if ms is None else ms
 
 
-def build_result(task_id: str, record: bytes, task: RegisteredTask | None, codec: Codec) -> Any:
-    """Turn a result record into a :class:`~streaq.task.TaskResult`."""
+_group_decoder = msgspec.msgpack.Decoder(tuple[str | None, list[tuple[str, msgspec.Raw]]])
+
+
+def group_results(
+    group_id: str, payload: bytes, registry: Mapping[str, RegisteredTask], codec: Codec
+) -> list[TaskResult[Any]]:
+    """The results of a group's members, in member order, from the payload of its outcome.
+
+    :raises StreaqError: when the payload is not a group's outcome
+    """
+    try:
+        _failed, members = _group_decoder.decode(payload)
+    except msgspec.DecodeError as e:
+        raise StreaqError(f"cannot decode the outcome of group {group_id}: {e}") from None
+    return [build_result(member, bytes(raw), None, codec, registry) for member, raw in members]
+
+
+def build_result(
+    task_id: str,
+    record: bytes,
+    task: RegisteredTask | None,
+    codec: Codec,
+    registry: Mapping[str, RegisteredTask] | None = None,
+) -> Any:
+    """Turn a result record into a :class:`~streaq.task.TaskResult`.
+
+    :param task: the task whose return type the value is decoded into; when ``None``, the task
+        of the record's function name in ``registry``, if any
+    """
     rec = decode_record(record)
     payload = bytes(rec.payload)
+    if task is None and registry is not None:
+        task = registry.get(rec.fn_name)
     value: Any
     if rec.kind == KIND_ERROR:
         value = codec.decode_error(task_id, payload)
+    elif rec.kind in (KIND_VALUES, KIND_RESULTS):
+        members = group_results(task_id, payload, registry or {}, codec)
+        value = members if rec.kind == KIND_RESULTS else [member.result for member in members]
     else:
         spec = getattr(task, "spec", None)
         tp = spec.return_type if spec is not None else Any
@@ -110,6 +144,30 @@ def _deduped(task: Task[Any, Any], code: int, other: str) -> None:
     if outcome is DedupOutcome.DROPPED:
         # the handle becomes one of the task that holds the key: its result is the one to await
         task.id = other
+
+
+def _chunks(ordered: Sequence[Task[Any, Any]]) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` of the enqueue calls of ``ordered``: about ``ENQUEUE_CHUNK`` tasks each,
+    but a group always travels with its members and the tasks linked to it, so that none of
+    them ends before what waits for it is there (a result that is not stored would be lost)."""
+    position = {task.id: n for n, task in enumerate(ordered)}
+    reach = list(range(len(ordered)))  # the last task that must share a call with task n
+    for n, task in enumerate(ordered):
+        waited = [*(task._group or ())]
+        if task._after is not None and task._after._group is not None:
+            waited.append(task._after)
+        for parent in waited:
+            at = position.get(parent.id)
+            if at is not None:
+                reach[at] = max(reach[at], n)
+    start, needed = 0, 0
+    for n in range(len(ordered)):
+        needed = max(needed, reach[n])
+        if n == needed and n + 1 - start >= ENQUEUE_CHUNK:
+            yield start, n + 1
+            start = n + 1
+    if start < len(ordered):
+        yield start, len(ordered)
 
 
 class QueueClient:
@@ -186,7 +244,10 @@ class QueueClient:
             fields += [F_EXPIRE, start + (to_ms(parent.expire) or 0)]
         if task._after is not None:
             deps.append(str(task._after.id))
-            fields += [F_LINK, LINK_OTHERWISE if task._fails_over else LINK_THEN]
+            fields += [F_LINK, LINK_OTHERWISE if task._fails_over else task._link_kind]
+        if task._group is not None:
+            deps += [str(member.id) for member in task._group]
+            fields += [F_LINK, LINK_GROUP]
         if crontab:
             fields += [F_CRONTAB, crontab]
         if trace:
@@ -255,14 +316,14 @@ class QueueClient:
         headers = trace_carrier() if trace_carrier is not None else None
         trace = msgspec.json.encode(headers) if headers else b""
         blobs = [self._blob(task, now, tz, trace) for task in ordered]
-        for start in range(0, len(blobs), ENQUEUE_CHUNK):
+        for start, end in _chunks(ordered):
             try:
-                answers = await self.functions.enqueue(now, blobs[start : start + ENQUEUE_CHUNK])
+                answers = await self.functions.enqueue(now, blobs[start:end])
             except rex.ResponseError as e:
                 if "STREAQ" in str(e):
                     raise StreaqError(str(e).split("STREAQ ", 1)[-1]) from None
                 raise
-            for task, answer in zip(ordered[start : start + ENQUEUE_CHUNK], answers, strict=True):
+            for task, answer in zip(ordered[start:end], answers, strict=True):
                 if isinstance(answer, list):
                     _deduped(task, int(answer[0]), bytes(answer[1]).decode())
         for task in ordered:
@@ -286,7 +347,7 @@ class QueueClient:
         if task is None:
             fn_name = decode_record(record).fn_name
             task = self.registry.get(fn_name)
-        result: TaskResult[Any] = build_result(task_id, record, task, self.codec)
+        result: TaskResult[Any] = build_result(task_id, record, task, self.codec, self.registry)
         return result
 
     async def abort(self, task_id: str, timeout: timedelta | int | float) -> bool:

@@ -73,10 +73,18 @@ FIELDS: Final = {
 }
 
 # link kinds of F_LINK: a `then` link takes its parent's result; an `otherwise` fallback runs
-# only when its parent fails
+# only when its parent fails; a group waits for its members (it never runs); an `all` link takes
+# a group's values, and fails when one of its members failed
 LINK_THEN: Final = "t"
 LINK_OTHERWISE: Final = "o"
-LINKS: Final = {"then": LINK_THEN, "otherwise": LINK_OTHERWISE}
+LINK_GROUP: Final = "g"
+LINK_ALL: Final = "a"
+LINKS: Final = {
+    "then": LINK_THEN,
+    "otherwise": LINK_OTHERWISE,
+    "group": LINK_GROUP,
+    "all": LINK_ALL,
+}
 
 # dedup modes of a task's dedup key, as the enqueue server function takes them (Lua DEDUP)
 DEDUP_THROTTLE: Final = "t"

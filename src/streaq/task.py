@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic
 from ._codec import CallSpec
 from ._flow import FlowLimits
 from ._generated_chains import ChainMixin
+from ._schema import LINK_THEN
 from .types import (
     AsyncTask,
     Dedup,
@@ -281,6 +282,10 @@ class Task(ChainMixin[P, R], Generic[P, R]):
     priority: str | None = None
     _triggers: Task[Any, Any] | None = None
     _fails_over: bool = False
+    #: how a link takes its parent's outcome (``_schema.LINK_*``; a group's collector differs)
+    _link_kind: str = LINK_THEN
+    #: the members of a group, when this task is one (see :class:`~streaq.Group`)
+    _group: tuple[Task[Any, Any], ...] | None = None
     _prev_source: str | None = None
     #: the dedup key (scoped to the task's function and the mode), or ``None``
     dedup_key: str | None = None
@@ -381,6 +386,9 @@ class Task(ChainMixin[P, R], Generic[P, R]):
         node: Task[Any, Any] | None = self
         while node is not None and not node._enqueued:
             tasks.append(node)
+            # a group's members (and their chains) come before it
+            for member in reversed(node._group or ()):
+                tasks.extend(reversed(member.chain()))
             node = node._after
         tasks.reverse()
         return tasks

@@ -20,6 +20,7 @@ import anyio.abc
 from ._codec import Codec, Deserializer, Serializer
 from ._dlq import DeadLetter
 from ._flow import FlowInfo
+from ._groups import GroupsMixin
 from ._inspect import CronInfo, PriorityInfo, QueueSnapshot, WorkerBeat, inspect_worker
 from ._keys import QueueKeys
 from ._queue import QueueClient
@@ -63,7 +64,7 @@ async def _no_lifespan() -> AsyncIterator[None]:
     yield None
 
 
-class Worker(TaskRegistry, Generic[C]):
+class Worker(TaskRegistry, GroupsMixin, Generic[C]):
     """A queue's task registry, its producer API and its task runner.
 
     :param redis_url: ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL

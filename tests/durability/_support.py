@@ -131,8 +131,8 @@ class Workload:
         self.ideal[task.id] = runs
 
     async def wave(self) -> None:
-        """Enqueue 226 tasks: plain, long, delayed, retried, concurrency-limited, 3-link chains,
-        fallbacks.
+        """Enqueue 248 tasks: plain, long, delayed, retried, concurrency-limited, 3-link chains,
+        fallbacks, groups of plain and retried tasks with their collector (which must run once).
 
         The long ones run longer than ``IDLE_TIMEOUT``, so that with prefetch on (the default)
         claimed messages wait longer than a lease behind them: they must run once all the same.
@@ -181,6 +181,18 @@ class Workload:
             unneeded = await fine.otherwise(app.plain_fallback)
             self._add(fine, True, self._n, 1)
             self._add(unneeded, True, self._n, 0)
+        for _ in range(2):
+            members: list[Task[Any, int]] = []
+            for k in range(10):
+                self._n += 1
+                if k % 3 == 0:
+                    members.append(app.retried.enqueue(self._n))
+                    self._add(members[-1], True, self._n, 3)
+                else:
+                    members.append(app.plain.enqueue(self._n, rng.uniform(0, 0.05)))
+                    self._add(members[-1], True, self._n, 1)
+            collector = await app.worker.group(members).then(app.total)
+            self._add(collector, True, sum(range(self._n - 9, self._n + 1)), 1)
 
 
 @dataclass

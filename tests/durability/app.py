@@ -58,6 +58,7 @@ class App:
     limited: AsyncRegisteredTask[[int, float], int]
     rated: AsyncRegisteredTask[[int], int]
     tenant: AsyncRegisteredTask[[str, int], int]
+    total: AsyncRegisteredTask[[list[int]], int]
 
 
 def build(
@@ -167,6 +168,11 @@ def build(
         await span(f"tenant:{key}", 0.01)
         return n
 
+    @worker.task(name="total", max_tries=20)
+    async def total(values: list[int]) -> int:
+        await started(total.context.task_id)
+        return sum(values)
+
     async def tick() -> None:
         await started(tick_task.context.task_id)
 
@@ -180,7 +186,17 @@ def build(
     tick_task: AsyncRegisteredTask[[], None] = register(tick)
 
     return App(
-        worker, plain, retried, step, failing, fallback, plain_fallback, limited, rated, tenant
+        worker,
+        plain,
+        retried,
+        step,
+        failing,
+        fallback,
+        plain_fallback,
+        limited,
+        rated,
+        tenant,
+        total,
     )
 
 

@@ -29,12 +29,15 @@ import msgspec
 
 from .._codec import (
     KIND_ERROR,
+    KIND_RESULTS,
     KIND_TUPLE,
+    KIND_VALUES,
     ArgumentError,
     encode_fields,
 )
 from .._cron import CronSchedule, firing_time_ms
 from .._encryption import DecryptionError
+from .._queue import group_results
 from .._schema import (
     F_CRONTAB,
     F_EXPIRE,
@@ -193,7 +196,9 @@ class Runner:
             return
         try:
             self._arguments(job, task, args, kwargs)
-        except (ArgumentError, SignatureError, DecryptionError) as e:
+        # arguments of the wrong type, and a parent's value (a group's outcome too) that
+        # cannot be verified, decrypted or decoded
+        except StreaqError as e:
             if not task.silent:
                 self.log.add(
                     logging.ERROR, job, "task %s × %s failed: %s", task.fn_name, job.task_id, e
@@ -231,13 +236,26 @@ class Runner:
     ) -> None:
         """Put a `then` link's input first and convert everything to the parameters' types."""
         kind = job.fields.get(F_PARENT_KIND)
+        typed = 0
         if kind is not None:
             parent = job.fields.get(F_PARENT_ID, b"").decode()
-            value = self.codec.decode_value(parent, int(kind), bytes(job.fields[F_PARENT_VALUE]))
-            args[:0] = (
-                value if int(kind) == KIND_TUPLE and isinstance(value, list | tuple) else [value]
-            )
-        task.spec.convert(args, kwargs)
+            payload = bytes(job.fields[F_PARENT_VALUE])
+            if int(kind) in (KIND_VALUES, KIND_RESULTS):
+                # a group's members, decoded into their own tasks' return types
+                members = group_results(parent, payload, self.worker.registry, self.codec)
+                if int(kind) == KIND_RESULTS:
+                    args.insert(0, members)
+                    typed = 1
+                else:
+                    args.insert(0, [member.result for member in members])
+            else:
+                value = self.codec.decode_value(parent, int(kind), payload)
+                args[:0] = (
+                    value
+                    if int(kind) == KIND_TUPLE and isinstance(value, list | tuple)
+                    else [value]
+                )
+        task.spec.convert(args, kwargs, typed)
 
     async def _execute(
         self, job: Job, task: AnyRegisteredTask, args: list[Any], kwargs: dict[str, Any]

@@ -27,6 +27,8 @@ All keys of a queue share the prefix KEYS[1] = "streaq:{<queue>}:" (one cluster 
   workers        hash worker id -> last heartbeat (ms)
   wi:<worker>    what a worker reports of itself with each heartbeat (JSON: host, pid, backend,
                  concurrency, running task ids); TTL an hour, deleted when the worker retires
+  gm:<group>     list of the member ids of a group, in member order (groups.lua)
+  gr:<group>     hash member id -> result record of the members of a group that finished
   fc:<id>        the call of a failed task: msgpack {priority, fields} of its last stream entry,
                  kept while its failed result is (TTL from the task's ttl, at most KEPT_CALL_MAX
                  when results are kept forever), so that it can be shown and retried
@@ -42,7 +44,8 @@ another worker took over is a no-op. A worker renews the leases of every message
 (running or prefetched) and never takes over its own messages (reclaim).
 
 A result record is a msgpack array [fn, created, enqueued, kind, start, finish, tries, worker,
-payload]; kind 0 = value, 1 = tuple value, 2 = exception record [type, module, message, traceback].
+payload]; kind 0 = value, 1 = tuple value, 2 = exception record [type, module, message, traceback],
+3 and 4 = the outcome of a group (groups.lua), fed as its members' values (3) or results (4).
 Lua builds records only for failures it decides itself (abort, failed dependency), with cmsgpack for
 the header and a ready payload; it never repacks a payload it did not make.
 ]]
@@ -57,7 +60,8 @@ local KEY = {
   gated_functions = 'gw', gate_count = 'gc:', admit_window = 'ga:', start_window = 'gs:',
   gate_block = 'gb:', admitted = 'adm', gated_total = 'gn', gate_timers = 'gt',
   pause_channel = 'pause', dedup = 'dd:', dedup_index = 'ddi', scale = 'cc',
-  scale_channel = 'scale', worker_info = 'wi:', failed_call = 'fc:',
+  scale_channel = 'scale', worker_info = 'wi:', failed_call = 'fc:', group_members = 'gm:',
+  group_results = 'gr:',
 }
 local STATE = {queued = 'q', delayed = 'd', waiting = 'w', gated = 'g'}
 local OUTCOME = {result = 'r', ['repeat'] = 'c', retry = 'y', hand_back = 'h', cancelled = 'x'}
@@ -66,12 +70,12 @@ local FIELD = {
   expire = 'x', link = 'k', parent_kind = 'pk', parent_value = 'pv', parent_id = 'pi',
   crontab = 'cr', trace = 'tc', group = 'g',
 }
-local LINK = {['then'] = 't', otherwise = 'o'}
+local LINK = {['then'] = 't', otherwise = 'o', group = 'g', all = 'a'}
 -- the dedup modes of a task's dedup key, and what enqueue answers for such a task (dedup.lua)
 local DEDUP = {throttle = 't', debounce = 'd', keep_last = 'l'}
 local DEDUPED = {enqueued = 1, dropped = 3, replaced = 4, follows = 5}
 -- the kinds of a result record
-local KIND = {value = 0, tuple = 1, error = 2}
+local KIND = {value = 0, tuple = 1, error = 2, values = 3, results = 4}
 
 local GROUP = 'g'
 
@@ -194,14 +198,16 @@ local function store_result(p, id, rec, ttl, published)
   end
 end
 
+-- the msgpack header of an array of n elements
+local function array_head(n)
+  if n < 16 then return string.char(0x90 + n) end
+  if n < 65536 then return '\220' .. struct.pack('>I2', n) end
+  return '\221' .. struct.pack('>I4', n)
+end
+
 local function publish(p, published)
   if #published == 0 then return end
-  local n = #published
-  local head
-  if n < 16 then head = string.char(0x90 + n)
-  elseif n < 65536 then head = '\220' .. struct.pack('>I2', n)
-  else head = '\221' .. struct.pack('>I4', n) end
-  redis.call('PUBLISH', p .. KEY.done_channel, head .. table.concat(published))
+  redis.call('PUBLISH', p .. KEY.done_channel, array_head(#published) .. table.concat(published))
 end
 
 local function failure_payload(type_name, message)
@@ -213,6 +219,9 @@ local is_gated, gate_push
 -- dedup (dedup.lua): enqueueing a task with a dedup key; a task that held or followed a dedup
 -- key ended (failed or not)
 local dedup_enqueue, dedup_ended
+-- groups (groups.lua): a member of a group finished; a group finished; what a group's outcome
+-- means to a task linked to it
+local group_member_done, complete_group, group_effect
 
 -- put a task into the delayed set (due at run_at), announcing it when it is the earliest
 local function delay(p, member, run_at)
@@ -299,18 +308,25 @@ local function fail_task(p, id, fields, payload, now, published, worklist, prio)
     tonumber(field(fields, FIELD.created)), now, KIND.error, 0, now,
     tonumber(field(fields, FIELD.tries) or '0'), '') .. payload
   store_result(p, id, rec, field(fields, FIELD.ttl), published)
-  keep_call(p, id, prio, fields, field(fields, FIELD.ttl))
+  if field(fields, FIELD.link) == LINK.group then
+    -- a group is never run: nothing to keep for a retry; its members' results go with it
+    redis.call('DEL', p .. KEY.group_members .. id, p .. KEY.group_results .. id)
+  else
+    keep_call(p, id, prio, fields, field(fields, FIELD.ttl))
+  end
   redis.call('HDEL', tasks_key(p), id)
   redis.call('DEL', p .. KEY.dependencies .. id)
   dedup_ended(p, id, now, true)
-  worklist[#worklist + 1] = {id, 2, payload}
+  worklist[#worklist + 1] = {id, KIND.error, payload, rec}
 end
 
--- a task finished (kind, payload): release or fail the tasks that wait on it, transitively
+-- a task finished (worklist items {id, kind, payload, record}): release or fail the tasks that
+-- wait on it, transitively
 resolve_dependents = function(p, now, worklist, published)
   local idx = 1
   while idx <= #worklist do
-    local parent, kind, payload = worklist[idx][1], worklist[idx][2], worklist[idx][3]
+    local parent, parent_kind, payload = worklist[idx][1], worklist[idx][2], worklist[idx][3]
+    local parent_rec = worklist[idx][4]
     idx = idx + 1
     local dn = p .. KEY.dependents .. parent
     local children = redis.call('SMEMBERS', dn)
@@ -319,12 +335,16 @@ resolve_dependents = function(p, now, worklist, published)
     for _, child in ipairs(children) do
       local st = load_state(p, child)
       -- only a task still waiting for its dependencies is released or failed here
-      if st and st[1] == STATE.waiting then
-        local fields = st[3]
-        local link = field(fields, FIELD.link)
+      local fields = st and st[3]
+      local link = st and field(fields, FIELD.link)
+      -- what a group's outcome means to this link: a failure, its values or its results
+      local kind, why = group_effect(parent, parent_kind, payload, link)
+      if st and st[1] == STATE.waiting and link == LINK.group then
+        group_member_done(p, child, st, parent, parent_rec, now, published, worklist)
+      elseif st and st[1] == STATE.waiting then
         if kind == KIND.error and link ~= LINK.otherwise then
           fail_task(p, child, fields, failure_payload('StreaqError',
-            'dependency ' .. parent .. ' failed'), now, published, worklist, st[2])
+            why or ('dependency ' .. parent .. ' failed')), now, published, worklist, st[2])
         elseif kind ~= KIND.error and link == LINK.otherwise then
           -- the fallback is not needed: it ends with its parent's result
           local rec = '\153' .. cmsgpack.pack(field(fields, FIELD.fn),
@@ -333,9 +353,9 @@ resolve_dependents = function(p, now, worklist, published)
           store_result(p, child, rec, field(fields, FIELD.ttl), published)
           redis.call('HDEL', tasks_key(p), child)
           redis.call('DEL', p .. KEY.dependencies .. child)
-          worklist[#worklist + 1] = {child, kind, payload}
+          worklist[#worklist + 1] = {child, kind, payload, rec}
         else
-          if link == LINK['then'] then
+          if link == LINK['then'] or link == LINK.all then
             set_field(fields, FIELD.parent_kind, kind)
             set_field(fields, FIELD.parent_value, payload)
             set_field(fields, FIELD.parent_id, parent)

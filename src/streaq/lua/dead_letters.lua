@@ -45,7 +45,7 @@ local function dead_letter(keys, args)
   dedup_ended(p, id, now, true)
   if redis.call('SISMEMBER', p .. KEY.has_dependents, id) == 1 then
     local kind, payload = split_record(rec)
-    worklist[1] = {id, kind, payload}
+    worklist[1] = {id, kind, payload, rec}
   end
   resolve_dependents(p, now, worklist, published)
   publish(p, published)

@@ -82,8 +82,9 @@ local function enqueue(keys, args)
         pending_ids, pending_vals = {}, {}
       end
       local waiting = 0
-      local failed_dep = nil
+      local failed_dep, failed_why = nil, nil
       local link = field(fields, FIELD.link)
+      if link == LINK.group then group_enqueue(p, id, deps) end
       for _, dep in ipairs(deps) do
         local dep_st = load_state(p, dep)
         if dep_st then
@@ -103,10 +104,15 @@ local function enqueue(keys, args)
           redis.call('SADD', p .. KEY.has_dependents, dep)
         else
           local rec = redis.call('GET', p .. KEY.result .. dep)
-          if rec then
+          if rec and link == LINK.group then
+            redis.call('HSET', p .. KEY.group_results .. id, dep, rec)
+          elseif rec then
             local kind, payload = split_record(rec)
-            if kind == KIND.error and link ~= LINK.otherwise then failed_dep = dep
-            elseif link == LINK['then'] then
+            local why
+            kind, why = group_effect(dep, kind, payload, link)
+            if kind == KIND.error and link ~= LINK.otherwise then
+              failed_dep, failed_why = dep, why
+            elseif link == LINK['then'] or link == LINK.all then
               set_field(fields, FIELD.parent_kind, kind)
               set_field(fields, FIELD.parent_value, payload)
               set_field(fields, FIELD.parent_id, dep)
@@ -117,9 +123,11 @@ local function enqueue(keys, args)
       if failed_dep then
         out[n] = 2
         fail_task(p, id, fields, failure_payload('StreaqError',
-          'dependency ' .. failed_dep .. ' failed'), now, published, {}, prio)
+          failed_why or ('dependency ' .. failed_dep .. ' failed')), now, published, {}, prio)
       elseif waiting > 0 then
         redis.call('HSET', tasks_key(p), id, cmsgpack.pack({STATE.waiting, prio, fields, run_at}))
+      elseif link == LINK.group then
+        complete_group(p, id, fields, now, published, superseded)
       else
         place(p, id, prio, fields, run_at, now)
       end
@@ -255,7 +263,7 @@ local function finish(keys, args)
         released = released + 1
         local id = done_ids[m]
         local kind, payload = split_record(done_records[id])
-        worklist[#worklist + 1] = {id, kind, payload}
+        worklist[#worklist + 1] = {id, kind, payload, done_records[id]}
       end
     end
   end
