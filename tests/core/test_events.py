@@ -5,16 +5,18 @@ from __future__ import annotations
 import threading
 from contextlib import aclosing
 from typing import Any
+from urllib.parse import urlparse
 
 import anyio
 import pytest
 import redis
+from freezing_proxy import open_proxy
 
 from streaq import Worker
 from streaq.task import EventKind, Task, TaskEvent, TaskStatus
 from streaq.types import StreaqError, StreaqRetry
 
-from ._support import RunWorker, WorkerFactory, wait_for_status
+from ._support import RunWorker, Topology, WorkerFactory, wait_for_status
 
 pytestmark = pytest.mark.anyio
 
@@ -98,9 +100,7 @@ async def test_a_dead_letter(worker: Worker[Any], run_worker: RunWorker) -> None
     assert events[-1].fn_name == "nowhere"
 
 
-async def test_sync_task_progress_and_task_info(
-    worker: Worker[Any], run_worker: RunWorker
-) -> None:
+async def test_sync_task_progress_and_task_info(worker: Worker[Any], run_worker: RunWorker) -> None:
     reported = threading.Event()
     release = threading.Event()
 
@@ -233,7 +233,9 @@ async def test_task_events_end_for_a_task_whose_events_are_gone(
         assert await collect(worker.enqueue_unsafe("never-enqueued")) == []
 
 
-async def test_events_off(worker_factory: WorkerFactory, run_worker: RunWorker, redis_url: str) -> None:
+async def test_events_off(
+    worker_factory: WorkerFactory, run_worker: RunWorker, redis_url: str
+) -> None:
     worker = worker_factory(events_maxlen=0)
 
     @worker.task
@@ -305,3 +307,55 @@ async def test_progress_keys_live_as_long_as_results(
         assert client.exists(worker.prefix + "pgd") == 0
     finally:
         client.close()
+
+
+async def test_a_lost_connection_loses_no_event(
+    worker: Worker[Any],
+    run_worker: RunWorker,
+    redis_url: str,
+    topology: Topology,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The reader's connection goes silent (a frozen proxy) while tasks run: it reconnects and
+    resumes after the last event it saw, so every event of the stream reaches it, in order."""
+    if topology.name != "single":
+        pytest.skip("the proxy fronts one plain server")
+
+    @worker.task
+    async def noop(n: int) -> int:
+        return n
+
+    address = urlparse(redis_url)
+    async with open_proxy((address.hostname or "127.0.0.1", address.port or 6379)) as proxy:
+        reader = Worker(
+            redis_url=proxy.url,
+            queue_name=worker.queue_name,
+            redis_kwargs={"socket_timeout": 0.5},
+            handle_signals=False,
+        )
+        seen: list[TaskEvent] = []
+        async with reader, run_worker(worker):
+            first = await noop.enqueue(0)
+            rest: list[Task[Any, Any]] = []
+            with anyio.fail_after(30):
+                async with aclosing(reader.events(since="0")) as stream:
+                    async for event in stream:
+                        seen.append(event)
+                        if event.final and event.task_id == first.id:
+                            # written while the reader's connection is silent
+                            proxy.freeze()
+                            rest = [noop.enqueue(n) for n in range(1, 21)]
+                            await worker.enqueue_many(rest)
+                            for task in rest:
+                                await task.result()
+                        if kinds(seen).count(D) == 21:
+                            break
+    client = redis.Redis.from_url(redis_url)
+    try:
+        written = [entry_id.decode() for entry_id, _ in client.xrange(worker.keys.events)]
+    finally:
+        client.close()
+    assert "cannot read the events" in caplog.text  # the read was cut, then resumed
+    assert [event.id for event in seen] == written
+    for task in [first, *rest]:
+        assert [e.kind for e in seen if e.task_id == task.id] == [Q, S, D]
