@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -152,7 +152,7 @@ async def read_events(
     task_id: str | None,
     kinds: frozenset[EventKind] | None,
     until_final: bool,
-) -> AsyncIterator[TaskEvent]:
+) -> AsyncGenerator[TaskEvent, None]:
     """Follow the event stream (see the module doc).
 
     :param since: the id to read after; ``None`` starts with the events written from now on

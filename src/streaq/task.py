@@ -7,7 +7,7 @@ worker that runs tasks lives in :mod:`streaq.worker`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -494,7 +494,7 @@ class Task(ChainMixin[P, R], Generic[P, R]):
         """
         return await self.worker.progress_by_id(self.id)
 
-    def events(self, since: str = "0") -> AsyncIterator[TaskEvent]:
+    def events(self, since: str = "0") -> AsyncGenerator[TaskEvent, None]:
         """The task's events, from the queue's history on, until its final event.
 
         ``async for event in task.events(): ...`` ends after the task finished, failed, was

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import UTC, timedelta, tzinfo
 from typing import Any, Generic
@@ -426,7 +426,7 @@ class Worker(TaskRegistry, Generic[C]):
         kinds: Iterable[EventKind | str] | None = None,
         *,
         until_final: bool = False,
-    ) -> AsyncIterator[TaskEvent]:
+    ) -> AsyncGenerator[TaskEvent, None]:
         """Follow the queue's event stream: ``async for event in worker.events(): ...``.
 
         Reads block on a connection of their own; after a lost connection the read resumes

@@ -53,7 +53,8 @@ async def test_a_success_reports_progress_in_order(
     assert {e.fn_name for e in events} == {work.fn_name}
     assert [e.tries for e in events] == [0, 1, 1, 1, 1]
     assert [e.id for e in events] == sorted((e.id for e in events), key=_order)
-    assert events[-1].final and not any(e.final for e in events[:-1])
+    assert events[-1].final
+    assert not any(e.final for e in events[:-1])
 
 
 def _order(stream_id: str) -> tuple[int, int]:
@@ -117,7 +118,8 @@ async def test_sync_task_progress_and_task_info(worker: Worker[Any], run_worker:
         with anyio.fail_after(10):
             await anyio.to_thread.run_sync(reported.wait, 10)
             info = await task.info()
-            assert info is not None and info.progress == [1, "of", 2]
+            assert info is not None
+            assert info.progress == [1, "of", 2]
             assert await worker.progress_by_id(task.id) == [1, "of", 2]
             release.set()
             assert (await task.result()).result == "done"
@@ -352,7 +354,8 @@ async def test_a_lost_connection_loses_no_event(
                             break
     client = redis.Redis.from_url(redis_url)
     try:
-        written = [entry_id.decode() for entry_id, _ in client.xrange(worker.keys.events)]
+        entries: Any = client.xrange(worker.keys.events)
+        written = [entry_id.decode() for entry_id, _ in entries]
     finally:
         client.close()
     assert "cannot read the events" in caplog.text  # the read was cut, then resumed
