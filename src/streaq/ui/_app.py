@@ -292,7 +292,7 @@ def _build_router(
         result_formatter: Callable[[Any], str] = _RESULT_FORMATTER,
         exception_formatter: Callable[[BaseException], str] = _EXCEPTION_FORMATTER,
     ) -> Response:
-        """One task: arguments, result or traceback, timings, tries, dependencies."""
+        """One task: arguments, result or traceback, progress, timings, tries, dependencies."""
         status = await worker.status_by_id(task_id)
         info = None
         result: TaskResult[Any] | None = None
@@ -308,6 +308,8 @@ def _build_router(
         value = error = trace = None
         arguments: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         unreadable = None
+        # the latest progress report: kept as long as the result, shown after the end too
+        progress = info.progress if info is not None else await worker.progress_by_id(task_id)
         if result is not None:
             if result.success:
                 value = result_formatter(result.result)
@@ -331,6 +333,7 @@ def _build_router(
             trace=trace,
             arguments=arguments,
             unreadable=unreadable,
+            progress=None if progress is None else result_formatter(progress),
         )
 
     @router.get("/cron", name="streaq_cron")
