@@ -100,6 +100,7 @@ class Worker(TaskRegistry, Generic[C]):
         ``redis_url``, ``redis_kwargs``, ``sentinel_*`` and ``cluster_nodes`` are not given then
     :param events_maxlen: about how many entries the queue's event stream keeps (the oldest are
         trimmed; see :doc:`/events`); 0 writes no events. Give producers and workers the same
+        setting: each writes the events of what it does
     :raises StreaqError: for invalid options, or a ``redis_pool`` that is not a
         :class:`RedisPool` (e.g. a coredis pool)
     :raises TypeError: for an unknown option in ``redis_kwargs``

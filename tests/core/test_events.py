@@ -8,13 +8,17 @@ from typing import Any
 from urllib.parse import urlparse
 
 import anyio
+import msgspec
 import pytest
 import redis
 from freezing_proxy import open_proxy
 
 from streaq import Worker
+from streaq._codec import ResultRecord, encode
+from streaq._library import Arg
 from streaq.task import EventKind, Task, TaskEvent, TaskStatus
 from streaq.types import StreaqError, StreaqRetry
+from streaq.utils import now_ms
 
 from ._support import RunWorker, Topology, WorkerFactory, wait_for_status
 
@@ -362,3 +366,75 @@ async def test_a_lost_connection_loses_no_event(
     assert [event.id for event in seen] == written
     for task in [first, *rest]:
         assert [e.kind for e in seen if e.task_id == task.id] == [Q, S, D]
+
+
+async def test_a_batch_writes_one_event_per_task(
+    worker_factory: WorkerFactory, run_worker: RunWorker
+) -> None:
+    worker = worker_factory(concurrency=32)
+
+    @worker.task
+    async def noop(n: int) -> int:
+        return n
+
+    async with run_worker(worker):
+        tasks = [noop.enqueue(n) for n in range(200)]
+        await worker.enqueue_many(tasks)
+        with anyio.fail_after(20):
+            for task in tasks:
+                await task.result()
+        history: list[TaskEvent] = []
+        with anyio.fail_after(10):
+            async with aclosing(worker.events(since="0")) as stream:
+                async for event in stream:
+                    history.append(event)
+                    if len(history) == 600:
+                        break
+    for task in tasks:
+        assert [e.kind for e in history if e.task_id == task.id] == [Q, S, D]
+
+
+async def test_a_repeated_call_writes_no_event_twice(worker: Worker[Any], redis_url: str) -> None:
+    """A finish call sent again (its reply lost) is a no-op: its marks and outcomes were applied,
+    and so were their events, once."""
+
+    @worker.task
+    async def work(n: int) -> int:
+        return n
+
+    async with worker:
+        functions = worker._client.functions
+        stream = worker.keys.stream("normal")
+        first, second = await work.enqueue(1), await work.enqueue(2)
+        client = redis.Redis.from_url(redis_url)
+        try:
+            delivered: Any = client.xreadgroup("g", "w1", {stream: ">"})
+            (msgid_1, _), (msgid_2, _) = delivered[0][1]
+            now = now_ms()
+            # the first only started, the second started and finished in the same call
+            marks: list[Arg] = ["normal", first.id, work.fn_name, 1, now]
+            marks += ["normal", second.id, work.fn_name, 1, now]
+            record = encode(
+                ResultRecord(work.fn_name, now, now, 0, now, now, 1, "w1", msgspec.Raw(encode(2)))
+            )
+            group: list[Arg] = [second.id, "normal", msgid_2.decode(), "r", record, 60_000, ""]
+            for _ in range(2):
+                await functions.finish("w1", now, marks, group)
+            # progress only while the worker holds the task: not after its end, nor by another
+            late = (second.id, "normal", msgid_2.decode(), work.fn_name, 1)
+            assert not await functions.progress("w1", late, 0, now, encode(5))
+            running = (first.id, "normal", msgid_1.decode(), work.fn_name, 1)
+            assert not await functions.progress("w2", running, 0, now, encode(5))
+            assert await functions.progress("w1", running, now, now, encode(6))
+            entries: Any = client.xrange(worker.keys.events)
+        finally:
+            client.close()
+    written = [(f[b"k"], f[b"i"].decode()) for _, f in entries]
+    assert written == [
+        (b"q", first.id),
+        (b"q", second.id),
+        (b"s", first.id),
+        (b"s", second.id),
+        (b"d", second.id),
+        (b"p", first.id),  # marked started before: no second started event
+    ]
