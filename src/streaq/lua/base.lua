@@ -31,9 +31,10 @@ All keys of a queue share the prefix KEYS[1] = "streaq:{<queue>}:" (one cluster 
                  kept while its failed result is (TTL from the task's ttl, at most KEPT_CALL_MAX
                  when results are kept forever), so that it can be shown and retried
   dlq            stream of dead letters: original fields + reason, time, priority, tries, worker
-  ev             the queue's event stream (events.lua): one entry per transition of a task, written
-                 by the call that makes it, at most about ARGV[1] entries (MAXLEN ~), TTL
-                 EVENTS_KEPT from the last event
+  ev             the queue's event stream: one entry per transition of a task (emit), written by
+                 the call that makes it, about ARGV[1] entries at most (MAXLEN ~), TTL
+                 EVENTS_KEPT from the last event; fields k=kind i=id f=fn t=time r=tries,
+                 v=a progress event's value
   pg:<id>        the latest progress a running task reported (its encoded value); while running a
                  TTL of PROGRESS_RUNNING_TTL, renewed by each report, then as long as its result
   pgd            set of the ids of unfinished tasks with a pg:<id> key (lets the calls that write

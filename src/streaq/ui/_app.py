@@ -30,7 +30,7 @@ from ._actions import add_actions
 from ._data import StatsCache, chart, remote_traceback
 from ._links import install, link_to
 from ._security import HostCheck, SecureApp, SecureRoute
-from ._stream import add_event_stream
+from ._stream import add_event_stream, events_since
 from .deps import get_allowed_hosts, get_exception_formatter, get_result_formatter, get_worker
 
 __all__ = ["create_app", "create_router", "router"]
@@ -336,7 +336,7 @@ def _build_router(
             unreadable=unreadable,
             progress=None if progress is None else result_formatter(progress),
             # the page of an unfinished task refreshes as soon as the task's events say so
-            events=info is not None and worker.events_maxlen > 0,
+            events_since=events_since(worker) if info is not None else None,
         )
 
     @router.get("/cron", name="streaq_cron")
