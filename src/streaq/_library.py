@@ -309,7 +309,7 @@ class QueueFunctions:
         """Record the encoded progress ``value`` of a running task and emit its event.
 
         :param job: the task's id, priority, message id, function name and tries
-        :param start: when the task started (ms), to mark it started first; 0 when it is marked
+        :param start: when the task started (ms), to mark it started first (once); 0 not to
         :return: ``False`` when the worker does not own the task's message (any more)
         """
         return bool(await self.call("progress", [worker_id, *job, start, now, value]))

@@ -7,8 +7,10 @@ loop -- ``anyio.from_thread.run`` with the loop's token, so a thread the task st
 report too -- and returns once it is recorded, with an awaitable that is already done.
 
 The value is written by the ``progress`` server function only while this worker owns the job's
-message, in the same call as its progress event; transient Redis trouble is waited out. The first
-report of a job marks it started too, unless the finisher did already (``Job.start_sent``).
+message, in the same call as its progress event; transient Redis trouble is waited out. Each report
+marks the job started too (the server writes the started event once, for whichever mark comes
+first), and the finisher sends no mark for a job that reported (``Job.start_sent``). A report made
+once the job has its outcome is dropped: its events end with that outcome.
 """
 
 from __future__ import annotations
@@ -64,14 +66,16 @@ class ProgressReporter:
     async def _record(self, value: Any) -> None:
         state, job = self._state, self._job
         payload = encode_progress(state.client.codec, value)
+        if job.outcome is not None or job.lost:
+            return  # the run is over for this worker (an abandoned thread reporting late)
         functions = state.client.functions
         facts = (job.task_id, job.priority, job.msgid, job.fn_name, job.tries)
-        # the first report also marks the task started (else the finisher does), so that its
-        # started event comes before its progress
-        start = 0 if job.start_sent else job.start_ms
+        # every report marks the task started too (a no-op once it is), so that its started
+        # event comes first even while the finisher's mark is on its way; the finisher need not
+        # send one any more
         job.start_sent = True
         await retrying(
             state,
             f"cannot record the progress of task {job.task_id}",
-            lambda: functions.progress(state.worker.id, facts, start, now_ms(), payload),
+            lambda: functions.progress(state.worker.id, facts, job.start_ms, now_ms(), payload),
         )

@@ -53,7 +53,7 @@ class Job:
     lost: bool = False
     decided: bool = False
     #: when its function was called (ms; 0 until then), and whether that start was sent to
-    #: Redis (by the finisher, or with the task's first progress report)
+    #: Redis (by the finisher, or with a progress report of the task)
     start_ms: int = 0
     start_sent: bool = False
     scope: anyio.CancelScope | None = None

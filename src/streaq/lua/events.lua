@@ -8,8 +8,8 @@ local PROGRESS_RUNNING_TTL = 24 * 3600 * 1000
 --[[ progress(KEYS[1]=prefix; ARGV: worker, id, priority, msgid, fn, tries, start, now, value)
 Records value (encoded by the caller) as the latest progress of the task id and emits a progress
 event, while the worker owns the task's message. A start time other than 0 marks the task started
-first (as finish does, once: a mark sent twice is a no-op), so that its started event comes before
-its progress. Returns 1, or 0 when the worker does not own the message (the task ended, or another
+first, as finish does: the started event is written by whichever mark comes first, so that it
+comes before the progress. Returns 1, or 0 when the worker does not own the message (the task ended, or another
 worker took it over): nothing is written, so no progress follows a task's last event. ]]
 local function progress(keys, args)
   local p = keys[1]
