@@ -10,6 +10,7 @@ import pytest
 
 from streaq import _codec, _keys, _schema
 from streaq._library import LIBRARY_PARTS
+from streaq.task import EventKind
 
 LUA = "\n".join(
     files("streaq").joinpath("lua", part).read_text(encoding="utf-8") for part in LIBRARY_PARTS
@@ -46,6 +47,8 @@ def lua_table(name: str) -> dict[str, str | int]:
                 "results": _codec.KIND_RESULTS,
             },
         ),
+        ("EVENT", _schema.EVENT_KINDS),
+        ("EVENT_FIELD", _schema.EVENT_FIELDS),
     ],
 )
 def test_lua_and_python_agree(table: str, python: dict[str, str | int]) -> None:
@@ -63,5 +66,17 @@ def test_lua_uses_the_names_not_the_letters() -> None:
 
 
 def test_every_field_and_state_letter_is_distinct() -> None:
-    for mapping in (_schema.FIELDS, _schema.STATES, _schema.OUTCOMES, _keys.SUFFIXES):
+    for mapping in (
+        _schema.FIELDS,
+        _schema.STATES,
+        _schema.OUTCOMES,
+        _keys.SUFFIXES,
+        _schema.EVENT_KINDS,
+        _schema.EVENT_FIELDS,
+    ):
         assert len(set(mapping.values())) == len(mapping)
+
+
+def test_event_kinds_are_the_public_ones() -> None:
+    """The stream's kinds are those of :class:`streaq.task.EventKind`, by name."""
+    assert set(_schema.EVENT_KINDS) == {kind.value for kind in EventKind}

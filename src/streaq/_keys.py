@@ -51,6 +51,9 @@ SUFFIXES: Final = {
     "failed_call": "fc:",
     "group_members": "gm:",
     "group_results": "gr:",
+    "events": "ev",
+    "progress": "pg:",
+    "progressed": "pgd",
 }
 
 
@@ -119,6 +122,15 @@ class QueueKeys:
     def failed_call(self, task_id: str) -> str:
         """The call (priority and stream fields) of a failed task, kept as long as its result."""
         return self._key("failed_call", task_id)
+
+    @property
+    def events(self) -> str:
+        """The queue's event stream (bounded; see ``lua/events.lua``)."""
+        return self._key("events")
+
+    def progress(self, task_id: str) -> str:
+        """The latest progress a task reported (its encoded value)."""
+        return self._key("progress", task_id)
 
     @property
     def dead_letters(self) -> str:

@@ -30,6 +30,7 @@ LIBRARY_PARTS = (
     "dedup.lua",
     "claims.lua",
     "dead_letters.lua",
+    "events.lua",
 )
 
 
@@ -93,17 +94,22 @@ class QueueFunctions:
 
     :param client: the Redis client
     :param prefix: the queue's key prefix
+    :param events_maxlen: the bound of the queue's event stream that writing calls pass (0: they
+        write no events)
     """
 
-    __slots__ = ("_client", "_keys")
+    __slots__ = ("_bound", "_client", "_keys")
 
-    def __init__(self, client: RedisClient, prefix: str) -> None:
+    def __init__(self, client: RedisClient, prefix: str, events_maxlen: int = 0) -> None:
         self._client = client
         self._keys = (prefix,)
+        self._bound = events_maxlen
 
     async def call(self, name: str, args: Sequence[Arg]) -> Any:
-        """Call the library function ``name`` with ``args``."""
-        return await self._client.fcall(LIBRARY, _PREFIX + name, keys=self._keys, args=args)
+        """Call the writing library function ``name`` with ``args`` (after the events bound)."""
+        return await self._client.fcall(
+            LIBRARY, _PREFIX + name, keys=self._keys, args=[self._bound, *args]
+        )
 
     async def call_ro(self, name: str, args: Sequence[Arg]) -> Any:
         """Call the read-only library function ``name`` with ``args``."""
@@ -116,16 +122,17 @@ class QueueFunctions:
         return result
 
     async def finish(
-        self, worker_id: str, now: int, started: Sequence[str], items: Sequence[Arg]
+        self, worker_id: str, now: int, started: Sequence[Arg], items: Sequence[Arg]
     ) -> tuple[int, int, int]:
         """Mark tasks started, then record results, retries, repeats and hand-backs.
 
-        :param started: pairs of priority and id of tasks whose function was called
+        :param started: groups of 5 of the tasks whose function was called: priority, id,
+            function name, tries and start time (ms)
         :param items: groups of 7 arguments per outcome (see the Lua source)
         :return: (results written, finished tasks whose dependents were released or failed,
             outcomes skipped because the worker no longer owns their message)
         """
-        args: list[Arg] = [worker_id, now, len(started) // 2, *started, *items]
+        args: list[Arg] = [worker_id, now, len(started) // 5, *started, *items]
         written, released, skipped = await self.call("finish", args)
         return int(written), int(released), int(skipped)
 
@@ -291,6 +298,22 @@ class QueueFunctions:
         live task holds the id."""
         result: int = await self.call("retry_failed", [task_id, now, priority, fields])
         return result
+
+    async def progress(
+        self,
+        worker_id: str,
+        job: tuple[str, str, str, str, int],
+        start: int,
+        now: int,
+        value: bytes,
+    ) -> bool:
+        """Record the encoded progress ``value`` of a running task and emit its event.
+
+        :param job: the task's id, priority, message id, function name and tries
+        :param start: when the task started (ms), to mark it started first (once); 0 not to
+        :return: ``False`` when the worker does not own the task's message (any more)
+        """
+        return bool(await self.call("progress", [worker_id, *job, start, now, value]))
 
     async def delete_result(self, task_id: str) -> int:
         """Delete a finished task's result and kept call; 1 deleted, 0 none, -1 the id is live."""

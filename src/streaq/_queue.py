@@ -28,6 +28,7 @@ from ._codec import (
     lua_bytes,
 )
 from ._cron import CronSchedule
+from ._events import decode_progress
 from ._keys import QueueKeys
 from ._library import QueueFunctions
 from ._redis import RedisClient
@@ -179,6 +180,7 @@ class QueueClient:
     :param priorities: priority names, lowest first
     :param registry: the worker's registered tasks by name
     :param tg: task group owning background helpers (the result listener)
+    :param events_maxlen: the bound of the queue's event stream (0: no events are written)
     """
 
     def __init__(
@@ -189,11 +191,12 @@ class QueueClient:
         priorities: Sequence[str],
         registry: dict[str, AnyRegisteredTask],
         tg: anyio.abc.TaskGroup,
+        events_maxlen: int = 0,
     ) -> None:
         self.redis = client
         self.keys = keys
         self.codec = codec
-        self.functions = QueueFunctions(client, keys.prefix)
+        self.functions = QueueFunctions(client, keys.prefix, events_maxlen)
         self.priorities = list(priorities)
         self.registry = registry
         self._tg = tg
@@ -383,7 +386,7 @@ class QueueClient:
 
     def info_from_reply(self, task_id: str, raw: list[Any]) -> TaskInfo:
         """A :class:`TaskInfo` from the reply of the ``info`` server function."""
-        state, _prio, flat, run_at, deps, dependents, deliveries = raw
+        state, _prio, flat, run_at, deps, dependents, deliveries, progress = raw
         fields = {bytes(flat[n]).decode(): flat[n + 1] for n in range(0, len(flat), 2)}
         args: tuple[Any, ...] = ()
         kwargs: dict[str, Any] = {}
@@ -405,6 +408,7 @@ class QueueClient:
             dependents={bytes(d).decode() for d in dependents},
             status=TaskStatus(bytes(state).decode()),
             crontab=bytes(fields[F_CRONTAB]).decode() if F_CRONTAB in fields else None,
+            progress=decode_progress(self.codec, task_id, progress),
         )
 
     async def queue_size(self, include_scheduled: bool) -> int:

@@ -2,9 +2,10 @@
 
 Python and ``lua/*.lua`` must agree on every letter below: the one-letter states of the task
 index, the outcome codes the worker hands to ``finish``, the field names of a stream entry, the
-link kinds of pipelines, and the dedup modes and answers of ``enqueue``. The Lua library declares
-the same names in tables at its top (``STATE``, ``OUTCOME``, ``FIELD``, ``LINK``, ``DEDUP``,
-``DEDUPED``; key suffixes in ``KEY``, mirrored by :mod:`._keys`), and ``tests/test_schema.py``
+link kinds of pipelines, the dedup modes and answers of ``enqueue``, and the kinds and fields of
+the event stream. The Lua library declares the same names in tables at its top (``STATE``,
+``OUTCOME``, ``FIELD``, ``LINK``, ``DEDUP``, ``DEDUPED``, ``EVENT``, ``EVENT_FIELD``; key suffixes
+in ``KEY``, mirrored by :mod:`._keys`), and ``tests/test_schema.py``
 checks that both sides agree. Code on either side uses these names, never
 the letters themselves.
 
@@ -106,6 +107,34 @@ DEDUPED: Final = {
     "dropped": DEDUPED_DROPPED,
     "replaced": DEDUPED_REPLACED,
     "follows": DEDUPED_FOLLOWS,
+}
+
+# kinds of an entry of the event stream (``ev``): the public names are those of
+# :class:`streaq.types.EventKind`
+EVENT_KINDS: Final = {
+    "enqueued": "q",
+    "started": "s",
+    "progress": "p",
+    "retried": "y",
+    "finished": "d",
+    "failed": "f",
+    "aborted": "a",
+    "dead_lettered": "l",
+}
+# fields of an entry of the event stream
+EV_KIND: Final = "k"
+EV_ID: Final = "i"
+EV_FN: Final = "f"
+EV_TIME: Final = "t"
+EV_TRIES: Final = "r"
+EV_VALUE: Final = "v"  # a progress event's encoded value
+EVENT_FIELDS: Final = {
+    "kind": EV_KIND,
+    "id": EV_ID,
+    "fn": EV_FN,
+    "time": EV_TIME,
+    "tries": EV_TRIES,
+    "value": EV_VALUE,
 }
 
 #: how long a result is kept when the task does not say (``ttl=``)

@@ -7,7 +7,7 @@ worker that runs tasks lives in :mod:`streaq.worker`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Coroutine, Generator, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,10 +34,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AsyncRegisteredTask",
+    "EventKind",
     "RegisteredMiddleware",
     "RegisteredTask",
     "SyncRegisteredTask",
     "Task",
+    "TaskEvent",
     "TaskInfo",
     "TaskResult",
     "TaskStatus",
@@ -77,6 +79,66 @@ class TaskInfo:
     status: TaskStatus = TaskStatus.NOT_FOUND
     #: the crontab of a task repeating on a schedule (``start(schedule="...")``), else ``None``
     crontab: str | None = None
+    #: the latest progress the task reported (``ctx.progress(value)``), else ``None``
+    progress: Any = None
+
+
+class EventKind(StrEnum):
+    """What happened to a task, as the queue's event stream tells (see :doc:`/events`)."""
+
+    #: enqueued: queued, delayed, or waiting for its dependencies (also when retried by hand
+    #: or replayed from the dead letters)
+    ENQUEUED = "enqueued"
+    #: a worker called its function
+    STARTED = "started"
+    #: the task reported progress (:attr:`TaskEvent.progress` holds the value)
+    PROGRESS = "progress"
+    #: it goes back to wait for another try (``StreaqRetry``, a retried timeout, a rate limit)
+    RETRIED = "retried"
+    #: it succeeded (final)
+    FINISHED = "finished"
+    #: it failed: an error, a timeout, a failed dependency (final)
+    FAILED = "failed"
+    #: it was aborted, purged, unscheduled or superseded (final)
+    ABORTED = "aborted"
+    #: it was moved to the dead letters (final)
+    DEAD_LETTERED = "dead_lettered"
+
+    @property
+    def final(self) -> bool:
+        """Whether the task has a result after this event (for a repeating task: this run)."""
+        return self in _FINAL
+
+
+_FINAL = frozenset(
+    (EventKind.FINISHED, EventKind.FAILED, EventKind.ABORTED, EventKind.DEAD_LETTERED)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """One entry of the queue's event stream: a transition of a task.
+
+    Every event is written by the server call that makes its transition, so it is never lost or
+    written twice, and the events of one task come in the order they happened.
+    """
+
+    #: the stream entry's id: ``worker.events(since=event.id)`` resumes after this event
+    id: str
+    kind: EventKind
+    task_id: str
+    fn_name: str
+    #: when it happened (ms since the epoch)
+    time: int
+    #: the task's tries so far (a started event counts its own try; enqueued: 0)
+    tries: int
+    #: the value a progress event reports, else ``None``
+    progress: Any = None
+
+    @property
+    def final(self) -> bool:
+        """Whether the task has a result after this event."""
+        return self.kind.final
 
 
 @dataclass
@@ -150,9 +212,16 @@ class RegisteredTask:
         self.flow = flow
 
     def build_context(
-        self, id: str, tries: int = 1, trace_context: dict[str, str] | None = None
+        self,
+        id: str,
+        tries: int = 1,
+        trace_context: dict[str, str] | None = None,
+        report: Callable[[Any], Awaitable[None]] | None = None,
     ) -> TaskContext:
-        """Creates the context for a task to be run given task metadata."""
+        """Creates the context for a task to be run given task metadata.
+
+        :param report: what ``context.progress(value)`` calls (set by the worker running it)
+        """
         return TaskContext(
             fn_name=self.fn_name,
             task_id=id,
@@ -160,6 +229,7 @@ class RegisteredTask:
             tries=tries,
             ttl=self.ttl,
             trace_context=trace_context,
+            _report=report,
         )
 
     @property
@@ -424,6 +494,27 @@ class Task(ChainMixin[P, R], Generic[P, R]):
     async def info(self) -> TaskInfo | None:
         """Fetch info about a previously enqueued task, unless it finished or doesn't exist."""
         return await self.worker.info_by_id(self.id)
+
+    async def progress(self) -> Any:
+        """The latest progress the task reported (``context.progress(value)``), or ``None``.
+
+        It is kept as long as the task's result.
+        """
+        return await self.worker.progress_by_id(self.id)
+
+    def events(self, since: str = "0") -> AsyncGenerator[TaskEvent, None]:
+        """The task's events, from the queue's history on, until its final event.
+
+        ``async for event in task.events(): ...`` ends after the task finished, failed, was
+        aborted or dead-lettered (for a repeating task: after a run), or at once when the task
+        ended before and its final event is no longer in the (bounded) stream. See
+        :meth:`~streaq.worker.Worker.events`.
+
+        :param since: a stream id to read after (``"0"``: the whole history kept)
+        :return: an async iterator of :class:`TaskEvent`
+        :raises StreaqError: when the worker's ``events_maxlen`` is 0, or ``since`` is malformed
+        """
+        return self.worker.events(since=since, task_id=self.id, until_final=True)
 
     async def unschedule(self) -> bool:
         """Stop a repeating (crontab-scheduled) task.

@@ -14,8 +14,8 @@ Redis failures are ``redis.exceptions.*``; a task's own failure is data on its `
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, ParamSpec, TypeAlias, TypeVar, TypeVarTuple
@@ -257,6 +257,28 @@ class TaskContext:
     tries: int
     ttl: timedelta | int | None
     trace_context: dict[str, str] | None = None
+    _report: Callable[[Any], Awaitable[None]] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def progress(self, value: Any) -> Awaitable[None]:
+        """Report the task's progress: any value msgpack (or the worker's serializer) encodes,
+        up to 4 KiB encoded, e.g. ``0.5`` or ``{"done": 3, "of": 10}``.
+
+        In an async task, await it: ``await ctx.progress(0.5)`` returns once it is recorded. In
+        a sync task (a worker thread), ``ctx.progress(0.5)`` returns once it is recorded (what it
+        returns need not be awaited). The value is what ``task.progress()`` and
+        ``TaskInfo.progress`` read until the next report, and each report is a progress event of
+        the queue's event stream. A report after the task lost its message (taken over by
+        another worker) is dropped.
+
+        :param value: the progress to report
+        :return: an awaitable (already done in a sync task)
+        :raises StreaqError: outside a task run by a worker, or for a value too large
+        """
+        if self._report is None:
+            raise StreaqError("progress can only be reported by a task a worker runs")
+        return self._report(value)
 
 
 ReturnCoroutine: TypeAlias = Callable[..., Coroutine[Any, Any, Any]]

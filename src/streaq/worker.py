@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import UTC, timedelta, tzinfo
 from typing import Any, Generic
@@ -19,6 +19,7 @@ import anyio.abc
 
 from ._codec import Codec, Deserializer, Serializer
 from ._dlq import DeadLetter
+from ._events import DEFAULT_EVENTS_MAXLEN, check_kinds, check_since, read_events, read_progress
 from ._flow import FlowInfo
 from ._groups import GroupsMixin
 from ._inspect import CronInfo, PriorityInfo, QueueSnapshot, WorkerBeat, inspect_worker
@@ -31,9 +32,11 @@ from ._runtime import RunHandle, run_worker
 from ._schema import DEFAULT_TTL
 from .task import (
     AnyRegisteredTask,
+    EventKind,
     RegisteredMiddleware,
     SyncRegisteredTask,
     Task,
+    TaskEvent,
     TaskInfo,
     TaskResult,
     TaskStatus,
@@ -96,6 +99,9 @@ class Worker(TaskRegistry, GroupsMixin, Generic[C]):
     :param redis_pool: a :class:`RedisPool` to share with other workers and the application,
         instead of a connection of the worker's own; it carries the connection settings, so
         ``redis_url``, ``redis_kwargs``, ``sentinel_*`` and ``cluster_nodes`` are not given then
+    :param events_maxlen: about how many entries the queue's event stream keeps (the oldest are
+        trimmed; see :doc:`/events`); 0 writes no events. Give producers and workers the same
+        setting: each writes the events of what it does
     :raises StreaqError: for invalid options, or a ``redis_pool`` that is not a
         :class:`RedisPool` (e.g. a coredis pool)
     :raises TypeError: for an unknown option in ``redis_kwargs``
@@ -128,9 +134,14 @@ class Worker(TaskRegistry, GroupsMixin, Generic[C]):
         id: str | None = None,
         redis_pool: RedisPool | None = None,
         encryption_key: str | bytes | Sequence[str | bytes] | None = None,
+        events_maxlen: int = DEFAULT_EVENTS_MAXLEN,
     ) -> None:
         if concurrency < 1:
             raise StreaqError("concurrency must be at least 1")
+        if events_maxlen < 0:
+            raise StreaqError(
+                f"events_maxlen is a number of events, 0 or more, not {events_maxlen!r}"
+            )
         options = dict(redis_kwargs or {})
         if options.pop("decode_responses", None) is not None:
             logger.debug("redis_kwargs: decode_responses ignored, streaq decodes results itself")
@@ -195,6 +206,8 @@ class Worker(TaskRegistry, GroupsMixin, Generic[C]):
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
         self.codec = Codec(serializer, deserializer, signing_secret, encryption_key)
         self.keys = QueueKeys(queue_name)
+        #: the bound of the queue's event stream (0: no events are written)
+        self.events_maxlen = events_maxlen
         self._client_or_none: QueueClient | None = None
         self._stack: AsyncExitStack | None = None
         self._entered = 0
@@ -259,7 +272,9 @@ class Worker(TaskRegistry, GroupsMixin, Generic[C]):
             )
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
-            client = QueueClient(redis, self.keys, self.codec, self.priorities, self.registry, tg)
+            client = QueueClient(
+                redis, self.keys, self.codec, self.priorities, self.registry, tg, self.events_maxlen
+            )
             await client.prepare()
         except BaseException:
             self._entered -= 1
@@ -398,6 +413,46 @@ class Worker(TaskRegistry, GroupsMixin, Generic[C]):
     async def info_by_id(self, task_id: str) -> TaskInfo | None:
         """Facts about the unfinished task ``task_id``, or ``None``."""
         return await self._client.info(task_id)
+
+    async def progress_by_id(self, task_id: str) -> Any:
+        """The latest progress ``task_id`` reported (``context.progress(value)``), or ``None``.
+
+        :raises StreaqError: when the worker is not entered (``async with worker:``) or running
+        """
+        return await read_progress(self._client, task_id)
+
+    def events(
+        self,
+        since: str | None = None,
+        task_id: str | None = None,
+        kinds: Iterable[EventKind | str] | None = None,
+        *,
+        until_final: bool = False,
+    ) -> AsyncGenerator[TaskEvent, None]:
+        """Follow the queue's event stream: ``async for event in worker.events(): ...``.
+
+        Reads block on a connection of their own; after a lost connection the read resumes
+        after the last event seen, so nothing the stream still holds is missed. Leave the loop
+        to stop (``contextlib.aclosing`` closes the connection at once). See :doc:`/events`.
+
+        :param since: a stream id to read after: an event's :attr:`~TaskEvent.id` to resume,
+            ``"0"`` for the whole history kept; ``None`` (default) for events from now on
+        :param task_id: only the events of this task
+        :param kinds: only events of these kinds (:class:`~streaq.task.EventKind` or names)
+        :param until_final: end after the final event of ``task_id`` (what ``task.events()``
+            does)
+        :return: an async iterator of :class:`~streaq.task.TaskEvent`
+        :raises StreaqError: when ``events_maxlen`` is 0, for a malformed ``since`` or an unknown
+            kind, for ``until_final`` without ``task_id``, or when the worker is not entered
+        """
+        if self.events_maxlen == 0:
+            raise StreaqError("events are off for this worker (events_maxlen=0)")
+        chosen = check_kinds(kinds)
+        if since is not None:
+            check_since(since)
+        if until_final and task_id is None:
+            raise StreaqError("until_final needs a task_id")
+        return read_events(self._client, since, task_id, chosen, until_final)
 
     async def get_tasks_by_status(
         self,

@@ -1,5 +1,5 @@
-"""No keys leak: after a mixed workload only result keys (and the kept calls of failed tasks) with a
-TTL remain (checked with SCAN)."""
+"""No keys leak: after a mixed workload only result keys (and the kept calls of failed tasks, the
+progress of tasks, the event stream) with a TTL remain (checked with SCAN)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ def _register(worker: Worker[Any], cron_runs: list[int], cron_twice: anyio.Event
 
     @worker.task
     async def inc(x: int) -> int:
+        await inc.context.progress(x)
         return x + 1
 
     @worker.task
@@ -51,6 +52,7 @@ def _register(worker: Worker[Any], cron_runs: list[int], cron_twice: anyio.Event
 
     @worker.task
     async def blocker(n: int) -> None:
+        await blocker.context.progress(n)
         await anyio.sleep(60)
 
     @worker.task(unique=True, timeout=10)
@@ -89,9 +91,10 @@ def leftovers(redis_url: str, queue: str) -> list[str]:
             key = raw.decode()
             name = key[len(prefix) :]
             kind = str(client.type(raw), "ascii")  # type: ignore[arg-type]
-            if name.startswith(("r:", "fc:", "wi:")):
-                # results, the calls of failed tasks kept as long as their results, and the
-                # reports of workers (a retiring worker deletes its own)
+            if name.startswith(("r:", "fc:", "wi:", "pg:")) or name == "ev":
+                # results, the calls of failed tasks and the progress of tasks kept as long as
+                # their results, the reports of workers (a retiring worker deletes its own), and
+                # the bounded event stream
                 if client.pttl(raw) <= 0:
                     bad.append(f"{name}: result without a TTL")
             elif name.startswith("s:"):

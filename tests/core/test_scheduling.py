@@ -24,7 +24,8 @@ EVERY_SECOND = "* * * * * * *"
 
 def marks(redis_url: str, queue: str) -> tuple[set[Any], list[Any]]:
     """The queue's abort marks and its keys other than streams, index, results (with the kept
-    calls of failed tasks) and workers' heartbeats and reports."""
+    calls of failed tasks and tasks' progress), workers' heartbeats and reports, and the event
+    stream."""
     client = redis.Redis.from_url(redis_url)
     try:
         prefix = f"streaq:{{{queue}}}:"
@@ -32,7 +33,9 @@ def marks(redis_url: str, queue: str) -> tuple[set[Any], list[Any]]:
         keys = [
             k
             for k in client.scan_iter(match=prefix + "*", count=1000)
-            if not k.decode()[len(prefix) :].startswith(("s:", "r:", "fc:", "t", "workers", "w"))
+            if not k.decode()[len(prefix) :].startswith(
+                ("s:", "r:", "fc:", "pg:", "t", "workers", "w", "ev")
+            )
         ]
         return aborts, keys
     finally:

@@ -166,8 +166,9 @@ def queue_leftovers(client: redis.Redis, queue: str) -> list[str]:
     bad: list[str] = []
     for raw in client.scan_iter(match=prefix + "*", count=1000):
         name = raw.decode()[len(prefix) :]
-        if name.startswith(("r:", "fc:", "wi:")):
-            # results, the kept calls of failed tasks, and workers' reports all expire
+        if name.startswith(("r:", "fc:", "wi:", "pg:")) or name == "ev":
+            # results, the kept calls of failed tasks, tasks' progress, workers' reports and the
+            # bounded event stream all expire
             if client.pttl(raw) <= 0:
                 bad.append(f"{name}: without a TTL")
         elif name.startswith("s:"):

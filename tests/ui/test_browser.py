@@ -284,6 +284,16 @@ def mounted_ui(
         stop(run)
 
 
+def aborted(producer: Worker[Any], task_id: str) -> None:
+    """Abort ``task_id`` from the producer."""
+
+    async def go() -> None:
+        async with producer:
+            assert await producer.abort_by_id(task_id)
+
+    _in_thread(go)
+
+
 def delayed(producer: Worker[Any], seconds: float) -> str:
     """Enqueue ``sleeper(seconds)`` due in an hour; its id."""
 
@@ -372,6 +382,18 @@ def test_failed_tasks_dead_letters_workers_search_and_live_refresh_under_a_prefi
             page.click("#delete")
             sync_api.expect(page.locator("#message")).to_have_text(f"deleted {failed}")
             sync_api.expect(page).to_have_url(re.compile(r"/streaq/tasks/failed\?msg="))
+
+            # an unfinished task's page follows the task's events (server-sent events): aborted
+            # elsewhere, it refreshes at once, on the event (data-events counts them: its
+            # enqueued event, a moment older than the page, then the abort)
+            watched = delayed(producer, 7)
+            page.goto(f"{base}/task/{watched}")
+            sync_api.expect(page.locator("#task-events")).to_be_attached()
+            sync_api.expect(page.locator("body")).to_have_attribute("data-events", "1")
+            sync_api.expect(page.locator("#status")).to_have_text("scheduled")
+            aborted(producer, watched)
+            sync_api.expect(page.locator("body")).to_have_attribute("data-events", "2")
+            sync_api.expect(page.locator("#status")).to_have_text("done (failed)")
 
             # a delayed task that does not repeat has no Unschedule; aborted, it never ran
             page.goto(f"{base}/task/{later}")

@@ -2,8 +2,10 @@
 
 The runners (and the listener, for an aborted prefetched job) report to the finisher through one
 unbounded channel (see :mod:`._state`); it records whatever has accumulated in one ``finish`` call:
-first the tasks that started (their status becomes *running*), then the outcomes. A mark whose job
-already has its outcome is left out, since the outcome follows in the same or a later call.
+first the tasks that started (their status becomes *running*, and each gets its started event),
+then the outcomes. A mark whose job already has its outcome is left out, since the outcome follows
+in the same or a later call -- unless events are on: the server then emits the job's started event
+with its outcome.
 
 An outcome is never dropped: transient Redis trouble is waited out (:func:`~._retry.retrying`),
 and the call is safe to repeat, since the server applies an outcome only while this worker owns the
@@ -52,12 +54,18 @@ async def record(state: WorkerState, reports: Sequence[Report]) -> None:
     """Record the pending starts and the outcomes of ``reports``, then forget their jobs."""
     # the lines of these tasks come out before their results do
     state.log.flush()
-    started: list[str] = []
+    started: list[str | int] = []
     starts, state.starts = state.starts, []
+    events = state.worker.events_maxlen > 0
     for job in starts:
-        # a job with an outcome needs no mark: the outcome is recorded now or soon after
-        if job.outcome is None and not job.lost:
-            started += [job.priority, job.task_id]
+        # a job with an outcome needs no mark, as the outcome is recorded now or soon after --
+        # but for its started event; one whose outcome is not this worker's gets none
+        if job.lost or job.start_sent:
+            continue
+        if job.outcome is not None and not (events and job.outcome[0]):
+            continue
+        job.start_sent = True
+        started += [job.priority, job.task_id, job.fn_name, job.tries, job.start_ms]
     jobs = [report for report in reports if report is not None]
     todo = [job for job in jobs if job.outcome is not None and job.outcome[0] and not job.lost]
     if started or todo:
@@ -66,7 +74,7 @@ async def record(state: WorkerState, reports: Sequence[Report]) -> None:
         state.recorded(job)
 
 
-async def _apply(state: WorkerState, started: list[str], todo: list[Job]) -> None:
+async def _apply(state: WorkerState, started: list[str | int], todo: list[Job]) -> None:
     try:
         await retrying(
             state, f"cannot record {len(todo)} results", lambda: _finish(state, started, todo)
@@ -79,10 +87,10 @@ async def _apply(state: WorkerState, started: list[str], todo: list[Job]) -> Non
         elif todo:
             await _unrecordable(state, todo[0], e)
         else:
-            logger.warning("cannot mark %s as started: %s", plural(len(started) // 2, "task"), e)
+            logger.warning("cannot mark %s as started: %s", plural(len(started) // 5, "task"), e)
 
 
-async def _finish(state: WorkerState, started: list[str], todo: list[Job]) -> None:
+async def _finish(state: WorkerState, started: list[str | int], todo: list[Job]) -> None:
     args: list[str | bytes | int] = []
     for job in todo:
         assert job.outcome is not None

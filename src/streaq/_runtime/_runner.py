@@ -58,6 +58,7 @@ from ..task import AnyRegisteredTask, AsyncRegisteredTask, _current_context
 from ..types import StreaqCancelled, StreaqError, StreaqRateLimited, StreaqRetry
 from ..utils import now_ms, to_ms, to_seconds
 from ._poison import dead_letter, find_poison, undecodable
+from ._progress import ProgressReporter
 from ._retry import retrying
 from ._state import Job, WorkerState
 
@@ -283,10 +284,11 @@ class Runner:
             job.task_id,
             job.tries,
             msgspec.json.decode(trace, type=dict[str, str]) if trace else None,
+            ProgressReporter(self.state, job),
         )
         token = _current_context.set(context)
-        start = now_ms()
         self.state.start(job)
+        start = job.start_ms
         timeout = to_seconds(task.timeout)
         value: Any = None
         error: BaseException | None = None

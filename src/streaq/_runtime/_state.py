@@ -58,6 +58,10 @@ class Job:
     taken: bool = False
     lost: bool = False
     decided: bool = False
+    #: when its function was called (ms; 0 until then), and whether that start was sent to
+    #: Redis (by the finisher, or with a progress report of the task)
+    start_ms: int = 0
+    start_sent: bool = False
     scope: anyio.CancelScope | None = None
     outcome: tuple[str, Any, Any, Any] | None = None
     #: the registered name of the task's function (read once: every step of a run asks for it)
@@ -214,6 +218,7 @@ class WorkerState:
     def start(self, job: Job) -> None:
         """The job's function is about to be called: report it to the finisher."""
         job.started = True
+        job.start_ms = now_ms()
         if not self.starts and self.reports is not None:
             self.reports.send_nowait(None)
         self.starts.append(job)

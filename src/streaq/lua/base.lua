@@ -2,8 +2,8 @@
 --[[
 streaq's server-side library: every multi-key state change of a queue is one call here.
 The library is loaded as one: this file (the key layout, the shared vocabulary, the helpers),
-then flow.lua, tasks.lua, dedup.lua, claims.lua and dead_letters.lua (streaq/_library.py joins
-them).
+then flow.lua, tasks.lua, dedup.lua, claims.lua, dead_letters.lua and events.lua
+(streaq/_library.py joins them).
 
 All keys of a queue share the prefix KEYS[1] = "streaq:{<queue>}:" (one cluster slot):
   s:<priority>   stream of queued tasks, consumer group "g"; entry fields i=id f=fn d=payload
@@ -33,9 +33,20 @@ All keys of a queue share the prefix KEYS[1] = "streaq:{<queue>}:" (one cluster 
                  kept while its failed result is (TTL from the task's ttl, at most KEPT_CALL_MAX
                  when results are kept forever), so that it can be shown and retried
   dlq            stream of dead letters: original fields + reason, time, priority, tries, worker
+  ev             the queue's event stream: one entry per transition of a task (emit), written by
+                 the call that makes it, about ARGV[1] entries at most (MAXLEN ~), TTL
+                 EVENTS_KEPT from the last event; fields k=kind i=id f=fn t=time r=tries,
+                 v=a progress event's value
+  pg:<id>        the latest progress a running task reported (its encoded value); while running a
+                 TTL of PROGRESS_RUNNING_TTL, renewed by each report, then as long as its result
+  pgd            set of the ids of unfinished tasks with a pg:<id> key (lets the calls that write
+                 results skip the progress otherwise)
 Channels: done (msgpack array of [id, record | nil] after results are written), abort (task id),
 wake (due time of a delayed task that became the earliest), pause (a function paused or resumed),
 scale (a concurrency command, as in cc).
+
+Every function that writes takes the bound of the event stream first (ARGV[1], removed before
+the function sees its arguments; 0 writes no events): see register.
 
 Ownership: a claimed message belongs to the consumer (worker) in whose pending list it is. Only
 that consumer applies an outcome to it (finish, dead_letter check it first), so an outcome sent
@@ -62,6 +73,7 @@ local KEY = {
   pause_channel = 'pause', dedup = 'dd:', dedup_index = 'ddi', scale = 'cc',
   scale_channel = 'scale', worker_info = 'wi:', failed_call = 'fc:', group_members = 'gm:',
   group_results = 'gr:',
+  events = 'ev', progress = 'pg:', progressed = 'pgd',
 }
 local STATE = {queued = 'q', delayed = 'd', waiting = 'w', gated = 'g'}
 local OUTCOME = {result = 'r', ['repeat'] = 'c', retry = 'y', hand_back = 'h', cancelled = 'x'}
@@ -76,24 +88,49 @@ local DEDUP = {throttle = 't', debounce = 'd', keep_last = 'l'}
 local DEDUPED = {enqueued = 1, dropped = 3, replaced = 4, follows = 5}
 -- the kinds of a result record
 local KIND = {value = 0, tuple = 1, error = 2, values = 3, results = 4}
+-- the kinds of an event of the event stream, and the fields of its entries (streaq/_schema.py)
+local EVENT = {
+  enqueued = 'q', started = 's', progress = 'p', retried = 'y', finished = 'd', failed = 'f',
+  aborted = 'a', dead_lettered = 'l',
+}
+local EVENT_FIELD = {kind = 'k', id = 'i', fn = 'f', time = 't', tries = 'r', value = 'v'}
 
 local GROUP = 'g'
 
 -- the flow configurations read by this call (flow.lua); each call starts afresh (register)
 local lim_cache = {}
+-- the bound of the event stream for this call (0: no events), whether the call wrote an event,
+-- and whether the set of tasks with progress exists (nil: not looked up yet)
+local events_bound = 0
+local events_written = false
+local progressed_known = nil
 
--- register a function of the library; every call of it starts with an empty lim_cache
+-- how long the event stream is kept after its last event (ms)
+local EVENTS_KEPT = 7 * 24 * 3600 * 1000
+
+-- register a function of the library; every call of it starts afresh. A writing function takes
+-- the bound of the event stream as ARGV[1] (removed here), and renews the stream's TTL once
+-- when it wrote events
 local function register(name, callback, read_only)
+  if read_only then
+    local function entry_ro(keys, args)
+      lim_cache = {}
+      return callback(keys, args)
+    end
+    redis.register_function{function_name = '__PREFIX__' .. name, callback = entry_ro,
+      flags = {'no-writes'}}
+    return
+  end
   local function entry(keys, args)
     lim_cache = {}
-    return callback(keys, args)
+    events_bound = tonumber(table.remove(args, 1)) or 0
+    events_written = false
+    progressed_known = nil
+    local reply = callback(keys, args)
+    if events_written then redis.call('PEXPIRE', keys[1] .. KEY.events, EVENTS_KEPT) end
+    return reply
   end
-  if read_only then
-    redis.register_function{function_name = '__PREFIX__' .. name, callback = entry,
-      flags = {'no-writes'}}
-  else
-    redis.register_function('__PREFIX__' .. name, entry)
-  end
+  redis.register_function('__PREFIX__' .. name, entry)
 end
 
 local function tasks_key(p) return p .. KEY.tasks end
@@ -183,8 +220,75 @@ local function held_by(skey, worker)
   return set
 end
 
+-- the longest the call of a failed task is kept (ms) when its result is kept forever: arguments
+-- may be personal data, and nothing of a queue should stay without an expiry
+local KEPT_CALL_MAX = 7 * 24 * 3600 * 1000
+
+-- append an event to the event stream (value: a progress event's encoded value)
+local function emit(p, kind, id, fn, now, tries, value)
+  if events_bound <= 0 then return end
+  local entry = {EVENT_FIELD.kind, kind, EVENT_FIELD.id, id, EVENT_FIELD.fn, fn or '',
+    EVENT_FIELD.time, now, EVENT_FIELD.tries, tries or 0}
+  if value then
+    entry[#entry + 1] = EVENT_FIELD.value
+    entry[#entry + 1] = value
+  end
+  redis.call('XADD', p .. KEY.events, 'MAXLEN', '~', events_bound, '*', unpack(entry))
+  events_written = true
+end
+
+-- an event of the task id whose stream fields are known
+local function emit_for(p, kind, id, fields, now)
+  if events_bound <= 0 then return end
+  emit(p, kind, id, field(fields, FIELD.fn), now, tonumber(field(fields, FIELD.tries) or '0'))
+end
+
+-- the function name, kind and tries of a result record
+local function record_head(rec)
+  local pos, head = 2, {}
+  for n = 1, 7 do
+    local len = scalar_len(rec, pos)
+    if n == 1 or n == 4 or n == 7 then
+      head[n] = cmsgpack.unpack(string.sub(rec, pos, pos + len - 1))
+    end
+    pos = pos + len
+  end
+  return head[1], head[4], head[7]
+end
+
+-- the event of a result written for id: finished, failed, or aborted (a failure of a task asked
+-- to abort, which must still be in the abort set)
+local function emit_result(p, id, rec, now)
+  if events_bound <= 0 then return end
+  local ok, fn, kind, tries = pcall(record_head, rec)
+  if not ok then fn, kind, tries = '', KIND.error, 0 end
+  local event = EVENT.finished
+  if kind == KIND.error then
+    event = EVENT.failed
+    if redis.call('SISMEMBER', p .. KEY.abort, id) == 1 then event = EVENT.aborted end
+  end
+  emit(p, event, id, fn, now, tries)
+end
+
+-- the progress of a task whose result is written lives as long as the result (at most
+-- KEPT_CALL_MAX when the result is kept forever; deleted when it is not stored)
+local function end_progress(p, id, ttl)
+  if progressed_known == nil then
+    progressed_known = redis.call('EXISTS', p .. KEY.progressed) == 1
+  end
+  if not progressed_known or redis.call('SREM', p .. KEY.progressed, id) == 0 then return end
+  local key = p .. KEY.progress .. id
+  if ttl == 0 then
+    redis.call('DEL', key)
+  else
+    if ttl == nil or ttl < 0 or ttl > KEPT_CALL_MAX then ttl = KEPT_CALL_MAX end
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
+
 local function store_result(p, id, rec, ttl, published)
   ttl = tonumber(ttl)
+  end_progress(p, id, ttl)
   if ttl == nil or ttl < 0 then
     redis.call('SET', p .. KEY.result .. id, rec)
   elseif ttl > 0 then
@@ -289,10 +393,6 @@ end
 
 local resolve_dependents
 
--- the longest the call of a failed task is kept (ms) when its result is kept forever: arguments
--- may be personal data, and nothing of a queue should stay without an expiry
-local KEPT_CALL_MAX = 7 * 24 * 3600 * 1000
-
 -- keep the call (priority and fields) of the failed task id as long as its result (ttl ms: -1
 -- forever, 0 not stored); the fields are kept as written, so encrypted arguments stay encrypted
 local function keep_call(p, id, prio, fields, ttl)
@@ -302,8 +402,10 @@ local function keep_call(p, id, prio, fields, ttl)
   redis.call('SET', p .. KEY.failed_call .. id, cmsgpack.pack({prio or '', fields}), 'PX', ttl)
 end
 
--- write a failed result decided here (abort, failed dependency) and cascade to dependents
-local function fail_task(p, id, fields, payload, now, published, worklist, prio)
+-- write a failed result decided here (abort, failed dependency) and cascade to dependents;
+-- event is its kind (aborted or failed)
+local function fail_task(p, id, fields, payload, now, published, worklist, prio, event)
+  emit_for(p, event, id, fields, now)
   local rec = '\153' .. cmsgpack.pack(field(fields, FIELD.fn),
     tonumber(field(fields, FIELD.created)), now, KIND.error, 0, now,
     tonumber(field(fields, FIELD.tries) or '0'), '') .. payload
@@ -344,13 +446,14 @@ resolve_dependents = function(p, now, worklist, published)
       elseif st and st[1] == STATE.waiting then
         if kind == KIND.error and link ~= LINK.otherwise then
           fail_task(p, child, fields, failure_payload('StreaqError',
-            why or ('dependency ' .. parent .. ' failed')), now, published, worklist, st[2])
+            why or ('dependency ' .. parent .. ' failed')), now, published, worklist, st[2], EVENT.failed)
         elseif kind ~= KIND.error and link == LINK.otherwise then
           -- the fallback is not needed: it ends with its parent's result
           local rec = '\153' .. cmsgpack.pack(field(fields, FIELD.fn),
             tonumber(field(fields, FIELD.created)),
             now, kind, now, now, 0, '') .. payload
           store_result(p, child, rec, field(fields, FIELD.ttl), published)
+          emit_result(p, child, rec, now)
           redis.call('HDEL', tasks_key(p), child)
           redis.call('DEL', p .. KEY.dependencies .. child)
           worklist[#worklist + 1] = {child, kind, payload, rec}

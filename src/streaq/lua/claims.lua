@@ -135,7 +135,7 @@ local function retire(keys, args)
                 redis.call('SREM', p .. KEY.abort, id)
                 local published, worklist = {}, {}
                 fail_task(p, id, fields, failure_payload('StreaqCancelled', 'task aborted'), now,
-                  published, worklist, prio)
+                  published, worklist, prio, EVENT.aborted)
                 resolve_dependents(p, now, worklist, published)
                 publish(p, published)
               else

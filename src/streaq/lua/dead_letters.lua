@@ -35,6 +35,7 @@ local function dead_letter(keys, args)
   redis.call('XACK', skey, GROUP, msgid)
   redis.call('XDEL', skey, msgid)
   local published, worklist = {}, {}
+  emit(p, EVENT.dead_lettered, id, field(entries[1][2], FIELD.fn), now, tonumber(tries))
   store_result(p, id, rec, ttl, published)
   keep_call(p, id, prio, entries[1][2], ttl)
   redis.call('HDEL', tasks_key(p), id)
@@ -84,8 +85,11 @@ local function replay_dead_letters(keys, args)
     local entry, id, prio = args[n], args[n + 1], args[n + 2]
     if redis.call('XDEL', p .. KEY.dead_letters, entry) == 1
         and redis.call('HEXISTS', tasks_key(p), id) == 0 then
-      redis.call('DEL', p .. KEY.result .. id, p .. KEY.failed_call .. id)
-      place(p, id, prio, cmsgpack.unpack(args[n + 3]), 0, now)
+      redis.call('DEL', p .. KEY.result .. id, p .. KEY.failed_call .. id,
+        p .. KEY.progress .. id)
+      local fields = cmsgpack.unpack(args[n + 3])
+      emit_for(p, EVENT.enqueued, id, fields, now)
+      place(p, id, prio, fields, 0, now)
       replayed[#replayed + 1] = id
     end
   end

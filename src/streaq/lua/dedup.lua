@@ -62,7 +62,8 @@ local function supersede(p, old, st, new, now, published, worklist)
   local fields = unlink(p, old, st, now)
   if fields then
     fail_task(p, old, fields, failure_payload('StreaqCancelled',
-      'superseded by task ' .. new .. ' (dedup)'), now, published, worklist, st[2])
+      'superseded by task ' .. new .. ' (dedup)'), now, published, worklist, st[2],
+      EVENT.aborted)
   else
     redis.call('HDEL', tasks_key(p), old)
   end

@@ -56,15 +56,18 @@ local function enqueue(keys, args)
       skip = redis.call('HEXISTS', tasks_key(p), id) == 1
         or redis.call('EXISTS', p .. KEY.result .. id) == 1
     elseif origin == ID_GIVEN then
-      redis.call('DEL', p .. KEY.result .. id, p .. KEY.failed_call .. id)
+      redis.call('DEL', p .. KEY.result .. id, p .. KEY.failed_call .. id,
+        p .. KEY.progress .. id)
     end
     if skip then
       out[n] = 0
     elseif t[7] then
       -- placed (and indexed) at once: a later task of this batch may find it holding its key
       out[n] = dedup_enqueue(p, id, prio, fields, run_at, t[7], now, published, superseded)
+      if out[n][1] ~= DEDUPED.dropped then emit_for(p, EVENT.enqueued, id, fields, now) end
     elseif #deps == 0 then
       out[n] = 1
+      emit_for(p, EVENT.enqueued, id, fields, now)
       if run_at > now or is_gated(p, field(fields, FIELD.fn)) then
         place(p, id, prio, fields, run_at, now)
       else
@@ -74,6 +77,7 @@ local function enqueue(keys, args)
       end
     else
       out[n] = 1
+      emit_for(p, EVENT.enqueued, id, fields, now)
       -- index the earlier tasks of this batch first: they may be this task's dependencies
       if #pending_ids > 0 then
         local flat = {}
@@ -123,7 +127,7 @@ local function enqueue(keys, args)
       if failed_dep then
         out[n] = 2
         fail_task(p, id, fields, failure_payload('StreaqError',
-          failed_why or ('dependency ' .. failed_dep .. ' failed')), now, published, {}, prio)
+          failed_why or ('dependency ' .. failed_dep .. ' failed')), now, published, {}, prio, EVENT.failed)
       elseif waiting > 0 then
         redis.call('HSET', tasks_key(p), id, cmsgpack.pack({STATE.waiting, prio, fields, run_at}))
       elseif link == LINK.group then
@@ -143,14 +147,19 @@ local function enqueue(keys, args)
   return out
 end
 
---[[ finish(KEYS[1]=prefix; ARGV: worker, now, n, then n pairs priority, id of tasks the worker
-started, then groups of 7: id, priority, msgid, outcome, a, b, c
+--[[ finish(KEYS[1]=prefix; ARGV: worker, now, n, then n groups of 5 of the tasks the worker
+started: priority, id, function name, tries, start time (ms), then groups of 7: id, priority,
+msgid, outcome, a, b, c
 outcome 'r' (result): a = record, b = ttl ms (-1 keep, 0 publish only)
 outcome 'c' (result of a repeating task, which runs again): a = record,
                       b = msgpack [ttl ms, next run_at, fields]
 outcome 'y' (retry):  a = msgpack fields, b = run_at
 outcome 'h' (hand back for immediate redelivery): a = msgpack fields, b unused
 c = the function's name when it is unique (its lock is released if this task holds it), else ''.
+A started task joins its stream's running set and gets a started event, once (a mark sent again
+is a no-op); a task whose outcome is in the same call gets its started event with the outcome,
+only if that is applied. Outcomes emit finished, failed or aborted (a result), retried, or
+aborted (cancelled); a hand-back emits nothing.
 An outcome is applied only while the worker owns the message (see Ownership): otherwise the group
 is skipped, which makes a repeated call a no-op. A task asked to abort (in `ab`) is not retried,
 handed back or repeated: it ends with a StreaqCancelled result instead (or the result it reached).
@@ -160,8 +169,18 @@ local function finish(keys, args)
   local p = keys[1]
   local worker, now = args[1], tonumber(args[2])
   local marks = tonumber(args[3])
-  for n = 4, 3 + 2 * marks, 2 do
-    redis.call('SADD', running_key(p, args[n]), args[n + 1])
+  local first = 4 + 5 * marks
+  local with_outcome, started_at = {}, {}
+  if marks > 0 then
+    for n = first, #args, 7 do with_outcome[args[n]] = true end
+  end
+  for n = 4, first - 1, 5 do
+    local id = args[n + 1]
+    if with_outcome[id] then
+      started_at[id] = n
+    elseif redis.call('SADD', running_key(p, args[n]), id) == 1 then
+      emit(p, EVENT.started, id, args[n + 2], tonumber(args[n + 4]), tonumber(args[n + 3]))
+    end
   end
   local acks = {}
   local done_ids = {}
@@ -173,7 +192,7 @@ local function finish(keys, args)
   local written, released, skipped = 0, 0, 0
   local held = {}
   local items = {}
-  for n = 4 + 2 * marks, #args, 7 do
+  for n = first, #args, 7 do
     local id, prio, msgid = args[n], args[n + 1], args[n + 2]
     local skey = stream_key(p, prio)
     if held[prio] == nil then held[prio] = held_by(skey, worker) or false end
@@ -207,6 +226,11 @@ local function finish(keys, args)
   for _, n in ipairs(items) do
     local id, prio, outcome = args[n], args[n + 1], args[n + 3]
     local a, b, c = args[n + 4], args[n + 5], args[n + 6]
+    local mark = started_at[id]
+    if mark then
+      emit(p, EVENT.started, id, args[mark + 2], tonumber(args[mark + 4]),
+        tonumber(args[mark + 3]))
+    end
     if outcome ~= OUTCOME.result and redis.call('SISMEMBER', p .. KEY.abort, id) == 1 then
       if outcome == OUTCOME['repeat'] then
         b = cmsgpack.unpack(b)[1]
@@ -218,6 +242,7 @@ local function finish(keys, args)
     end
     if outcome == OUTCOME.result then
       store_result(p, id, a, b, published)
+      emit_result(p, id, a, now)
       -- pcall: a record this library cannot read must not stop the outcome from being applied
       local read, kind = pcall(split_record, a)
       if read and kind == KIND.error then
@@ -231,12 +256,15 @@ local function finish(keys, args)
     elseif outcome == OUTCOME['repeat'] then
       local spec = cmsgpack.unpack(b)
       store_result(p, id, a, spec[1], published)
+      emit_result(p, id, a, now)
       done_ids[#done_ids + 1] = id
       done_records[id] = a
       repeats[#repeats + 1] = {id, prio, spec[3], tonumber(spec[2])}
       written = written + 1
     elseif outcome == OUTCOME.retry then
-      place(p, id, prio, cmsgpack.unpack(a), tonumber(b), now)
+      local fields = cmsgpack.unpack(a)
+      emit_for(p, EVENT.retried, id, fields, now)
+      place(p, id, prio, fields, tonumber(b), now)
     elseif outcome == OUTCOME.hand_back then
       place(p, id, prio, cmsgpack.unpack(a), 0, now)
     end
@@ -271,7 +299,7 @@ local function finish(keys, args)
     released = released + redis.call('SISMEMBER', p .. KEY.has_dependents, item[1])
     redis.call('SREM', p .. KEY.abort, item[1])
     fail_task(p, item[1], item[2], failure_payload('StreaqCancelled', 'task aborted'), now,
-      published, worklist, item[3])
+      published, worklist, item[3], EVENT.aborted)
     written = written + 1
   end
   resolve_dependents(p, now, worklist, published)
@@ -347,7 +375,7 @@ local function abort_task(p, id, st, now, message)
   if not fields then return -1 end
   local published, worklist = {}, {}
   fail_task(p, id, fields, failure_payload('StreaqCancelled', message or 'task aborted'), now,
-    published, worklist, st[2])
+    published, worklist, st[2], EVENT.aborted)
   resolve_dependents(p, now, worklist, published)
   publish(p, published)
   return 1
@@ -429,7 +457,7 @@ local function status(keys, args)
 end
 
 --[[ info(KEYS[1]=prefix; ARGV: id) -> nil | [status, priority, fields, run_at, deps, dependents,
-  delivery count] ]]
+  delivery count, latest progress or nil] ]]
 local function info(keys, args)
   local p = keys[1]
   local id = args[1]
@@ -447,7 +475,8 @@ local function info(keys, args)
   end
   return {state, st[2], fields, tostring(st[4] or 0),
     redis.call('SMEMBERS', p .. KEY.dependencies .. id),
-    redis.call('SMEMBERS', p .. KEY.dependents .. id), deliveries}
+    redis.call('SMEMBERS', p .. KEY.dependents .. id), deliveries,
+    redis.call('GET', p .. KEY.progress .. id)}
 end
 
 --[[ promote(KEYS[1]=prefix; ARGV: now, limit) -> [moved, next due time or -1]
@@ -520,8 +549,10 @@ local function retry_failed(keys, args)
   local id, now, prio = args[1], tonumber(args[2]), args[3]
   if redis.call('HEXISTS', tasks_key(p), id) == 1 then return -1 end
   if redis.call('EXISTS', p .. KEY.failed_call .. id) == 0 then return 0 end
-  redis.call('DEL', p .. KEY.result .. id, p .. KEY.failed_call .. id)
-  place(p, id, prio, cmsgpack.unpack(args[4]), 0, now)
+  redis.call('DEL', p .. KEY.result .. id, p .. KEY.failed_call .. id, p .. KEY.progress .. id)
+  local fields = cmsgpack.unpack(args[4])
+  emit_for(p, EVENT.enqueued, id, fields, now)
+  place(p, id, prio, fields, 0, now)
   return 1
 end
 
@@ -534,7 +565,7 @@ local function delete_result(keys, args)
   local id = args[1]
   if redis.call('HEXISTS', tasks_key(p), id) == 1 then return -1 end
   local gone = redis.call('DEL', p .. KEY.result .. id)
-  redis.call('DEL', p .. KEY.failed_call .. id)
+  redis.call('DEL', p .. KEY.failed_call .. id, p .. KEY.progress .. id)
   return gone
 end
 

@@ -30,6 +30,7 @@ from ._actions import add_actions
 from ._data import StatsCache, chart, remote_traceback
 from ._links import install, link_to
 from ._security import HostCheck, SecureApp, SecureRoute
+from ._stream import add_event_stream, events_since
 from .deps import get_allowed_hosts, get_exception_formatter, get_result_formatter, get_worker
 
 __all__ = ["create_app", "create_router", "router"]
@@ -292,7 +293,7 @@ def _build_router(
         result_formatter: Callable[[Any], str] = _RESULT_FORMATTER,
         exception_formatter: Callable[[BaseException], str] = _EXCEPTION_FORMATTER,
     ) -> Response:
-        """One task: arguments, result or traceback, timings, tries, dependencies."""
+        """One task: arguments, result or traceback, progress, timings, tries, dependencies."""
         status = await worker.status_by_id(task_id)
         info = None
         result: TaskResult[Any] | None = None
@@ -308,6 +309,8 @@ def _build_router(
         value = error = trace = None
         arguments: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         unreadable = None
+        # the latest progress report: kept as long as the result, shown after the end too
+        progress = info.progress if info is not None else await worker.progress_by_id(task_id)
         if result is not None:
             if result.success:
                 value = result_formatter(result.result)
@@ -331,6 +334,9 @@ def _build_router(
             trace=trace,
             arguments=arguments,
             unreadable=unreadable,
+            progress=None if progress is None else result_formatter(progress),
+            # the page of an unfinished task refreshes as soon as the task's events say so
+            events_since=events_since(worker) if info is not None else None,
         )
 
     @router.get("/cron", name="streaq_cron")
@@ -380,6 +386,7 @@ def _build_router(
         )
 
     add_actions(router, worker_dep, csrf.check, back_to)
+    add_event_stream(router, worker_dep)
     return router
 
 

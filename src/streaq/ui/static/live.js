@@ -24,7 +24,10 @@
     body.dataset.live = paused ? "paused" : "on";
   }
 
+  let again = false; // an event came during a refresh: refresh once more after it
+
   async function refresh() {
+    if (busy) again = true;
     if (paused || busy || document.hidden) return;
     busy = true;
     try {
@@ -42,6 +45,25 @@
       // offline for a moment: the next tick tries again
     } finally {
       busy = false;
+      if (again) {
+        again = false;
+        refresh();
+      }
+    }
+  }
+
+  // a task's page: refresh at once when the task's event stream (server-sent events) says that
+  // something happened; the periodic refresh goes on as well
+  const stream = document.getElementById("task-events");
+  if (stream && "EventSource" in window) {
+    const FINAL = ["finished", "failed", "aborted", "dead_lettered"];
+    const source = new EventSource(stream.dataset.events);
+    for (const kind of ["enqueued", "started", "progress", "retried", ...FINAL]) {
+      source.addEventListener(kind, () => {
+        if (FINAL.includes(kind)) source.close();
+        body.dataset.events = String(Number(body.dataset.events || 0) + 1);
+        refresh();
+      });
     }
   }
 
