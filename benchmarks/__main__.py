@@ -10,7 +10,14 @@ import importlib
 import sys
 
 #: Benchmark modules, run in this order when no names are given.
-MODULES: list[str] = ["redis_layer", "queue", "scheduling", "flow", "roundtrip"]
+MODULES: list[str] = [
+    "redis_layer",
+    "queue",
+    "scheduling",
+    "flow",
+    "roundtrip",
+    "concurrent_enqueue",
+]
 
 
 def main(argv: list[str]) -> int:

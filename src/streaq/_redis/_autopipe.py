@@ -41,6 +41,10 @@ from ._connection import Connection
 
 __all__ = ["AutoPipeline"]
 
+#: Batches on the wire at once: while they are answered, the next batch gathers. Two keep the
+#: server busy during the client's turn without splitting the callers into tiny batches.
+MAX_IN_FLIGHT = 2
+
 #: Takes a slot and a connection (``ConnectionPool.acquire``).
 Acquire = Callable[[], Awaitable[tuple[Connection, bool]]]
 #: Gives back a connection taken but not used (``ConnectionPool.release``).
@@ -56,7 +60,7 @@ class _Request:
     def __init__(self, data: bytes, count: int | None) -> None:
         self.data = data
         self.count = count
-        self.done = anyio.Event()
+        self.done: anyio.Event | None = None  # only a caller that waits needs one
         self.lead = False  # woken to lead, not with a result
         self.taken = False  # part of a batch: its replies will be read
         self.result: Any = None
@@ -71,7 +75,16 @@ class AutoPipeline:
     :param send: runs one round trip on it, applying the client's retry rule, and releases it.
     """
 
-    __slots__ = ("_acquire", "_gathering", "_pending", "_release", "_send", "batches")
+    __slots__ = (
+        "_acquire",
+        "_gathering",
+        "_in_flight",
+        "_landed",
+        "_pending",
+        "_release",
+        "_send",
+        "batches",
+    )
 
     def __init__(self, acquire: Acquire, release: Release, send: Send) -> None:
         self._acquire = acquire
@@ -79,6 +92,8 @@ class AutoPipeline:
         self._send = send
         self._pending: list[_Request] = []
         self._gathering = False
+        self._in_flight = 0  # batches written and not yet answered
+        self._landed: anyio.Event | None = None  # set when one lands, for a waiting leader
         #: Round trips made, one per batch (for introspection and benchmarks).
         self.batches = 0
 
@@ -94,8 +109,9 @@ class AutoPipeline:
         request = _Request(data, count)
         self._pending.append(request)
         if self._gathering:
+            request.done = done = anyio.Event()
             try:
-                await request.done.wait()
+                await done.wait()
             except BaseException:
                 if not request.taken:
                     self._abandon(request)
@@ -114,7 +130,8 @@ class AutoPipeline:
             if self._pending:
                 successor = self._pending[0]
                 successor.lead = True
-                successor.done.set()
+                if successor.done is not None:
+                    successor.done.set()
             else:
                 self._gathering = False
 
@@ -122,9 +139,17 @@ class AutoPipeline:
         request.lead = True
         conn: Connection | None = None
         try:
+            if self._in_flight >= MAX_IN_FLIGHT:
+                # Wait for a batch to land; the commands queued meanwhile make the next batch.
+                self._landed = landed = anyio.Event()
+                await landed.wait()
+            elif self._in_flight:
+                # Others are busy: let the ready tasks queue their commands behind this one. A
+                # lone caller skips this, so sequential commands pay no extra scheduling round.
+                await anyio.lowlevel.checkpoint()
             conn, reused = await self._acquire()
-            # Let the other ready tasks queue their commands behind this one.
-            await anyio.lowlevel.checkpoint()
+            # A slot granted as the leader was cancelled: deliver it before anything is sent.
+            await anyio.lowlevel.checkpoint_if_cancelled()
         except BaseException:
             if conn is not None:
                 await self._release(conn)
@@ -135,9 +160,16 @@ class AutoPipeline:
         for item in batch:
             item.taken = True
         self.batches += 1
-        if len(batch) == 1:
-            return await self._send(conn, reused, request.data, request.count)
-        return await self._run(conn, reused, batch, request)
+        self._in_flight += 1
+        try:
+            if len(batch) == 1:
+                return await self._send(conn, reused, request.data, request.count)
+            return await self._run(conn, reused, batch, request)
+        finally:
+            self._in_flight -= 1
+            if self._landed is not None:
+                self._landed.set()
+                self._landed = None
 
     async def _run(
         self, conn: Connection, reused: bool, batch: list[_Request], leader: _Request
@@ -165,7 +197,7 @@ class AutoPipeline:
                 else:
                     item.result = replies[index : index + item.count]
                     index += item.count
-                if item is not leader:
+                if item.done is not None:
                     item.done.set()
         if leader.error is not None:
             raise leader.error
