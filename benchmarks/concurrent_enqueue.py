@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Issue 18 asks that 32 concurrent callers of a single ``await task.enqueue()`` reach at least 3× the
+Issue 18 asks that 32 concurrent callers of a single ``await task.enqueue()`` reach at least 3x the
 rate they had before automatic pipelining. This module starts a private ``redis-server`` and, in a
 child process per measurement, has ``BENCH_CALLERS`` (default 32) tasks enqueue ``BENCH_TASKS``
 (default 20,000) no-op tasks in total, one ``await noop.enqueue()`` at a time each (no worker runs:
@@ -24,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 from streaq.testing import redis_server
 
@@ -98,7 +97,7 @@ def _measure(url: str, queue: str, backend: str, src: str) -> dict[str, float]:
 
 
 def main() -> None:
-    """Measure concurrent and sequential single enqueues per backend (and version); print a table."""
+    """Measure concurrent and sequential single enqueues per backend and version; print a table."""
     versions = {"before": BEFORE_SRC, "after": ""} if BEFORE_SRC else {"this": ""}
     results: dict[tuple[str, str, str], list[float]] = {}
     with redis_server() as url:
