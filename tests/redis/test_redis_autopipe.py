@@ -4,8 +4,9 @@ and cancellation or a server restart at any stage never desynchronises the other
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio
@@ -20,7 +21,9 @@ pytestmark = pytest.mark.anyio
 Outcome = dict[str, Any]
 
 
-async def _record(outcomes: Outcome, name: str, scope: anyio.CancelScope, call: Any) -> None:
+async def _record(
+    outcomes: Outcome, name: str, scope: anyio.CancelScope, call: Callable[[], Awaitable[Any]]
+) -> None:
     with scope:
         try:
             outcomes[name] = await call()
@@ -32,7 +35,7 @@ async def _record(outcomes: Outcome, name: str, scope: anyio.CancelScope, call: 
 
 @asynccontextmanager
 async def _one_batch(
-    client: RedisClient, calls: dict[str, Callable[[], Awaitable[Any]]]
+    client: RedisClient, calls: Mapping[str, Callable[[], Awaitable[Any]]]
 ) -> AsyncIterator[tuple[Outcome, dict[str, anyio.CancelScope]]]:
     """Queue ``calls`` in order behind the pool's only connection, so they form one batch whose
     leader is the first; the body runs while they wait, then the connection is freed."""
@@ -110,12 +113,12 @@ async def test_error_reply_goes_only_to_its_caller(redis_url: str, queue_name: s
 @pytest.mark.parametrize("victim", ["leader", "follower"])
 async def test_cancel_while_queued(redis_url: str, victim: str) -> None:
     async with open_client(redis_url, max_connections=1) as client:
-        calls = {name: (lambda n=name: client.execute("ECHO", n)) for name in ("a", "b", "c")}
+        calls = {name: partial(client.execute, "ECHO", name) for name in ("a", "b", "c")}
         cancelled = "a" if victim == "leader" else "b"
         async with _one_batch(client, calls) as (outcomes, scopes):
             # before the freed connection reaches the leader: the victim was never sent
             scopes[cancelled].cancel()
-        expected = {name: name.encode() for name in calls}
+        expected: dict[str, Any] = {name: name.encode() for name in calls}
         expected[cancelled] = "cancelled"
         assert outcomes == expected
         (conn,) = client.pool.idle_connections
