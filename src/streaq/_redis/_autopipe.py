@@ -10,7 +10,11 @@ event loop so that the other ready tasks can queue their requests, then takes ev
 request's replies are a contiguous slice of the batch's replies, in order, and are handed to its
 caller. As soon as the leader has taken its batch, the next caller becomes the next leader (on
 another connection), so batches overlap instead of waiting for each other. An explicit pipeline's
-commands are written contiguously, so a ``MULTI``/``EXEC`` inside it is never interleaved.
+commands are written contiguously, so a ``MULTI``/``EXEC`` inside it is never interleaved. A
+blocking command sent through the pool would hold up the replies queued behind it, which is one
+more reason blocking reads use :meth:`~streaq._redis._client.RedisClient.dedicated` connections.
+At most :data:`MAX_IN_FLIGHT` batches are on the wire at once; a lone caller (none in flight)
+sends at once, without the extra scheduling round.
 
 The retry rule of the client applies to the batch as a whole (it is one round trip), and so does
 the ``READONLY`` handling: refused replies come back, reworded, to their own callers, who resend
