@@ -18,6 +18,7 @@ MODULES: list[str] = [
     "roundtrip",
     "latency",
     "logcost",
+    "concurrent_enqueue",
 ]
 
 

@@ -163,10 +163,10 @@ async def test_silent_idle_connections_are_replaced_by_a_health_check(
     async with open_client(
         proxy.url, health_check_interval=0.05, socket_connect_timeout=0.3, max_connections=3
     ) as client:
-        # three idle connections, all frozen
-        async with anyio.create_task_group() as tg:
-            for _ in range(3):
-                tg.start_soon(client.execute, "BLPOP", "streaq-test:nothing", 0.05)
+        # three idle connections, all frozen (taken at once: concurrent commands would share one)
+        taken = [(await client.pool.acquire())[0] for _ in range(3)]
+        for conn in taken:
+            await client.pool.release(conn)
         stale = client.pool.idle_connections
         assert len(stale) == 3
         proxy.freeze()

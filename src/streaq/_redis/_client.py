@@ -7,12 +7,14 @@ settings, a :class:`~streaq._redis._pool.ConnectionPool` fed by a *connector* (t
 a factory of new connections), and a :class:`~streaq._redis._watchdog.Watchdog` that bounds every
 round trip by ``socket_timeout`` without a cancel scope per command.
 
-Every pooled command is one *round trip* on one connection (:meth:`RedisClient._roundtrip`). The
-single retry rule: when a command fails with ``ConnectionError`` on a connection that was reused
-from the idle stack and **no reply byte had arrived**, the server most likely closed that connection
-while it sat idle (restart, ``timeout`` config, ``CLIENT KILL``); the command is sent again once,
-on a freshly opened connection. A failure on a fresh connection, after reply bytes arrived, or a
-timeout is never retried.
+Every pooled command is one *round trip* on one connection (:meth:`RedisClient._roundtrip`);
+commands issued concurrently by different tasks share round trips, automatically pipelined on one
+connection by an :class:`~streaq._redis._autopipe.AutoPipeline` (cancel-safe; see there). The
+single retry rule (applied to a shared round trip as a whole): when a command fails with
+``ConnectionError`` on a connection that was reused from the idle stack and **no reply byte had
+arrived**, the server most likely closed that connection while it sat idle (restart, ``timeout``
+config, ``CLIENT KILL``); the command is sent again once, on a freshly opened connection. A
+failure on a fresh connection, after reply bytes arrived, or a timeout is never retried.
 
 Blocking commands (``XREADGROUP BLOCK``, ``BLPOP``) go to :meth:`RedisClient.dedicated`
 connections, outside the pool, so they never starve pooled commands of slots; cancelling one closes
@@ -36,6 +38,7 @@ from typing import Any
 
 from redis import exceptions as rex
 
+from ._autopipe import AutoPipeline
 from ._backoff import Backoff
 from ._config import RedisConfig
 from ._connection import Connection, Connector
@@ -74,6 +77,8 @@ class RedisClient:
             health_check_timeout=config.health_check_timeout,
         )
         self._functions = FunctionCaller(self)
+        pool = self._pool
+        self._autopipe = AutoPipeline(pool.acquire, pool.release, self._roundtrip_on)
         #: The server's version, read during the first handshake.
         self.server_version: tuple[int, int, int] = (0, 0, 0)
         #: What to do about a server that stays a replica, for the ``READONLY`` message.
@@ -116,9 +121,22 @@ class RedisClient:
                 f"the server at {self.address} runs {have}"
             )
 
+    @property
+    def autopipe(self) -> AutoPipeline:
+        """The automatic pipelining of concurrent commands (for introspection and tests)."""
+        return self._autopipe
+
     async def _roundtrip(self, data: bytes, count: int | None, *, fresh: bool = False) -> Any:
+        if not fresh:
+            return await self._autopipe.roundtrip(data, count)
+        conn, reused = await self._pool.acquire(fresh=True)
+        return await self._roundtrip_on(conn, reused, data, count)
+
+    async def _roundtrip_on(
+        self, conn: Connection, reused: bool, data: bytes, count: int | None
+    ) -> Any:
+        """One round trip on ``conn`` (then released), with the single retry rule."""
         pool = self._pool
-        conn, reused = await pool.acquire(fresh=fresh)
         try:
             return await self._discard_if_readonly(conn, await conn.roundtrip(data, count), count)
         except rex.ConnectionError:
