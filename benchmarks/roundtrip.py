@@ -119,34 +119,29 @@ def _round(url: str, backend: str, round_: int) -> dict[str, list[float]]:
         try:
             _wait_for_worker(url, queue, worker)
             client = [sys.executable, "-c", CLIENT]
-            alone = subprocess.run(
-                [*client, "measure", str(N), backend],
-                env=env,
-                cwd=tmp,
-                check=True,
-                text=True,
-                capture_output=True,
-                timeout=300,
-            )
+
+            def measure() -> list[float]:
+                done = subprocess.run(
+                    [*client, "measure", str(N), backend],
+                    env=env,
+                    cwd=tmp,
+                    check=True,
+                    text=True,
+                    capture_output=True,
+                    timeout=300,
+                )
+                samples: list[float] = json.loads(done.stdout.strip().splitlines()[-1])
+                return samples
+
+            alone = measure()
             load = subprocess.Popen([*client, "load", str(RATE), backend], env=env, cwd=tmp)
-            loaded = subprocess.run(
-                [*client, "measure", str(N), backend],
-                env=env,
-                cwd=tmp,
-                check=True,
-                text=True,
-                capture_output=True,
-                timeout=300,
-            )
+            loaded = measure()
         finally:
             for process in (load, worker):
                 if process is not None and process.poll() is None:
                     process.terminate()
                     process.wait(timeout=30)
-    return {
-        "alone": json.loads(alone.stdout.strip().splitlines()[-1]),
-        "loaded": json.loads(loaded.stdout.strip().splitlines()[-1]),
-    }
+    return {"alone": alone, "loaded": loaded}
 
 
 def main() -> None:

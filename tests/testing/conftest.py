@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
+from children import delete_queue_keys
 
 from streaq import Worker
 
@@ -15,10 +15,4 @@ from streaq import Worker
 def worker(redis_url: str, queue_name: str) -> Iterator[Worker[Any]]:
     """A worker on the test's queue (register tasks on it, then open a harness on it)."""
     yield Worker(redis_url=redis_url, queue_name=queue_name, concurrency=4, idle_timeout=5)
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"streaq:{{{queue_name}}}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_queue_keys(redis_url, queue_name)
